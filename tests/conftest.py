@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import os
+import typing as t
+
+import pytest
+import redis
+
+from flask_poststack.redis_server import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Config falls back to the environment, so no test may see another's keys."""
+    for key in list(os.environ):
+        if key.startswith("POSTSTACK_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> t.Iterator[RedisServer]:
+    """A real ``redis-server`` process on 127.0.0.1, for the whole session."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> t.Iterator[str]:
+    """The URL of the session's Redis, emptied after each test."""
+    yield redis_server.url
+    conn = redis.Redis.from_url(redis_server.url)
+    conn.flushall()
+    conn.close()
