@@ -180,16 +180,15 @@ def build_payload(
     subject = _optional_str("subject", subject)
     html = _optional_str("html", html)
     text = _optional_str("text", text)
-    if subject is not None and _CONTROL.search(subject):
-        raise InvalidEmailError(
-            "subject", "must not contain CR, LF or other control characters."
-        )
-
     if template is not None:
         rendered = render_email(template, context)
         subject = subject or rendered.subject
         html = html or rendered.html
         text = text or rendered.text
+    if subject is not None and _CONTROL.search(subject):
+        raise InvalidEmailError(
+            "subject", "must not contain CR, LF or other control characters."
+        )
     if template_id is not None:
         template_id = _token("template_id", template_id)
     if not (html or text or template_id):
@@ -199,45 +198,34 @@ def build_payload(
     if not subject and template_id is None:
         hint = f" or add {template}.subject.txt" if template else ""
         raise InvalidEmailError("subject", f"is required; pass subject={hint}.")
+    fields: dict[str, t.Any] = {
+        "attachments": None if attachments is None else build_attachments(attachments),
+        "template_id": template_id,
+        "variables": None if variables is None else _variables(variables),
+        "scheduled_at": None if scheduled_at is None else _scheduled_at(scheduled_at),
+        "idempotency_key": None
+        if idempotency_key is None
+        else _token("idempotency_key", idempotency_key, MAX_IDEMPOTENCY_KEY_LENGTH),
+    }
 
     if settings.redirect_to is not None:
         extra_headers = _redirect(settings.redirect_to, recipients, extra_headers)
     if settings.allowed_recipients:
         _check_allowed(settings.allowed_recipients, recipients)
 
-    payload: Payload = {
+    fields = {
         "from": sender,
-        "to": [written for written, _ in recipients["to"]],
+        **{name: [written for written, _ in recipients[name]] for name in recipients},
+        "reply_to": reply_to,
+        "subject": subject,
+        "html": html,
+        "text": text,
+        "headers": extra_headers,
+        "tags": all_tags,
+        **fields,
     }
-    if recipients["cc"]:
-        payload["cc"] = [written for written, _ in recipients["cc"]]
-    if recipients["bcc"]:
-        payload["bcc"] = [written for written, _ in recipients["bcc"]]
-    if reply_to is not None:
-        payload["reply_to"] = reply_to
-    if subject:
-        payload["subject"] = subject
-    if html:
-        payload["html"] = html
-    if text:
-        payload["text"] = text
-    if extra_headers:
-        payload["headers"] = extra_headers
-    if all_tags:
-        payload["tags"] = all_tags
-    if attachments is not None:
-        encoded = build_attachments(attachments)
-        if encoded:
-            payload["attachments"] = encoded
-    if template_id is not None:
-        payload["template_id"] = template_id
-    if variables is not None:
-        payload["variables"] = _variables(variables)
-    if scheduled_at is not None:
-        payload["scheduled_at"] = _scheduled_at(scheduled_at)
-    if idempotency_key is not None:
-        payload["idempotency_key"] = _idempotency_key(idempotency_key)
-    return payload
+    # Unset and empty fields are left out: the wire has no nulls.
+    return t.cast(Payload, {key: value for key, value in fields.items() if value})
 
 
 _Address = tuple[str, str]  # (as written, bare address for matching)
@@ -432,10 +420,6 @@ def _scheduled_at(value: object) -> str:
     except OverflowError:
         raise InvalidEmailError("scheduled_at", f"{value!r} is out of range.") from None
     return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def _idempotency_key(value: object) -> str:
-    return _token("idempotency_key", value, MAX_IDEMPOTENCY_KEY_LENGTH)
 
 
 def _redirect(
