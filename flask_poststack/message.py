@@ -112,7 +112,7 @@ def build_payload(
     scheduled_at: dt.datetime | str | None = None,
     idempotency_key: str | None = None,
 ) -> Payload:
-    """Validate the arguments of an email and return its ``POST /emails`` body.
+    r"""Validate the arguments of an email and return its ``POST /emails`` body.
 
     The result is plain JSON data without ``None`` values, ready for
     ``client.emails.send()`` or for an RQ job. Rendering a Jinja ``template``
@@ -127,7 +127,7 @@ def build_payload(
     :param subject: required unless a template supplies it.
     :param html: the HTML body.
     :param text: the plain text body.
-    :param from_: the sender, sent as the wire key ``from``. Defaults to
+    :param from\_: the sender, sent as the wire key ``from``. Defaults to
         ``POSTSTACK_DEFAULT_FROM``.
     :param cc: like ``to``.
     :param bcc: like ``to``.
