@@ -36,7 +36,7 @@ test: lint typing docs
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m flask_poststack.demo
+	$(BIN)/python -m flask_poststack.demo $(if $(KEEP),--keep)
 
 sandbox: $(STAMP)
 	$(BIN)/python -m flask_poststack.sandbox --port 8025

@@ -7,6 +7,7 @@ import pytest
 import redis
 
 from flask_poststack.redis_server import RedisServer
+from flask_poststack.sandbox import Sandbox
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +33,18 @@ def redis_url(redis_server: RedisServer) -> t.Iterator[str]:
     conn = redis.Redis.from_url(redis_server.url)
     conn.flushall()
     conn.close()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> t.Iterator[Sandbox]:
+    """One PostStack sandbox on 127.0.0.1 for the whole session."""
+    server = Sandbox(port=0, latency=0.0, lifecycle_delay=0.02).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Sandbox) -> t.Iterator[Sandbox]:
+    """The session's sandbox, reset (emails, keys, faults, settings) first."""
+    sandbox_server.reset()
+    yield sandbox_server

@@ -1,0 +1,512 @@
+"""The PostStack API routes: ``/emails`` and ``/webhooks``.
+
+Handlers take an authenticated :class:`Request` and return a
+:class:`Response`; they raise :class:`InvalidRequest` for error answers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import typing as t
+from datetime import timedelta
+
+from ._util import fingerprint
+from ._util import parse_iso
+from ._util import utcnow
+from .config import SandboxConfig
+from .lifecycle import Lifecycle
+from .messages import json_response
+from .messages import Request
+from .messages import Response
+from .store import Replay
+from .store import Store
+from .store import StoredEmail
+from .validation import InvalidRequest
+from .validation import parse_send
+from .validation import unprocessable
+from .webhooks import is_loopback
+from .webhooks import Webhook
+from .webhooks import Webhooks
+
+Handler = t.Callable[[Request, list[str]], Response]
+_SEND_ROUTES = {
+    ("POST", "/emails"),
+    ("POST", "/emails/send"),
+    ("POST", "/emails/batch"),
+}
+#: How long a duplicate waits for the request holding its key.
+CLAIM_TIMEOUT = 60.0
+
+
+def _not_found(what: str) -> InvalidRequest:
+    return InvalidRequest(f"{what} not found", 404, "not_found")
+
+
+def _page_args(req: Request) -> tuple[int, int]:
+    try:
+        page = int(req.query.get("page", "1"))
+        per_page = int(req.query.get("per_page", "20"))
+    except ValueError:
+        raise InvalidRequest("'page' and 'per_page' must be integers") from None
+    if page < 1 or not 1 <= per_page <= 100:
+        raise InvalidRequest("'page' must be >= 1 and 'per_page' between 1 and 100")
+    return page, per_page
+
+
+def _paginate(
+    items: list[t.Any], page: int, per_page: int
+) -> tuple[list[t.Any], dict[str, int]]:
+    total = len(items)
+    meta = {
+        "page": page,
+        "perPage": per_page,
+        "total": total,
+        "totalPages": math.ceil(total / per_page),
+    }
+    return items[(page - 1) * per_page : page * per_page], meta
+
+
+class Api:
+    """Routes and handlers of the emulated API."""
+
+    def __init__(
+        self,
+        config: SandboxConfig,
+        store: Store,
+        lifecycle: Lifecycle,
+        webhooks: Webhooks,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.lifecycle = lifecycle
+        self.webhooks = webhooks
+        self.routes: list[tuple[str, tuple[str, ...], Handler]] = [
+            ("POST", ("emails",), self.send),
+            ("POST", ("emails", "send"), self.send),
+            ("POST", ("emails", "batch"), self.batch),
+            ("GET", ("emails",), self.list_emails),
+            ("GET", ("emails", "*"), self.get_email),
+            ("PATCH", ("emails", "*"), self.reschedule),
+            ("POST", ("emails", "*", "cancel"), self.cancel),
+            ("GET", ("emails", "*", "events"), self.events),
+            ("GET", ("emails", "*", "insights"), self.insights),
+            ("POST", ("webhooks",), self.create_webhook),
+            ("GET", ("webhooks",), self.list_webhooks),
+            ("GET", ("webhooks", "*"), self.get_webhook),
+            ("PATCH", ("webhooks", "*"), self.update_webhook),
+            ("DELETE", ("webhooks", "*"), self.delete_webhook),
+            ("POST", ("webhooks", "*", "test"), self.test_webhook),
+            ("POST", ("webhooks", "*", "rotate-secret"), self.rotate_secret),
+            ("GET", ("webhooks", "*", "deliveries"), self.deliveries),
+            (
+                "POST",
+                ("webhooks", "*", "deliveries", "batch-replay"),
+                self.batch_replay,
+            ),
+            ("POST", ("webhooks", "*", "deliveries", "*", "replay"), self.replay),
+        ]
+
+    def handle(self, req: Request) -> Response:
+        """Route ``req``; 404 / 405 when nothing matches."""
+        segments = req.segments
+        allowed = False
+        for method, pattern, handler in self.routes:
+            if len(pattern) != len(segments) or any(
+                p != "*" and p != s for p, s in zip(pattern, segments, strict=False)
+            ):
+                continue
+            if method != req.method:
+                allowed = True
+                continue
+            args = [s for p, s in zip(pattern, segments, strict=False) if p == "*"]
+            if req.method == "POST" and (
+                (req.method, req.path) in _SEND_ROUTES
+                or self.config.idempotency_all_posts
+            ):
+                return self._idempotent(req, args, handler)
+            return handler(req, args)
+        if allowed:
+            raise InvalidRequest("Method not allowed", 405, "method_not_allowed")
+        raise _not_found("Route")
+
+    # Idempotency ----------------------------------------------------------
+
+    def _body_keys(self, req: Request) -> set[str]:
+        try:
+            body = req.json()
+        except InvalidRequest:
+            return set()
+        items = (
+            body.get("emails")
+            if req.path == "/emails/batch" and isinstance(body, dict)
+            else [body]
+        )
+        if not isinstance(items, list):
+            return set()
+        return {
+            item["idempotency_key"]
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("idempotency_key"), str)
+        }
+
+    def _idempotent(self, req: Request, args: list[str], handler: Handler) -> Response:
+        assert req.auth is not None
+        team, config = req.auth.team, self.config
+        header_key = req.headers.get("Idempotency-Key") or None
+        body_keys = self._body_keys(req) if req.path.startswith("/emails") else set()
+        if config.idempotency_precedence == "header" and header_key:
+            body_keys = set()
+        elif config.idempotency_precedence == "body" and body_keys:
+            header_key = None
+        req.use_body_keys = bool(body_keys)
+        claims = {("b", team, key) for key in body_keys}
+        if header_key:
+            claims.add(("h", team, header_key))
+        if not self.store.claim(
+            claims, wait=config.idempotency_concurrent == "wait", timeout=CLAIM_TIMEOUT
+        ):
+            raise InvalidRequest(
+                "A request with this idempotency key is already in progress",
+                409,
+                "conflict",
+            )
+        try:
+            if not header_key:
+                return handler(req, args)
+            route = "/emails" if req.path == "/emails/send" else req.path
+            digest = fingerprint([route, req.json()])
+            found = self.store.lookup_header(team, header_key)
+            if found is not None:
+                if found.fingerprint != digest:
+                    raise self._key_conflict()
+                self.store.count("replays")
+                return json_response(found.status, self._replayed(found.body))
+            response = handler(req, args)
+            if 200 <= response.status < 300:
+                replay = Replay(digest, response.status, json.loads(response.body))
+                self.store.remember_header(
+                    team, header_key, replay, config.idempotency_header_ttl
+                )
+            return response
+        finally:
+            self.store.release(claims)
+
+    def _key_conflict(self) -> InvalidRequest:
+        return InvalidRequest(
+            "Idempotency key was already used with a different payload",
+            422,
+            self.config.idempotency_conflict_code,
+        )
+
+    @staticmethod
+    def _replayed(body: t.Any) -> t.Any:
+        if not isinstance(body, dict):
+            return body
+        if isinstance(body.get("data"), list):
+            data = [{**r, "replayed": True} if "id" in r else r for r in body["data"]]
+            return {**body, "data": data, "replayed": True}
+        return {**body, "replayed": True}
+
+    # Emails ---------------------------------------------------------------
+
+    def _create(self, req: Request, raw: t.Any) -> dict[str, t.Any]:
+        """Validate and store one email (or replay it by its body key)."""
+        assert req.auth is not None
+        auth, config = req.auth, self.config
+        data = parse_send(raw, config)
+        key = data.idempotency_key if req.use_body_keys else None
+        digest = fingerprint(raw)
+        if key:
+            found = self.store.lookup_body(auth.team, key)
+            if found is not None:
+                if found.fingerprint != digest:
+                    raise self._key_conflict()
+                self.store.count("replays")
+                return {**found.body, "replayed": True}
+        if not auth.test_mode and (
+            config.daily_quota is not None or config.monthly_quota is not None
+        ):
+            code = self.store.use_quota(
+                auth.team, config.daily_quota, config.monthly_quota
+            )
+            if code is not None:
+                self.store.count("quota_refused")
+                message = (
+                    "Monthly email limit reached. Upgrade your plan."
+                    if code == "monthly_limit_exceeded"
+                    else "Daily send limit reached."
+                )
+                legacy = "rate_limit_exceeded" if config.quota_legacy_code else code
+                raise InvalidRequest(message, 429, legacy)
+        email = self.store.add_email(data, test_mode=auth.test_mode)
+        result: dict[str, t.Any] = {"id": email.id}
+        if auth.test_mode:
+            result["test_mode"] = True
+        if key:
+            self.store.remember_body(auth.team, key, Replay(digest, 202, result))
+        self.lifecycle.begin(email)
+        return result
+
+    def send(self, req: Request, args: list[str]) -> Response:
+        return json_response(202, self._create(req, req.json()))
+
+    def batch(self, req: Request, args: list[str]) -> Response:
+        body = req.json()
+        items = body.get("emails") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise InvalidRequest("'emails' must be an array")
+        if len(items) > self.config.batch_limit:
+            raise unprocessable("Batch size exceeds limit")
+        if not items:
+            status = self.config.empty_batch_status
+            raise InvalidRequest(
+                "'emails' must contain at least one email",
+                status,
+                "invalid_request" if status == 400 else "unprocessable_entity",
+            )
+        results: list[dict[str, t.Any]] = []
+        for item in items:
+            try:
+                results.append(self._create(req, item))
+            except InvalidRequest as exc:
+                results.append({"error": exc.message, "code": exc.code})
+        return json_response(202, {"data": results})
+
+    def _email(self, email_id: str) -> StoredEmail:
+        email = self.store.find(email_id)
+        if email is None:
+            raise _not_found("Email")
+        return email
+
+    def get_email(self, req: Request, args: list[str]) -> Response:
+        email = self._email(args[0])
+        with self.store.lock:
+            return json_response(200, {"email": email.row(full=True)})
+
+    def list_emails(self, req: Request, args: list[str]) -> Response:
+        page, per_page = _page_args(req)
+        q = {k: v.lower() for k, v in req.query.items()}
+        start = end = None
+        if "date_from" in q:
+            start = parse_iso(q["date_from"])
+        if "date_to" in q:
+            end = parse_iso(q["date_to"])
+            if end is not None and len(q["date_to"]) == 10:
+                end += timedelta(days=1)
+        if ("date_from" in q and start is None) or ("date_to" in q and end is None):
+            raise InvalidRequest("'date_from' and 'date_to' must be dates")
+
+        def keep(email: StoredEmail) -> bool:
+            data = email.input
+            return (
+                ("to" not in q or any(q["to"] in a.lower() for a in data.to))
+                and (
+                    "from" not in q
+                    or q["from"] in f"{data.from_name} {data.from_address}".lower()
+                )
+                and ("subject" not in q or q["subject"] in (data.subject or "").lower())
+                and ("tag" not in q or req.query["tag"] in (data.tags or []))
+                and ("status" not in q or email.status == q["status"])
+                and (start is None or email.created_at >= start)
+                and (end is None or email.created_at < end)
+            )
+
+        with self.store.lock:
+            rows = [e.row() for e in reversed(self.store.all_emails()) if keep(e)]
+        data, meta = _paginate(rows, page, per_page)
+        return json_response(200, {"data": data, "meta": meta})
+
+    def _scheduled(self, email: StoredEmail) -> None:
+        if (
+            email.status != "queued"
+            or email.scheduled_at is None
+            or email.generation < 0
+        ):
+            status = self.config.not_scheduled_status
+            raise InvalidRequest(
+                "Email is not scheduled",
+                status,
+                "conflict" if status == 409 else "unprocessable_entity",
+            )
+
+    def reschedule(self, req: Request, args: list[str]) -> Response:
+        email = self._email(args[0])
+        body = req.json()
+        raw = body.get("scheduled_at") if isinstance(body, dict) else None
+        when = parse_iso(raw) if isinstance(raw, str) else None
+        if when is None:
+            raise InvalidRequest("'scheduled_at' must be an ISO-8601 datetime")
+        with self.store.lock:
+            self._scheduled(email)
+            email.scheduled_at = when
+            email.generation += 1
+        self.lifecycle.schedule(email)
+        return json_response(200, {"success": True})
+
+    def cancel(self, req: Request, args: list[str]) -> Response:
+        email = self._email(args[0])
+        with self.store.lock:
+            self._scheduled(email)
+            email.status = self.config.cancelled_status
+            email.generation = -1
+        self.lifecycle.event(email, "failed", {"reason": "cancelled"})
+        return json_response(200, {"success": True})
+
+    def events(self, req: Request, args: list[str]) -> Response:
+        email = self._email(args[0])
+        with self.store.lock:
+            return json_response(200, {"events": [dict(e) for e in email.events]})
+
+    def insights(self, req: Request, args: list[str]) -> Response:
+        self._email(args[0])
+        return json_response(200, {"warnings": []})
+
+    # Webhooks -------------------------------------------------------------
+
+    def _hook(self, raw_id: str) -> Webhook:
+        hook = self.webhooks.get(int(raw_id)) if raw_id.isdigit() else None
+        if hook is None:
+            raise _not_found("Webhook")
+        return hook
+
+    def _hook_fields(self, body: t.Any, *, partial: bool) -> dict[str, t.Any]:
+        if not isinstance(body, dict):
+            raise InvalidRequest("Request body must be a JSON object")
+        out: dict[str, t.Any] = {}
+        url = body.get("url")
+        if url is not None or not partial:
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise InvalidRequest("'url' must be an http(s) URL")
+            if not self.config.webhook_allow_remote and not is_loopback(url):
+                raise unprocessable(
+                    "The sandbox only delivers to loopback URLs"
+                    " (see the webhook_allow_remote setting)"
+                )
+            out["url"] = url
+        events = body.get("events")
+        if events is not None or not partial:
+            if (
+                not isinstance(events, list)
+                or not events
+                or not all(isinstance(e, str) and e for e in events)
+            ):
+                raise InvalidRequest(
+                    "'events' must be a non-empty array of event names"
+                )
+            out["events"] = list(events)
+        for name in ("enabled", "active"):
+            if body.get(name) is not None:
+                if not isinstance(body[name], bool):
+                    raise InvalidRequest(f"'{name}' must be a boolean")
+                out["active"] = body[name]
+        if isinstance(body.get("description"), str):
+            out["description"] = body["description"]
+        return out
+
+    def create_webhook(self, req: Request, args: list[str]) -> Response:
+        fields = self._hook_fields(req.json(), partial=False)
+        hook, secret = self.webhooks.create(
+            fields["url"], fields["events"], fields.get("description")
+        )
+        return json_response(201, {"webhook": hook.to_dict(), "signingSecret": secret})
+
+    def list_webhooks(self, req: Request, args: list[str]) -> Response:
+        with self.webhooks.lock:
+            hooks = [h.to_dict(listing=True) for h in self.webhooks.hooks.values()]
+        return json_response(200, {"webhooks": hooks})
+
+    def get_webhook(self, req: Request, args: list[str]) -> Response:
+        return json_response(200, {"webhook": self._hook(args[0]).to_dict()})
+
+    def update_webhook(self, req: Request, args: list[str]) -> Response:
+        hook = self._hook(args[0])
+        fields = self._hook_fields(req.json(), partial=True)
+        with self.webhooks.lock:
+            for name, value in fields.items():
+                setattr(hook, name, value)
+            if fields.get("active"):
+                hook.consecutive_failures = 0
+                hook.disabled_at = hook.disabled_reason = None
+        return json_response(200, {"webhook": hook.to_dict()})
+
+    def delete_webhook(self, req: Request, args: list[str]) -> Response:
+        self._hook(args[0])
+        self.webhooks.delete(int(args[0]))
+        return json_response(200, {"success": True})
+
+    def test_webhook(self, req: Request, args: list[str]) -> Response:
+        hook = self._hook(args[0])
+        data = {
+            "webhook_id": hook.id,
+            "message": "Test delivery from the PostStack sandbox",
+        }
+        self.webhooks.deliver(hook, "webhook.test", data)
+        return json_response(200, {"success": True})
+
+    def rotate_secret(self, req: Request, args: list[str]) -> Response:
+        hook = self._hook(args[0])
+        body = req.json()
+        grace = body.get("graceHours", 24) if isinstance(body, dict) else 24
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int)
+            or not 0 <= grace <= 168
+        ):
+            raise InvalidRequest("'graceHours' must be an integer from 0 to 168")
+        secret = self.webhooks.rotate(hook, grace)
+        return json_response(200, {"webhook": hook.to_dict(), "signingSecret": secret})
+
+    def deliveries(self, req: Request, args: list[str]) -> Response:
+        hook = self._hook(args[0])
+        page, per_page = _page_args(req)
+        with self.webhooks.lock:
+            rows = [
+                d.to_dict() for d in reversed(self.webhooks.list_deliveries(hook.id))
+            ]
+        data, meta = _paginate(rows, page, per_page)
+        return json_response(200, {"deliveries": data, "pagination": meta})
+
+    def replay(self, req: Request, args: list[str]) -> Response:
+        hook = self._hook(args[0])
+        with self.webhooks.lock:
+            delivery = (
+                self.webhooks.deliveries.get(int(args[1]))
+                if args[1].isdigit()
+                else None
+            )
+        if delivery is None or delivery.webhook_id != hook.id:
+            raise _not_found("Delivery")
+        self.webhooks.replay(delivery)
+        return json_response(200, {"success": True})
+
+    def batch_replay(self, req: Request, args: list[str]) -> Response:
+        hook = self._hook(args[0])
+        body = req.json()
+        body = body if isinstance(body, dict) else {}
+        within, event_type, limit = (
+            body.get("withinMinutes"),
+            body.get("eventType"),
+            body.get("limit", 1000),
+        )
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidRequest("'limit' must be a positive integer")
+        if within is not None and (
+            not isinstance(within, int) or not 0 < within <= 43200
+        ):
+            raise InvalidRequest("'withinMinutes' must be from 1 to 43200")
+        since = utcnow() - timedelta(minutes=within) if within else None
+        with self.webhooks.lock:
+            failed = [
+                d
+                for d in self.webhooks.list_deliveries(hook.id)
+                if d.failed
+                and (event_type is None or d.event_type == event_type)
+                and (since is None or d.created_at >= since)
+            ]
+        chosen = failed[: min(limit, 1000)]
+        for delivery in chosen:
+            self.webhooks.replay(delivery)
+        return json_response(
+            200, {"replayed": len(chosen), "remaining": len(failed) - len(chosen)}
+        )

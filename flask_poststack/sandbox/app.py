@@ -1,0 +1,192 @@
+"""Request dispatch: the inbox pages, the admin API, and the API behind
+faults, latency, authentication and throttling. Also the request log."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http
+import logging
+import time
+import typing as t
+
+from ._util import iso
+from ._util import key_label
+from ._util import utcnow
+from .faults import Fault
+from .messages import Auth
+from .messages import error_response
+from .messages import Request
+from .messages import Response
+from .validation import InvalidRequest
+
+if t.TYPE_CHECKING:
+    from . import Sandbox
+
+log = logging.getLogger("flask_poststack.sandbox")
+
+_HTML_ERROR = (
+    "<html><head><title>{0} {1}</title></head><body><h1>{0} {1}</h1></body></html>"
+)
+
+
+@dataclasses.dataclass
+class Reply:
+    """What the server sends: a response, possibly mangled by a fault.
+
+    ``drop`` is ``None`` or a :data:`~flask_poststack.sandbox.faults.DROP_MODES`
+    value; with ``drop="reset"`` and no response nothing was processed.
+    """
+
+    response: Response | None
+    drop: str | None = None
+    empty_body: bool = False
+
+
+def fault_response(fault: Fault) -> Response:
+    """The answer a responding fault gives in place of the API."""
+    status = t.cast(int, fault.status)
+    try:
+        reason = http.HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    headers = {}
+    if fault.retry_after is not None:
+        headers["Retry-After"] = str(fault.retry_after)
+    if fault.body == "html":
+        body = _HTML_ERROR.format(status, reason).encode()
+        return Response(status, body, "text/html; charset=utf-8", headers)
+    if fault.body == "text":
+        return Response(
+            status, (fault.message or reason).encode(), "text/plain", headers
+        )
+    if fault.body == "empty":
+        return Response(status, b"", "application/json", headers)
+    code = fault.code or ("internal_error" if status == 500 else None)
+    return error_response(status, fault.message or reason, code, headers)
+
+
+class App:
+    """Turns a :class:`Request` into a :class:`Reply`."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+
+    def handle(self, req: Request) -> Reply:
+        segments = req.segments
+        if req.method == "GET" and (not segments or segments[0] == "inbox"):
+            return Reply(self.sandbox._admin.page(req))
+        if segments and segments[0] == "_sandbox":
+            return Reply(self.sandbox._admin.handle(req))
+        started = time.monotonic()
+        fault = self.sandbox.faults.pick(req.method, req.path)
+        reply = self._api(req, fault)
+        self._log(req, reply, fault, time.monotonic() - started)
+        return reply
+
+    def _api(self, req: Request, fault: Fault | None) -> Reply:
+        sandbox, config = self.sandbox, self.sandbox.config
+        delay = config.latency + sandbox.faults.jitter(config.latency_jitter)
+        if fault is not None:
+            if fault.kind != "pass":
+                sandbox.store.count("faults_fired")
+            delay += fault.delay + sandbox.faults.jitter(fault.jitter)
+        if delay > 0:
+            time.sleep(delay)
+        if fault is not None and fault.kind == "drop_before":
+            return Reply(None, drop="reset")
+        if fault is not None and fault.responds:
+            return Reply(fault_response(fault))
+        try:
+            req.auth = self._authenticate(req)
+            limit_headers = self._throttle(req.auth)
+            try:
+                response = sandbox._api.handle(req)
+            except InvalidRequest as exc:
+                response = error_response(exc.status, exc.message, exc.code)
+            response.headers.update(limit_headers)
+        except InvalidRequest as exc:
+            response = error_response(exc.status, exc.message, exc.code, exc.headers)
+        if fault is not None and fault.kind == "drop_after":
+            return Reply(response, drop=fault.mode)
+        if (
+            fault is not None
+            and fault.kind == "empty_2xx"
+            and 200 <= response.status < 300
+        ):
+            return Reply(response, empty_body=True)
+        return Reply(response)
+
+    def _authenticate(self, req: Request) -> Auth:
+        scheme, _, key = req.headers.get("Authorization", "").partition(" ")
+        key = key.strip()
+        if (
+            scheme.lower() != "bearer"
+            or not key.startswith(("sk_live_", "sk_test_"))
+            or len(key) <= len("sk_live_")
+        ):
+            raise InvalidRequest("Invalid API key", 401, "unauthorized")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        team = digest if self.sandbox.config.idempotency_scope == "key" else "team"
+        return Auth(key.startswith("sk_test_"), key_label(key), team, digest)
+
+    def _throttle(self, auth: Auth) -> dict[str, str]:
+        config = self.sandbox.config
+        rate = config.throttle_rate
+        if not rate:
+            return {}
+        burst = config.throttle_burst or max(1, int(rate))
+        allowed, remaining, wait = self.sandbox.store.take_token(
+            auth.bucket, rate, burst
+        )
+        reset = int(time.time() + (burst - remaining) / rate)
+        headers = {
+            "X-RateLimit-Limit": str(burst),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(reset),
+        }
+        if not allowed:
+            self.sandbox.store.count("throttled")
+            raise InvalidRequest(
+                "Too many requests",
+                429,
+                "rate_limit_exceeded",
+                {**headers, "Retry-After": str(wait)},
+            )
+        return headers
+
+    def _log(
+        self, req: Request, reply: Reply, fault: Fault | None, seconds: float
+    ) -> None:
+        status = reply.response.status if reply.response is not None else 0
+        auth = req.auth
+        entry = {
+            "time": iso(utcnow()),
+            "request_id": req.request_id,
+            "method": req.method,
+            "path": req.path,
+            "query": dict(req.query),
+            "status": status,
+            "key": auth.label
+            if auth
+            else key_label(
+                req.headers.get("Authorization", "").partition(" ")[2].strip()
+            ),
+            "test_mode": auth.test_mode if auth else None,
+            "idempotency_key": req.headers.get("Idempotency-Key"),
+            "user_agent": req.headers.get("User-Agent"),
+            "fault": fault.kind if fault is not None and fault.kind != "pass" else None,
+            "duration_ms": round(seconds * 1000, 3),
+        }
+        self.sandbox.store.log_request(entry)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s %s %s key=%s ua=%s%s",
+                req.method,
+                req.path,
+                status or "dropped",
+                req.request_id,
+                entry["key"],
+                entry["user_agent"],
+                f" fault={entry['fault']}" if entry["fault"] else "",
+            )
