@@ -198,7 +198,7 @@ def build_payload(
     if not subject and template_id is None:
         hint = f" or add {template}.subject.txt" if template else ""
         raise InvalidEmailError("subject", f"is required; pass subject={hint}.")
-    fields: dict[str, t.Any] = {
+    rest: dict[str, t.Any] = {
         "attachments": None if attachments is None else build_attachments(attachments),
         "template_id": template_id,
         "variables": None if variables is None else _variables(variables),
@@ -222,7 +222,7 @@ def build_payload(
         "text": text,
         "headers": extra_headers,
         "tags": all_tags,
-        **fields,
+        **rest,
     }
     # Unset and empty fields are left out: the wire has no nulls.
     return t.cast(Payload, {key: value for key, value in fields.items() if value})
