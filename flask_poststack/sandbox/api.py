@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import typing as t
 from datetime import timedelta
 
@@ -224,6 +225,8 @@ class Api:
                     raise self._key_conflict()
                 self.store.count("replays")
                 return {**found.body, "replayed": True}
+        if config.processing_delay:
+            time.sleep(config.processing_delay)
         if not auth.test_mode and (
             config.daily_quota is not None or config.monthly_quota is not None
         ):

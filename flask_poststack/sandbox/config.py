@@ -81,6 +81,10 @@ class SandboxConfig:
     idempotency_concurrent: str = "wait"
     #: How long header keys are remembered; body keys live forever.
     idempotency_header_ttl: float = 24 * 3600.0
+    #: Seconds a send spends between taking its idempotency keys and
+    #: storing the email: a slow database, which widens the window in which
+    #: concurrent duplicates meet.
+    processing_delay: float = 0.0
     #: Honour ``Idempotency-Key`` on every POST, not only the send routes.
     idempotency_all_posts: bool = False
     #: ``code`` of the 422 for a key reused with a different payload.
