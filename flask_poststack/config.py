@@ -39,6 +39,7 @@ DEFAULTS: dict[str, t.Any] = {
     "POSTSTACK_JOB_TIMEOUT": 60,
     "POSTSTACK_RESULT_TTL": 86_400,
     "POSTSTACK_FAILURE_TTL": 30 * 86_400,
+    "POSTSTACK_HEARTBEAT_INTERVAL": 10,
 }
 
 
@@ -67,6 +68,7 @@ class Settings:
     job_timeout: int = DEFAULTS["POSTSTACK_JOB_TIMEOUT"]
     result_ttl: int = DEFAULTS["POSTSTACK_RESULT_TTL"]
     failure_ttl: int = DEFAULTS["POSTSTACK_FAILURE_TTL"]
+    heartbeat_interval: int = DEFAULTS["POSTSTACK_HEARTBEAT_INTERVAL"]
 
     @property
     def mode(self) -> str | None:
@@ -138,6 +140,7 @@ def load_settings(*sources: t.Mapping[str, t.Any]) -> Settings:
         job_timeout=_number(get, "POSTSTACK_JOB_TIMEOUT", int, minimum=1),
         result_ttl=_number(get, "POSTSTACK_RESULT_TTL", int, minimum=0),
         failure_ttl=_number(get, "POSTSTACK_FAILURE_TTL", int, minimum=0),
+        heartbeat_interval=_number(get, "POSTSTACK_HEARTBEAT_INTERVAL", int, minimum=1),
     )
 
 

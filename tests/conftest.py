@@ -18,15 +18,6 @@ def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-@pytest.fixture(autouse=True)
-def _close_sdk_clients() -> t.Iterator[None]:
-    """Close the SDK clients of the apps a test made (else: ResourceWarning)."""
-    yield
-    from flask_poststack.extension import _close_clients
-
-    _close_clients()
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> t.Iterator[RedisServer]:
     """A real ``redis-server`` process on 127.0.0.1, for the whole session."""

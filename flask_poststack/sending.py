@@ -1,0 +1,322 @@
+"""``send_email`` and ``enqueue_email``: the two ways a view sends email.
+
+Both validate and render in the app with :func:`build_payload`, so both send
+the same bytes: ``send_email`` hands the payload to the app's SDK client now,
+``enqueue_email`` puts it on an RQ queue for :mod:`flask_poststack.tasks`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import secrets
+import typing as t
+import uuid
+from collections.abc import Mapping
+from collections.abc import Sequence
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+import poststack
+from flask import current_app
+from flask import Flask
+from poststack import PostStackError
+
+from .config import check_api_key
+from .errors import InvalidEmailError
+from .errors import QueueUnavailableError
+from .extension import get_state
+from .extension import is_suppressed
+from .message import build_payload
+
+if t.TYPE_CHECKING:
+    from rq.job import Job
+
+    from .message import AttachmentLike
+
+__all__ = ["SendResult", "deliver", "enqueue_email", "send_email"]
+
+logger = logging.getLogger("flask_poststack")
+
+#: The job function, by dotted name: a plain ``rq worker`` imports it.
+TASK = "flask_poststack.tasks.send_payload"
+
+
+@dataclasses.dataclass(frozen=True)
+class SendResult:
+    """What the API answered to one send."""
+
+    #: The email's id, ``"em_..."``. Suppressed sends get ``"em_suppressed_..."``.
+    id: str
+    #: True when the idempotency key matched an earlier send: nothing new was sent.
+    replayed: bool = False
+    #: True when the API key was a test key (``sk_test_...``).
+    test_mode: bool = False
+    #: True when sending was suppressed and nothing went on the network.
+    suppressed: bool = False
+    #: The API's response body, as the SDK returned it.
+    response: Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_response(cls, response: Mapping[str, t.Any]) -> SendResult:
+        """Build a result from a ``POST /emails`` response body."""
+        return cls(
+            id=str(response["id"]),
+            replayed=bool(response.get("replayed", False)),
+            test_mode=bool(response.get("test_mode", False)),
+            response=dict(response),
+        )
+
+
+def deliver(client: poststack.PostStack, payload: Mapping[str, t.Any]) -> SendResult:
+    """Send one wire payload with ``client``; the one place that calls the API.
+
+    :raises poststack.PostStackError: unchanged, when the API refuses it.
+    """
+    return SendResult.from_response(client.emails.send(dict(payload)))
+
+
+def error_fields(exc: BaseException) -> dict[str, t.Any]:
+    """The loggable facts of a failed send: never the key, never the body."""
+    if isinstance(exc, PostStackError):
+        return {
+            "status": exc.status_code,
+            "code": exc.code,
+            "request_id": exc.request_id,
+            "error": exc.error,
+            "retry_after": exc.retry_after,
+        }
+    return {"status": None, "code": type(exc).__name__, "request_id": None,
+            "error": str(exc), "retry_after": None}  # fmt: skip
+
+
+def send_email(
+    *,
+    to: str | Sequence[str] | None = None,
+    subject: str | None = None,
+    html: str | None = None,
+    text: str | None = None,
+    from_: str | None = None,
+    cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None,
+    reply_to: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    tags: str | Sequence[str] | None = None,
+    attachments: Sequence[AttachmentLike] | None = None,
+    template: str | None = None,
+    context: Mapping[str, t.Any] | None = None,
+    template_id: str | None = None,
+    variables: Mapping[str, t.Any] | None = None,
+    scheduled_at: datetime | str | None = None,
+    idempotency_key: str | None = None,
+) -> SendResult:
+    """Send an email now, with the current app's client, and return the result.
+
+    Needs an app context. The arguments are described in :doc:`/sending`;
+    everything is validated before any network call. When
+    ``POSTSTACK_SUPPRESS_SEND`` is true (by default, when ``app.testing`` is)
+    nothing is sent: the payload is appended to the app's outbox and a result
+    with a fake ``em_suppressed_...`` id is returned.
+
+    :raises InvalidEmailError: (a :exc:`ValueError`) naming the bad argument.
+    :raises poststack.PostStackError: the API's error, unchanged, after the
+        SDK's own retries.
+    """
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    state = get_state(app)
+    payload = build_payload(
+        state.settings,
+        to=to,
+        subject=subject,
+        html=html,
+        text=text,
+        from_=from_,
+        cc=cc,
+        bcc=bcc,
+        reply_to=reply_to,
+        headers=headers,
+        tags=tags,
+        attachments=attachments,
+        template=template,
+        context=context,
+        template_id=template_id,
+        variables=variables,
+        scheduled_at=scheduled_at,
+        idempotency_key=idempotency_key,
+    )
+    if is_suppressed(app):
+        state.outbox.append(copy.deepcopy(dict(payload)))
+        fake_id = f"em_suppressed_{secrets.token_hex(8)}"
+        return SendResult(id=fake_id, suppressed=True, response={"id": fake_id})
+
+    check_api_key(state.settings.api_key)
+    try:
+        return deliver(app.extensions["poststack"], payload)
+    except PostStackError as exc:
+        logger.error(
+            "PostStack send failed: status=%s code=%s request_id=%s"
+            " idempotency_key=%s: %s",
+            exc.status_code,
+            exc.code,
+            exc.request_id,
+            payload.get("idempotency_key"),
+            exc.error,
+        )
+        raise
+
+
+def enqueue_email(
+    *,
+    to: str | Sequence[str] | None = None,
+    subject: str | None = None,
+    html: str | None = None,
+    text: str | None = None,
+    from_: str | None = None,
+    cc: str | Sequence[str] | None = None,
+    bcc: str | Sequence[str] | None = None,
+    reply_to: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    tags: str | Sequence[str] | None = None,
+    attachments: Sequence[AttachmentLike] | None = None,
+    template: str | None = None,
+    context: Mapping[str, t.Any] | None = None,
+    template_id: str | None = None,
+    variables: Mapping[str, t.Any] | None = None,
+    scheduled_at: datetime | str | None = None,
+    idempotency_key: str | None = None,
+    queue: str | None = None,
+    delay: timedelta | float | None = None,
+    run_at: datetime | None = None,
+    job_id: str | None = None,
+    job_timeout: int | None = None,
+    result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+) -> Job:
+    """Validate and render the email now, then queue it for an RQ worker.
+
+    Takes every argument of :func:`send_email`, plus queue options. Returns
+    the :class:`rq.job.Job` as soon as the job is in Redis; the worker
+    (:mod:`flask_poststack.tasks`) sends it. The job's payload is plain JSON
+    and always carries an ``idempotency_key`` (yours, or one made here), so
+    a retried job replays at the API instead of sending twice.
+
+    :param queue: the queue name; default ``POSTSTACK_QUEUE``.
+    :param delay: run no earlier than this long from now (a
+        :class:`~datetime.timedelta` or seconds). Needs a worker started with
+        ``--with-scheduler``.
+    :param run_at: run no earlier than this timezone-aware time.
+    :param job_id: the job's id (letters, digits, ``_`` and ``-``). A second
+        enqueue with the same id, while the first job is still in Redis,
+        returns the first job instead of queueing another, and the id also
+        seeds the idempotency key, so the API will not send it twice either.
+    :param job_timeout: seconds a worker may spend on the job; default
+        ``POSTSTACK_JOB_TIMEOUT``.
+    :param result_ttl: seconds to keep a finished job; default
+        ``POSTSTACK_RESULT_TTL``.
+    :param failure_ttl: seconds to keep a failed job; default
+        ``POSTSTACK_FAILURE_TTL``.
+    :raises InvalidEmailError: for bad input; nothing is queued.
+    :raises QueueUnavailableError: when Redis cannot be reached; nothing is
+        queued.
+    """
+    from rq import Queue
+    from rq import Retry
+    from rq.exceptions import DuplicateJobError
+    from rq.serializers import JSONSerializer
+
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    state = get_state(app)
+    settings = state.settings
+    when = _run_time(delay, run_at)
+    if job_id is not None:
+        _check_job_id(job_id)
+    payload = dict(
+        build_payload(
+            settings,
+            to=to,
+            subject=subject,
+            html=html,
+            text=text,
+            from_=from_,
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to,
+            headers=headers,
+            tags=tags,
+            attachments=attachments,
+            template=template,
+            context=context,
+            template_id=template_id,
+            variables=variables,
+            scheduled_at=scheduled_at,
+            idempotency_key=idempotency_key,
+        )
+    )
+    if "idempotency_key" not in payload:
+        payload["idempotency_key"] = (
+            f"job-{job_id}" if job_id else f"fps-{uuid.uuid4().hex}"
+        )
+
+    rq_queue = Queue(
+        queue or settings.queue, connection=state.redis, serializer=JSONSerializer
+    )
+    intervals = list(settings.retry_intervals)
+    options: dict[str, t.Any] = {
+        "job_id": job_id,
+        "unique": job_id is not None,
+        "timeout": job_timeout or settings.job_timeout,
+        "result_ttl": settings.result_ttl if result_ttl is None else result_ttl,
+        "failure_ttl": settings.failure_ttl if failure_ttl is None else failure_ttl,
+        "retry": Retry(max=len(intervals), interval=intervals) if intervals else None,
+        "description": f"{TASK}({payload['idempotency_key']})",
+        "meta": {"idempotency_key": payload["idempotency_key"]},
+    }
+    import redis
+
+    try:
+        if when is None:
+            return rq_queue.enqueue(TASK, payload, **options)
+        job: Job = rq_queue.enqueue_at(when, TASK, payload, **options)
+        return job
+    except DuplicateJobError:
+        from rq.job import Job
+
+        assert job_id is not None
+        existing = Job.fetch(job_id, connection=state.redis, serializer=JSONSerializer)
+        return existing
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise QueueUnavailableError(settings.redis_url, str(exc) or
+                                    type(exc).__name__) from exc  # fmt: skip
+
+
+def _run_time(
+    delay: timedelta | float | None, run_at: datetime | None
+) -> datetime | None:
+    if delay is not None and run_at is not None:
+        raise InvalidEmailError("delay", "give either 'delay' or 'run_at', not both.")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float, timedelta)):
+            raise InvalidEmailError("delay", "must be a timedelta or seconds.")
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if seconds < 0:
+            raise InvalidEmailError("delay", "cannot be negative.")
+        return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    if run_at is not None:
+        if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
+            raise InvalidEmailError("run_at", "must be a timezone-aware datetime.")
+        return run_at.astimezone(timezone.utc)
+    return None
+
+
+def _check_job_id(job_id: str) -> None:
+    if (
+        not isinstance(job_id, str)
+        or not job_id
+        or len(job_id) > 128
+        or not all(c.isascii() and (c.isalnum() or c in "_-") for c in job_id)
+    ):
+        raise InvalidEmailError(
+            "job_id", "use 1 to 128 letters, digits, '_' or '-' (RQ's rule)."
+        )

@@ -1,0 +1,166 @@
+"""The RQ job that sends a queued email.
+
+It runs in a plain ``rq worker`` process: no Flask app, no app context. The
+SDK client is built from the ``POSTSTACK_*`` environment variables on first
+use, once per process, and built again in a forked child, so a connection is
+never shared by two processes.
+
+Errors are sorted after the SDK's own retries: network errors, 408, 5xx and
+throttling 429s raise so that RQ retries the job (waiting at least the API's
+``Retry-After``); other 4xx and quota 429s fail the job at once. Either way
+the job's ``meta["poststack_error"]`` says what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import typing as t
+
+import httpx
+import poststack
+from poststack import PostStackError
+from rq import get_current_job
+
+from .config import check_api_key
+from .config import environ_settings
+from .config import Settings
+from .extension import make_client
+from .sending import deliver
+from .sending import error_fields
+
+__all__ = ["get_client", "is_retryable", "send_payload"]
+
+logger = logging.getLogger("flask_poststack.tasks")
+
+#: Quota codes: the limit resets on a calendar boundary, so a retry in
+#: seconds or minutes cannot succeed. Same set as the SDK's.
+QUOTA_CODES = frozenset(
+    {
+        "quota_exceeded",
+        "monthly_limit_exceeded",
+        "daily_limit_exceeded",
+        "daily_cap_exceeded",
+        "send_limit_exceeded",
+    }
+)
+
+_process: dict[str, t.Any] = {"pid": None, "settings": None, "client": None}
+
+
+def worker_settings() -> Settings:
+    """The worker's settings, read from ``os.environ`` once per process."""
+    _check_pid()
+    if _process["settings"] is None:
+        _process["settings"] = environ_settings()
+    settings: Settings = _process["settings"]
+    return settings
+
+
+def get_client() -> poststack.PostStack:
+    """The worker process's SDK client, built on first use from the environment.
+
+    :raises ConfigurationError: naming ``POSTSTACK_API_KEY`` if it is missing
+        or malformed.
+    """
+    settings = worker_settings()
+    if _process["client"] is None:
+        check_api_key(settings.api_key)
+        _process["client"] = make_client(settings)
+    client: poststack.PostStack = _process["client"]
+    return client
+
+
+def _check_pid() -> None:
+    # A forked child (rq's default Worker forks a horse per job) must not use
+    # the parent's connection pool; drop it without closing the parent's sockets.
+    if _process["pid"] != os.getpid():
+        _process.update(pid=os.getpid(), settings=None, client=None)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying the send later can help.
+
+    True for network errors, 408, 5xx and throttling 429s; false for other
+    4xx and for quota 429s (a quota code, or a code without ``Retry-After``,
+    which is how the API marks a limit that waiting seconds cannot lift).
+    """
+    if isinstance(exc, httpx.TransportError):
+        return True
+    if not isinstance(exc, PostStackError):
+        return True  # unknown failures get the bounded retries, to lose nothing
+    status = exc.status_code
+    if status == 429:
+        if exc.code in QUOTA_CODES:
+            return False
+        return exc.retry_after is not None or exc.code is None
+    return status == 408 or status >= 500
+
+
+def send_payload(payload: dict[str, t.Any]) -> str:
+    """Send one queued email payload; return the PostStack email id.
+
+    The job function ``enqueue_email`` queues, by the dotted name
+    ``"flask_poststack.tasks.send_payload"``. The id also goes into
+    ``job.meta["poststack_id"]``.
+    """
+    job: t.Any = get_current_job()  # rq's Job methods are untyped
+    settings = worker_settings()
+    if settings.suppress_send:
+        email_id = f"em_suppressed_{secrets.token_hex(8)}"
+        logger.info(
+            "Sending suppressed (POSTSTACK_SUPPRESS_SEND): job=%s idempotency_key=%s",
+            job.id if job else None,
+            payload.get("idempotency_key"),
+        )
+    else:
+        try:
+            email_id = deliver(get_client(), payload).id
+        except Exception as exc:
+            _handle_failure(job, payload, exc)
+            raise
+    if job is not None:
+        job.meta["poststack_id"] = email_id
+        job.meta.pop("poststack_error", None)
+        job.save_meta()
+    return email_id
+
+
+def _handle_failure(job: t.Any, payload: dict[str, t.Any], exc: Exception) -> None:
+    fields = error_fields(exc)
+    retryable = is_retryable(exc)
+    will_retry = retryable and job is not None and bool(job.retries_left)
+    if job is not None:
+        if not retryable:
+            job.retries_left = 0  # rq reads this on the same object when it fails
+        elif will_retry:
+            _wait_at_least(job, fields["retry_after"])
+        job.meta["poststack_error"] = {**fields, "retryable": retryable}
+        job.save_meta()
+    logger.log(
+        logging.WARNING if will_retry else logging.ERROR,
+        "PostStack send failed: job=%s idempotency_key=%s status=%s code=%s"
+        " request_id=%s retry=%s: %s",
+        job.id if job else None,
+        payload.get("idempotency_key"),
+        fields["status"],
+        fields["code"],
+        fields["request_id"],
+        "yes" if will_retry else "no",
+        fields["error"],
+        extra={"poststack": {**fields, "job_id": job.id if job else None,
+               "idempotency_key": payload.get("idempotency_key"),
+               "will_retry": will_retry}},
+    )  # fmt: skip
+
+
+def _wait_at_least(job: t.Any, retry_after: float | None) -> None:
+    """Stretch this retry's interval to the API's ``Retry-After``."""
+    if not retry_after or not job.retry_intervals:
+        return
+    intervals = list(job.retry_intervals)
+    index = max(len(intervals) - job.retries_left, 0)
+    intervals[index] = max(intervals[index], math.ceil(retry_after))
+    job.retry_intervals = intervals

@@ -1,0 +1,72 @@
+"""The recommended RQ worker class for Flask-PostStack jobs.
+
+:class:`PostStackWorker` is rq's :class:`~rq.SimpleWorker` (jobs run in the
+worker process, so the SDK client and its connections are reused from job to
+job) with two changes that keep the "never lost, not late" promise:
+
+- While a job runs, a thread renews the job's heartbeat every
+  ``POSTSTACK_HEARTBEAT_INTERVAL`` seconds (10) with a short TTL. A
+  worker killed mid-send is then noticed within ``3 * heartbeat_interval``
+  seconds, not after the job timeout plus 60 s as with ``SimpleWorker``.
+- An idle worker wakes up at least every ``--maintenance-interval`` seconds,
+  so abandoned jobs are put back promptly even when no new job arrives.
+
+Start it with::
+
+    rq worker -w flask_poststack.worker.PostStackWorker \\
+        -S rq.serializers.JSONSerializer --with-scheduler \\
+        --maintenance-interval 30 --url "$POSTSTACK_REDIS_URL" poststack
+"""
+
+from __future__ import annotations
+
+import threading
+import typing as t
+
+from rq import SimpleWorker
+from rq.worker import WorkerStatus
+
+if t.TYPE_CHECKING:
+    from rq.job import Job
+    from rq.queue import Queue
+
+__all__ = ["PostStackWorker"]
+
+
+class PostStackWorker(SimpleWorker):
+    """A :class:`~rq.SimpleWorker` that heartbeats while a job runs."""
+
+    @property
+    def heartbeat_interval(self) -> int:
+        """Seconds between heartbeats: ``POSTSTACK_HEARTBEAT_INTERVAL`` (10)."""
+        from .tasks import worker_settings
+
+        return worker_settings().heartbeat_interval
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return 3 * self.heartbeat_interval
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        done = threading.Event()
+        beat = threading.Thread(
+            target=self._beat, args=(job, execution, done), daemon=True
+        )
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            done.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _beat(self, job: Job, execution: t.Any, done: threading.Event) -> None:
+        while not done.wait(self.heartbeat_interval):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except Exception:  # a missed beat must never kill the job
+                self.log.warning("Heartbeat for job %s failed", job.id, exc_info=True)
