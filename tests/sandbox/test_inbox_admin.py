@@ -1,0 +1,192 @@
+"""The inbox pages, the admin API, the Python API and the CLI."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import httpx
+import pytest
+from poststack import PostStack
+
+from flask_poststack.sandbox import Sandbox
+
+from .conftest import message
+from .conftest import TEST_KEY
+
+EVIL = '<h1>Hi</h1><script>alert("owned")</script><img src=x onerror="alert(1)">'
+
+
+def iframes(page: str) -> list[dict[str, str | None]]:
+    found: list[dict[str, str | None]] = []
+
+    class Parser(HTMLParser):
+        def handle_starttag(
+            self, tag: str, attrs: list[tuple[str, str | None]]
+        ) -> None:
+            if tag == "iframe":
+                found.append(dict(attrs))
+
+    Parser().feed(page)
+    return found
+
+
+def test_inbox_lists_newest_first(sandbox: Sandbox, client: PostStack) -> None:
+    client.emails.send(message(subject="First <b>bold</b>"))
+    client.emails.send(message(subject="Second"))
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        page = browser.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    text = page.text
+    assert text.index("Second") < text.index("First")
+    assert "First &lt;b&gt;bold&lt;/b&gt;" in text
+
+
+def test_email_page_sandboxes_the_html(sandbox: Sandbox, client: PostStack) -> None:
+    content = base64.b64encode(b"col1,col2\n").decode()
+    sent = client.emails.send(
+        message(
+            html=EVIL,
+            text="Plain <text>",
+            headers={"X-Trace": "abc"},
+            attachments=[{"filename": "r.csv", "content": content}],
+        )
+    )
+    sandbox.wait_for_status(sent["id"])
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        page = browser.get(f"/inbox/{sent['id']}")
+        assert page.status_code == 200
+        body = page.text
+        assert "<script>" not in body and 'onerror="alert' not in body
+        frames = iframes(body)
+        assert len(frames) == 1
+        # The browser unescapes the attribute: the frame gets the exact HTML,
+        # with the sandbox attribute present and empty (no allow-scripts).
+        assert frames[0] == {"sandbox": None, "srcdoc": EVIL, "title": "HTML body"}
+        assert "Plain &lt;text&gt;" in body
+        assert "X-Trace" in body and "abc" in body
+        assert "delivered" in body and "queued" in body
+        link = f"/inbox/{sent['id']}/attachments/0"
+        assert link in body
+        download = browser.get(link)
+        assert download.content == b"col1,col2\n"
+        assert "attachment" in download.headers["content-disposition"]
+        assert browser.get("/inbox/em_nope").status_code == 404
+
+
+def test_admin_api(sandbox: Sandbox, client: PostStack) -> None:
+    content = base64.b64encode(b"\x00\x01").decode()
+    sent = client.emails.send(
+        message(attachments=[{"filename": "a.bin", "content": content}])
+    )
+    with httpx.Client(base_url=sandbox.base_url) as admin:
+        assert admin.get("/_sandbox/health").json()["ok"] is True
+        stats = admin.get("/_sandbox/stats").json()
+        assert stats["emails_created"] == 1 and stats["requests"] == 1
+        emails = admin.get("/_sandbox/emails").json()["emails"]
+        assert emails[0]["publicId"] == sent["id"]
+        assert emails[0]["attachments"] == [
+            {"filename": "a.bin", "contentType": None, "contentId": None, "size": 2}
+        ]
+        one = admin.get(f"/_sandbox/emails/{sent['id']}").json()["email"]
+        assert one["htmlBody"] == "<p>Hi</p>"
+        raw = admin.get(f"/_sandbox/emails/{sent['id']}/attachments/0")
+        assert raw.content == b"\x00\x01"
+        requests = admin.get("/_sandbox/requests").json()["requests"]
+        assert requests[0]["path"] == "/emails" and requests[0]["status"] == 202
+        assert TEST_KEY not in str(requests)
+        config = admin.post(
+            "/_sandbox/config", json={"latency": 0.01, "throttle_rate": 5}
+        )
+        assert config.json()["latency"] == 0.01 and sandbox.config.throttle_rate == 5.0
+        bad = admin.post("/_sandbox/config", json={"nope": 1})
+        assert (
+            bad.status_code == 400 and "unknown sandbox setting" in bad.json()["error"]
+        )
+        assert admin.post("/_sandbox/config", json={"latency": "x"}).status_code == 400
+        outcome = admin.post(
+            "/_sandbox/outcomes", json={"outcome": "bounced", "pattern": "*@b.test"}
+        )
+        assert outcome.status_code == 201
+        assert (
+            admin.get("/_sandbox/outcomes").json()["outcomes"][0]["outcome"]
+            == "bounced"
+        )
+        assert admin.get("/_sandbox/deliveries").json() == {"deliveries": []}
+        assert admin.post("/_sandbox/reset").json() == {"success": True}
+        assert admin.get("/_sandbox/stats").json()["emails_created"] == 0
+        assert admin.get("/_sandbox/nope").status_code == 404
+    restored = sandbox.config.as_dict()
+    assert restored["latency"] == 0.0 and restored["throttle_rate"] is None
+    assert sandbox.outcomes.rules == [] and sandbox.emails == []
+
+
+def test_admin_routes_skip_faults_and_auth(sandbox: Sandbox) -> None:
+    sandbox.faults.add("error", status=503)
+    sandbox.configure(latency=0.5)
+    with httpx.Client(base_url=sandbox.base_url, timeout=0.4) as admin:
+        assert admin.get("/_sandbox/stats").status_code == 200
+        assert admin.get("/").status_code == 200
+
+
+def test_missing_authorization_header(sandbox: Sandbox) -> None:
+    with httpx.Client(base_url=sandbox.base_url) as raw:
+        response = raw.post("/emails", json=message())
+        empty = raw.post(
+            "/emails/em_x/cancel",
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Bearer sk_live_a",
+            },
+        )
+    assert response.status_code == 401
+    assert response.json() == {"error": "Invalid API key", "code": "unauthorized"}
+    assert response.headers["x-request-id"].startswith("req_")
+    assert empty.status_code == 404  # an empty JSON-typed body is fine
+
+
+def test_python_api(sandbox: Sandbox) -> None:
+    assert sandbox.base_url.startswith("http://127.0.0.1:")
+    assert repr(sandbox).endswith("running>")
+    with pytest.raises(ValueError, match="unknown sandbox setting"):
+        sandbox.configure(nope=1)
+    with pytest.raises(ValueError):
+        sandbox.configure(idempotency_precedence="never")
+    with pytest.raises(KeyError):
+        sandbox.get_email("em_missing")
+    with pytest.raises(ValueError):
+        sandbox.faults.add("error", status=200)
+    with (
+        Sandbox(latency=0.0) as other,
+        PostStack(TEST_KEY, base_url=other.base_url) as c,
+    ):
+        sent = c.emails.send(message())
+        assert other.emails[0].id == sent["id"]
+        assert sandbox.emails == []
+    assert repr(other).endswith("stopped>")
+
+
+def test_cli_serves_until_interrupted(tmp_path: object) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask_poststack.sandbox", "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("PostStack sandbox on http://127.0.0.1:")
+        base_url = first.split(" on ")[1].strip()
+        with PostStack(TEST_KEY, base_url=base_url) as client:
+            assert client.emails.send(message())["id"].startswith("em_")
+    finally:
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
