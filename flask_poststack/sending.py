@@ -263,10 +263,14 @@ def enqueue_email(
         queue or settings.queue, connection=state.redis, serializer=JSONSerializer
     )
     intervals = list(settings.retry_intervals)
+    # Explicit args/kwargs: the job function receives the payload and nothing
+    # else, whatever options rq adds or renames.
     options: dict[str, t.Any] = {
+        "args": (payload,),
+        "kwargs": {},
         "job_id": job_id,
         "unique": job_id is not None,
-        "timeout": job_timeout or settings.job_timeout,
+        "job_timeout": job_timeout or settings.job_timeout,
         "result_ttl": settings.result_ttl if result_ttl is None else result_ttl,
         "failure_ttl": settings.failure_ttl if failure_ttl is None else failure_ttl,
         "retry": Retry(max=len(intervals), interval=intervals) if intervals else None,
@@ -277,8 +281,8 @@ def enqueue_email(
 
     try:
         if when is None:
-            return rq_queue.enqueue(TASK, payload, **options)
-        job: Job = rq_queue.enqueue_at(when, TASK, payload, **options)
+            return rq_queue.enqueue(TASK, **options)
+        job: Job = rq_queue.enqueue_at(when, TASK, **options)
         return job
     except DuplicateJobError:
         from rq.job import Job

@@ -27,6 +27,7 @@ from rq import get_current_job
 from .config import check_api_key
 from .config import environ_settings
 from .config import Settings
+from .errors import FlaskPostStackError
 from .extension import make_client
 from .sending import deliver
 from .sending import error_fields
@@ -89,6 +90,8 @@ def is_retryable(exc: BaseException) -> bool:
     """
     if isinstance(exc, httpx.TransportError):
         return True
+    if isinstance(exc, FlaskPostStackError):
+        return False  # bad configuration: fix it, then requeue the failed job
     if not isinstance(exc, PostStackError):
         return True  # unknown failures get the bounded retries, to lose nothing
     status = exc.status_code

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import json
+import typing as t
+import zlib
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+import pytest
+import redis
+from flask import Flask
+from rq import Queue
+from rq.job import Job
+from rq.registry import ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+
+from flask_poststack import enqueue_email
+from flask_poststack import InvalidEmailError
+from flask_poststack import PostStack
+from flask_poststack import QueueUnavailableError
+from flask_poststack.redis_server import free_port
+
+KEY = "sk_test_enqueue0123456789"
+
+
+@pytest.fixture
+def app(redis_url: str) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_REDIS_URL=redis_url,
+        POSTSTACK_DEFAULT_FROM="hello@acme.test",
+    )
+    PostStack(app)
+    return app
+
+
+@pytest.fixture
+def conn(redis_url: str) -> t.Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+def queue(conn: redis.Redis, name: str = "poststack") -> Queue:
+    return Queue(name, connection=conn, serializer=JSONSerializer)
+
+
+def raw_payload(conn: redis.Redis, job: Job) -> t.Any:
+    """The job's arguments exactly as stored: RQ's zlib'd JSON, nothing pickled."""
+    data = conn.hget(job.key, "data")
+    assert isinstance(data, bytes)
+    return json.loads(zlib.decompress(data))
+
+
+def test_enqueue_returns_the_job_with_a_json_payload(
+    app: Flask, conn: redis.Redis
+) -> None:
+    with app.app_context():
+        job = enqueue_email(to="ada@example.com", subject="Hi", html="<p>Hi</p>")
+    assert isinstance(job, Job)
+    assert queue(conn).job_ids == [job.id]
+    func, _, args, kwargs = raw_payload(conn, job)
+    assert func == "flask_poststack.tasks.send_payload"
+    (payload,) = args
+    assert kwargs == {}
+    assert payload["from"] == "hello@acme.test"
+    assert payload["to"] == ["ada@example.com"]
+    assert payload["idempotency_key"].startswith("fps-")
+    assert job.meta["idempotency_key"] == payload["idempotency_key"]
+    assert job.retries_left == 5
+
+
+def test_nothing_in_redis_contains_the_key_or_the_body_twice(
+    app: Flask, conn: redis.Redis
+) -> None:
+    with app.app_context():
+        job = enqueue_email(
+            to="ada@example.com", subject="Hi", html="<p>SECRETBODY</p>"
+        )
+    for key in conn.scan_iter():
+        if conn.type(key) == b"hash":
+            values = list(conn.hgetall(key).values())
+        else:
+            values = [conn.dump(key) or b""]
+        for value in values:
+            assert KEY.encode() not in value
+            assert KEY.encode() not in zlib_or_raw(value)
+    assert "SECRETBODY" not in (job.description or "")
+
+
+def zlib_or_raw(value: bytes) -> bytes:
+    try:
+        return zlib.decompress(value)
+    except zlib.error:
+        return value
+
+
+def test_each_email_gets_its_own_key_and_the_callers_key_is_kept(
+    app: Flask, conn: redis.Redis
+) -> None:
+    with app.app_context():
+        one = enqueue_email(to="a@example.com", subject="s", text="t")
+        two = enqueue_email(to="a@example.com", subject="s", text="t")
+        mine = enqueue_email(
+            to="a@example.com", subject="s", text="t", idempotency_key="order-7"
+        )
+    keys = [raw_payload(conn, job)[2][0]["idempotency_key"] for job in (one, two, mine)]
+    assert keys[0] != keys[1]
+    assert keys[2] == "order-7"
+
+
+def test_same_job_id_does_not_queue_a_second_job(app: Flask, conn: redis.Redis) -> None:
+    with app.app_context():
+        first = enqueue_email(
+            to="a@example.com", subject="s", text="t", job_id="welcome-7"
+        )
+        again = enqueue_email(
+            to="a@example.com", subject="s", text="t", job_id="welcome-7"
+        )
+    assert first.id == again.id == "welcome-7"
+    assert queue(conn).job_ids == ["welcome-7"]
+    assert raw_payload(conn, first)[2][0]["idempotency_key"] == "job-welcome-7"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"to": "nope"}, "to"),
+        ({"job_id": "has space"}, "job_id"),
+        ({"delay": -1}, "delay"),
+        ({"run_at": datetime(2030, 1, 1)}, "run_at"),
+        ({"delay": 5, "run_at": datetime(2030, 1, 1, tzinfo=timezone.utc)}, "delay"),
+    ],
+)
+def test_bad_input_queues_nothing(
+    app: Flask, conn: redis.Redis, kwargs: dict[str, t.Any], argument: str
+) -> None:
+    email = {"to": "a@example.com", "subject": "s", "text": "t", **kwargs}
+    with app.app_context(), pytest.raises(InvalidEmailError) as info:
+        enqueue_email(**email)
+    assert info.value.argument == argument
+    assert conn.dbsize() == 0
+
+
+def test_delay_and_run_at_go_to_the_scheduled_registry(
+    app: Flask, conn: redis.Redis
+) -> None:
+    at = datetime.now(timezone.utc) + timedelta(hours=1)
+    with app.app_context():
+        delayed = enqueue_email(to="a@example.com", subject="s", text="t", delay=60)
+        timed = enqueue_email(to="a@example.com", subject="s", text="t", run_at=at)
+    registry = ScheduledJobRegistry(queue=queue(conn))
+    assert set(registry.get_job_ids()) == {delayed.id, timed.id}
+    assert queue(conn).job_ids == []
+    scheduled = registry.get_scheduled_time(timed)
+    assert abs((scheduled - at).total_seconds()) < 1
+
+
+def test_queue_options(app: Flask, conn: redis.Redis) -> None:
+    with app.app_context():
+        job = enqueue_email(
+            to="a@example.com",
+            subject="s",
+            text="t",
+            queue="urgent",
+            job_timeout=15,
+            result_ttl=60,
+            failure_ttl=120,
+        )
+    assert queue(conn, "urgent").job_ids == [job.id]
+    assert (job.timeout, job.result_ttl, job.failure_ttl) == (15, 60, 120)
+
+
+def test_unreachable_redis_is_a_clear_error_and_nothing_is_lost_silently() -> None:
+    url = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    app = Flask(__name__)
+    app.config.update(POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=url)
+    PostStack(app)
+    with app.app_context(), pytest.raises(QueueUnavailableError) as info:
+        enqueue_email(from_="a@acme.test", to="b@example.com", subject="s", text="t")
+    assert isinstance(info.value, ConnectionError)
+    assert "hunter2" not in str(info.value)
+    assert f"127.0.0.1:{url.rsplit(':', 1)[1]}" in str(info.value)
+    assert "Nothing was queued" in str(info.value)
