@@ -152,7 +152,7 @@ def test_delay_and_run_at_go_to_the_scheduled_registry(
     with app.app_context():
         delayed = enqueue_email(to="a@example.com", subject="s", text="t", delay=60)
         timed = enqueue_email(to="a@example.com", subject="s", text="t", run_at=at)
-    registry = ScheduledJobRegistry(queue=queue(conn))  # type: ignore[no-untyped-call]
+    registry = ScheduledJobRegistry(queue=queue(conn))
     assert set(registry.get_job_ids()) == {delayed.id, timed.id}
     assert queue(conn).job_ids == []
     scheduled = registry.get_scheduled_time(timed)

@@ -1,0 +1,271 @@
+"""The worker side, run in-process with rq's own workers (burst mode).
+
+The same code under real ``rq worker`` subprocesses, kills and restarts is
+in ``test_delivery.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import typing as t
+import warnings
+from datetime import datetime
+from datetime import timezone
+
+import pytest
+import redis
+from flask import Flask
+from rq import Queue
+from rq import SimpleWorker
+from rq.job import Job
+from rq.job import JobStatus
+from rq.registry import FailedJobRegistry
+from rq.registry import ScheduledJobRegistry
+from rq.serializers import JSONSerializer
+
+from flask_poststack import enqueue_email
+from flask_poststack import PostStack
+from flask_poststack import tasks
+from flask_poststack.sandbox import Sandbox
+from flask_poststack.worker import PostStackWorker
+
+KEY = "sk_test_tasks0123456789"
+
+
+@pytest.fixture(autouse=True)
+def worker_env(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """What a worker process has: environment variables, no app."""
+    monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
+    monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("POSTSTACK_MAX_RETRIES", "0")  # RQ's retries, not the SDK's
+    monkeypatch.setattr(
+        tasks, "_process", {"pid": None, "settings": None, "client": None}
+    )
+
+
+@pytest.fixture
+def conn(redis_url: str) -> t.Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+    client = tasks._process["client"]
+    if client is not None:
+        client.close()
+
+
+@pytest.fixture
+def app(redis_url: str) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        POSTSTACK_SUPPRESS_SEND=False,
+        POSTSTACK_REDIS_URL=redis_url,
+        POSTSTACK_DEFAULT_FROM="hello@acme.test",
+        POSTSTACK_RETRY_INTERVALS="0,0",  # retry at once: no scheduler needed here
+    )
+    PostStack(app)  # the app itself has no key: only the worker sends
+    return app
+
+
+def enqueue(app: Flask, **kwargs: t.Any) -> Job:
+    email = {"to": "ada@example.com", "subject": "Hi", "text": "Hi", **kwargs}
+    with app.app_context():
+        return enqueue_email(**email)
+
+
+def work(conn: redis.Redis, worker_class: type[SimpleWorker] = SimpleWorker) -> None:
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    worker = worker_class([queue], connection=conn, serializer=JSONSerializer)
+    worker.work(burst=True, with_scheduler=False)
+
+
+def failed_ids(conn: redis.Redis) -> list[str]:
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    return list(FailedJobRegistry(queue=queue).get_job_ids())
+
+
+def test_delivers_and_records_the_email_id(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox
+) -> None:
+    job = enqueue(app)
+    work(conn)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    (email,) = sandbox.emails
+    assert job.return_value() == job.meta["poststack_id"] == email.id
+    assert email.input.idempotency_key == job.meta["idempotency_key"]
+
+
+def test_the_recommended_worker_class_delivers(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSTACK_HEARTBEAT_INTERVAL", "1")
+    sandbox.faults.add("latency", delay=1.5, path="/emails", times=1)
+    job = enqueue(app)
+    work(conn, PostStackWorker)
+    assert job.latest_result() is not None
+    assert job.return_value() == sandbox.emails[0].id
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("error", {"status": 503}),
+        ("error", {"status": 502, "body": "html"}),
+        ("error", {"status": 408}),
+        ("throttle", {"retry_after": 0}),
+        ("bare_429", {}),
+        ("drop_before", {}),
+    ],
+)
+def test_transient_failures_are_retried_by_rq(
+    app: Flask,
+    conn: redis.Redis,
+    sandbox: Sandbox,
+    kind: str,
+    fields: dict[str, t.Any],
+) -> None:
+    sandbox.faults.add(kind, path="/emails", times=1, **fields)
+    job = enqueue(app)
+    work(conn)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == 1
+    assert len(sandbox.emails) == 1
+
+
+def test_a_drop_after_the_api_stored_it_replays_instead_of_sending_twice(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox
+) -> None:
+    sandbox.faults.add("drop_after", path="/emails", times=1)
+    job = enqueue(app)
+    work(conn)
+    (email,) = sandbox.emails
+    assert job.return_value() == email.id
+    assert sandbox.stats["replays"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [
+        ("error", 422, "unprocessable_entity"),
+        ("error", 400, "invalid_request"),
+        ("quota", 429, "monthly_limit_exceeded"),
+        ("quota", 429, "daily_limit_exceeded"),
+    ],
+)
+def test_permanent_failures_fail_at_once_with_the_api_error_on_the_job(
+    app: Flask,
+    conn: redis.Redis,
+    sandbox: Sandbox,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    status: int,
+    code: str,
+) -> None:
+    fields: dict[str, t.Any] = {"status": status} if kind == "error" else {}
+    sandbox.faults.add(kind, path="/emails", code=code, **fields)
+    job = enqueue(app)
+    with caplog.at_level(logging.INFO, logger="flask_poststack"):
+        work(conn)
+    job.refresh()
+    assert job.get_status() == JobStatus.FAILED
+    assert failed_ids(conn) == [job.id]
+    assert job.retries_left == 0
+    assert sandbox.stats["requests"] == 1
+    error = job.meta["poststack_error"]
+    assert (error["status"], error["code"], error["retryable"]) == (status, code, False)
+    assert error["request_id"].startswith("req_")
+    (line,) = [r for r in caplog.records if r.name == "flask_poststack.tasks"]
+    message = line.getMessage()
+    for fact in (job.id, job.meta["idempotency_key"], code, error["request_id"]):
+        assert fact in message
+    assert KEY not in caplog.text
+    assert KEY not in str(job.latest_result().exc_string)  # type: ignore[union-attr]
+
+
+def test_retry_after_is_honoured_as_the_minimum_wait(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox
+) -> None:
+    sandbox.faults.add("throttle", retry_after=90, path="/emails", times=1)
+    job = enqueue(app)
+    work(conn)
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    registry = ScheduledJobRegistry(queue=queue)
+    assert registry.get_job_ids() == [job.id]
+    wait = registry.get_scheduled_time(job) - datetime.now(timezone.utc)
+    assert 80 < wait.total_seconds() <= 91
+    assert sandbox.emails == []
+
+
+def test_retries_run_out_into_the_failed_registry(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox
+) -> None:
+    sandbox.faults.add("error", status=500, path="/emails")
+    job = enqueue(app)
+    work(conn)
+    assert failed_ids(conn) == [job.id]
+    assert sandbox.stats["requests"] == 3  # the first try and two retries
+    job.refresh()
+    assert job.meta["poststack_error"]["retryable"] is True
+
+
+def test_suppressed_worker_sends_nothing(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSTACK_SUPPRESS_SEND", "1")
+    job = enqueue(app)
+    work(conn)
+    assert str(job.return_value()).startswith("em_suppressed_")
+    assert sandbox.stats["requests"] == 0
+
+
+def test_missing_key_in_the_worker_fails_the_job_without_retries(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POSTSTACK_API_KEY")
+    job = enqueue(app)
+    work(conn)
+    job.refresh()
+    assert failed_ids(conn) == [job.id]
+    assert job.meta["poststack_error"]["code"] == "ConfigurationError"
+    assert "POSTSTACK_API_KEY" in job.meta["poststack_error"]["error"]
+
+
+def test_one_client_per_process_and_a_new_one_after_fork(conn: redis.Redis) -> None:
+    client = tasks.get_client()
+    assert tasks.get_client() is client
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write, b"1" if tasks.get_client() is not client else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert tasks.get_client() is client
+
+
+def test_flask_poststack_worker_prints_the_documented_command(app: Flask) -> None:
+    app.config["POSTSTACK_API_KEY"] = KEY
+    result = app.test_cli_runner().invoke(args=["poststack", "worker", "--print"])
+    assert result.exit_code == 0, result.output
+    words = result.output.split()
+    assert words[1:] == [
+        "worker",
+        "--url",
+        app.config["POSTSTACK_REDIS_URL"],
+        "--serializer",
+        "rq.serializers.JSONSerializer",
+        "--worker-class",
+        "flask_poststack.worker.PostStackWorker",
+        "--with-scheduler",
+        "--maintenance-interval",
+        "30",
+        "poststack",
+    ]
+    assert KEY not in result.output
