@@ -1,0 +1,93 @@
+"""What happened to a queued email: :func:`email_status`."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from flask import current_app
+from flask import has_app_context
+
+from .extension import get_state
+
+if t.TYPE_CHECKING:
+    import redis
+    from rq.job import Job
+
+__all__ = ["EmailStatus", "email_status"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EmailStatus:
+    """The state of one queued email, from its RQ job (and optionally the API)."""
+
+    #: ``"queued"``, ``"scheduled"`` (waiting for its ``delay``/``run_at``),
+    #: ``"started"`` (a worker is sending it), ``"retrying"`` (it failed in a
+    #: way a retry can fix and waits for its next try), ``"sent"`` (the API
+    #: accepted it: see :attr:`email_id` and :attr:`api_status`), ``"failed"``
+    #: (see :attr:`error`), ``"canceled"``, or ``"unknown"`` (no such job, or
+    #: it expired from Redis).
+    state: str
+    job_id: str
+    #: The PostStack email id once the API accepted the email.
+    email_id: str | None = None
+    #: The last failure: ``status``, ``code``, ``request_id``, ``error``,
+    #: ``retry_after`` and ``retryable``, as the worker recorded it.
+    error: t.Mapping[str, t.Any] | None = None
+    #: RQ retries left, when the job has a retry policy.
+    retries_left: int | None = None
+    #: The email's status at the API (``queued``, ``delivered``, ``bounced``...),
+    #: when asked for with ``check_api=True``.
+    api_status: str | None = None
+
+
+def email_status(
+    job: Job | str,
+    *,
+    connection: redis.Redis | None = None,
+    check_api: bool = False,
+) -> EmailStatus:
+    """Say what happened to the email queued as ``job`` (a job or its id).
+
+    :param connection: the Redis to look in; by default the current app's.
+    :param check_api: once sent, also ask the API for the email's own status
+        (``GET /emails/{id}``) with the current app's client.
+    """
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+    from rq.job import JobStatus
+    from rq.serializers import JSONSerializer
+
+    job_id = job if isinstance(job, str) else job.id
+    conn = connection if connection is not None else get_state().redis
+    try:
+        fresh = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+        rq_status = fresh.get_status(refresh=False)
+    except NoSuchJobError:
+        return EmailStatus(state="unknown", job_id=job_id)
+
+    meta = fresh.meta or {}
+    error = meta.get("poststack_error")
+    email_id = meta.get("poststack_id")
+    state = {
+        JobStatus.QUEUED: "retrying" if error else "queued",
+        JobStatus.SCHEDULED: "retrying" if error else "scheduled",
+        JobStatus.DEFERRED: "queued",
+        JobStatus.STARTED: "started",
+        JobStatus.FINISHED: "sent",
+        JobStatus.FAILED: "failed",
+        JobStatus.STOPPED: "failed",
+        JobStatus.CANCELED: "canceled",
+    }.get(rq_status, "unknown")
+    api_status = None
+    if check_api and email_id and has_app_context():
+        row = current_app.extensions["poststack"].emails.get(email_id)
+        api_status = (row.get("email") or {}).get("status")
+    return EmailStatus(
+        state=state,
+        job_id=job_id,
+        email_id=email_id,
+        error=error if state != "sent" else None,
+        retries_left=fresh.retries_left,
+        api_status=api_status,
+    )
