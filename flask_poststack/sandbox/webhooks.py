@@ -253,7 +253,8 @@ class Webhooks:
     def replay(self, delivery: Delivery) -> None:
         """Send a delivery again (a fresh round of attempts)."""
         with self.lock:
-            delivery.next_retry_at = None
+            # Pending again: not "failed" while the new attempt is in flight.
+            delivery.next_retry_at = utcnow()
         self._submit(delivery)
 
     def _submit(self, delivery: Delivery) -> None:

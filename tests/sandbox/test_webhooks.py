@@ -197,13 +197,21 @@ def test_give_up_then_replay(
     )
     deliveries = client.webhooks.get_deliveries(hook_id)["deliveries"]
     assert [d["statusCode"] for d in deliveries] == [500, 500]
-    assert client.webhooks.replay(hook_id, deliveries[0]["id"]) == {"success": True}
-    assert sandbox.wait_for(lambda: len(receiver.events()) == 5)
-    assert client.webhooks.batch_replay(hook_id, {"limit": 5}) == {
+    # Oldest first, capped by the limit; the replayed one is pending, not failed.
+    assert client.webhooks.batch_replay(hook_id, {"limit": 1}) == {
         "replayed": 1,
-        "remaining": 0,
+        "remaining": 1,
     }
+    assert client.webhooks.replay(hook_id, deliveries[0]["id"]) == {"success": True}
+    assert client.webhooks.batch_replay(hook_id) == {"replayed": 0, "remaining": 0}
     assert sandbox.wait_for(lambda: len(receiver.events()) == 6)
+    assert sandbox.wait_for(
+        lambda: all(
+            d["deliveredAt"] and d["statusCode"] == 200
+            for d in client.webhooks.get_deliveries(hook_id)["deliveries"]
+        )
+    )
+    assert [e.path for e in receiver.events()] == ["/hooks"] * 6
     with pytest.raises(PostStackError):
         client.webhooks.replay(hook_id, 999)
 
