@@ -10,6 +10,8 @@ from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 
 
+pytest_plugins = ["pytester"]
+
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     """Config falls back to the environment, so no test may see another's keys."""
