@@ -6,6 +6,7 @@ Handlers take an authenticated :class:`Request` and return a
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import time
 import typing as t
@@ -21,8 +22,10 @@ from .messages import Response
 from .store import Replay
 from .store import Store
 from .store import StoredEmail
+from .validation import EmailInput
 from .validation import InvalidRequest
 from .validation import parse_send
+from .validation import split_address
 from .validation import unprocessable
 from .webhook_api import not_found
 from .webhook_api import page_args
@@ -197,6 +200,7 @@ class Api(WebhookRoutes):
                     raise self._key_conflict()
                 self.store.count("replays")
                 return {**found.body, "replayed": True}
+        self._refuse(data)
         if config.processing_delay:
             time.sleep(config.processing_delay)
         if not auth.test_mode and (
@@ -222,6 +226,20 @@ class Api(WebhookRoutes):
             self.store.remember_body(auth.team, key, Replay(digest, 202, result))
         self.lifecycle.begin(email)
         return result
+
+    def _refuse(self, data: EmailInput) -> None:
+        """The per-email rejections the API makes after validation."""
+        domain = data.from_address.rpartition("@")[2].lower()
+        if any(
+            fnmatch.fnmatchcase(domain, p.lower())
+            for p in self.config.unverified_domains
+        ):
+            raise unprocessable(f"Domain not verified: {domain}")
+        for address in data.to + (data.cc or []) + (data.bcc or []):
+            bare = split_address(address)[0].lower()
+            for pattern in self.config.suppressed_recipients:
+                if fnmatch.fnmatchcase(bare, pattern.lower()):
+                    raise unprocessable(f"Recipient is suppressed: {bare}")
 
     def send(self, req: Request, args: list[str]) -> Response:
         return json_response(202, self._create(req, req.json()))

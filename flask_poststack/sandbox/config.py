@@ -57,6 +57,10 @@ class SandboxConfig:
     #: Status for ``{"emails": []}``.
     empty_batch_status: int = 422
     batch_limit: int = 100
+    #: Sender domains (globs) refused with 422 "Domain not verified".
+    unverified_domains: list[str] = dataclasses.field(default_factory=list)
+    #: Recipient addresses (globs) refused with 422 as suppressed.
+    suppressed_recipients: list[str] = dataclasses.field(default_factory=list)
     attachment_max_bytes: int = 10 * 1024 * 1024
     attachments_total_max_bytes: int = 25 * 1024 * 1024
     #: Largest request body read at all; larger ones get 413.
@@ -147,6 +151,10 @@ def _check(name: str, value: t.Any, default: t.Any) -> t.Any:
         if not callable(value):
             raise ValueError("webhook_envelope must be a callable or None")
         return value
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{name} must be a list of strings")
+        return list(value)
     if isinstance(default, bool) or isinstance(value, bool):
         if not isinstance(value, bool) or not isinstance(default, bool):
             raise ValueError(f"{name} must be a boolean")

@@ -286,3 +286,25 @@ def test_live_and_test_keys_counted(sandbox: Sandbox) -> None:
     with PostStack(LIVE_KEY, base_url=sandbox.base_url) as client:
         client.emails.send(message())
     assert sandbox.emails[0].test_mode is False
+
+
+def test_rejections_after_validation(sandbox: Sandbox, live_client: PostStack) -> None:
+    sandbox.configure(
+        unverified_domains=["unverified.example"],
+        suppressed_recipients=["*@blocked.example"],
+    )
+    with pytest.raises(PostStackError) as info:
+        live_client.emails.send(message(**{"from": "x@unverified.example"}))
+    assert (info.value.status_code, info.value.error) == (
+        422,
+        "Domain not verified: unverified.example",
+    )
+    result = live_client.emails.batch(
+        {"emails": [message(), message(bcc=["Eve <eve@Blocked.example>"])]}
+    )
+    assert "id" in result["data"][0]
+    assert result["data"][1] == {
+        "error": "Recipient is suppressed: eve@blocked.example",
+        "code": "unprocessable_entity",
+    }
+    assert len(sandbox.emails) == 1
