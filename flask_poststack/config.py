@@ -32,6 +32,7 @@ DEFAULTS: dict[str, t.Any] = {
     "POSTSTACK_REDIS_URL": "redis://localhost:6379/0",
     "POSTSTACK_QUEUE": "poststack",
     "POSTSTACK_SUPPRESS_SEND": None,
+    "POSTSTACK_EAGER": False,
     "POSTSTACK_WEBHOOK_SECRET": [],
     "POSTSTACK_REDIRECT_TO": None,
     "POSTSTACK_ALLOWED_RECIPIENTS": [],
@@ -61,6 +62,8 @@ class Settings:
     queue: str = DEFAULTS["POSTSTACK_QUEUE"]
     #: ``None`` means "follow ``app.testing``" (and "send" in a worker).
     suppress_send: bool | None = None
+    #: Run queued jobs inline, in ``enqueue_email`` (for tests).
+    eager: bool = False
     webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
     redirect_to: str | None = None
     allowed_recipients: tuple[str, ...] = ()
@@ -133,6 +136,7 @@ def load_settings(*sources: t.Mapping[str, t.Any]) -> Settings:
         redis_url=_str(get, "POSTSTACK_REDIS_URL"),
         queue=_str(get, "POSTSTACK_QUEUE"),
         suppress_send=_opt_bool(get, "POSTSTACK_SUPPRESS_SEND"),
+        eager=bool(_opt_bool(get, "POSTSTACK_EAGER")),
         webhook_secrets=_str_list(get, "POSTSTACK_WEBHOOK_SECRET"),
         redirect_to=_opt_str(get, "POSTSTACK_REDIRECT_TO"),
         allowed_recipients=_str_list(get, "POSTSTACK_ALLOWED_RECIPIENTS"),

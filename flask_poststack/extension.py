@@ -176,6 +176,7 @@ def _config_items(settings: Settings) -> t.Iterator[tuple[str, t.Any]]:
     yield "POSTSTACK_REDIS_URL", settings.redis_url
     yield "POSTSTACK_QUEUE", settings.queue
     yield "POSTSTACK_SUPPRESS_SEND", settings.suppress_send
+    yield "POSTSTACK_EAGER", settings.eager
     yield "POSTSTACK_WEBHOOK_SECRET", list(settings.webhook_secrets)
     yield "POSTSTACK_REDIRECT_TO", settings.redirect_to
     yield "POSTSTACK_ALLOWED_RECIPIENTS", list(settings.allowed_recipients)

@@ -7,10 +7,7 @@ the same bytes: ``send_email`` hands the payload to the app's SDK client now,
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
-import secrets
 import typing as t
 import uuid
 from collections.abc import Mapping
@@ -22,9 +19,13 @@ from datetime import timezone
 import poststack
 from flask import current_app
 from flask import Flask
-from poststack import PostStackError
 
+from . import signals
 from .config import check_api_key
+from .config import parse_bool
+from .delivery import dispatch
+from .delivery import error_fields
+from .delivery import SendResult
 from .errors import InvalidEmailError
 from .errors import QueueUnavailableError
 from .extension import get_state
@@ -36,60 +37,12 @@ if t.TYPE_CHECKING:
 
     from .message import AttachmentLike
 
-__all__ = ["SendResult", "deliver", "enqueue_email", "send_email"]
+__all__ = ["SendResult", "enqueue_email", "send_email"]
 
 logger = logging.getLogger("flask_poststack")
 
 #: The job function, by dotted name: a plain ``rq worker`` imports it.
 TASK = "flask_poststack.tasks.send_payload"
-
-
-@dataclasses.dataclass(frozen=True)
-class SendResult:
-    """What the API answered to one send."""
-
-    #: The email's id, ``"em_..."``. Suppressed sends get ``"em_suppressed_..."``.
-    id: str
-    #: True when the idempotency key matched an earlier send: nothing new was sent.
-    replayed: bool = False
-    #: True when the API key was a test key (``sk_test_...``).
-    test_mode: bool = False
-    #: True when sending was suppressed and nothing went on the network.
-    suppressed: bool = False
-    #: The API's response body, as the SDK returned it.
-    response: Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def from_response(cls, response: Mapping[str, t.Any]) -> SendResult:
-        """Build a result from a ``POST /emails`` response body."""
-        return cls(
-            id=str(response["id"]),
-            replayed=bool(response.get("replayed", False)),
-            test_mode=bool(response.get("test_mode", False)),
-            response=dict(response),
-        )
-
-
-def deliver(client: poststack.PostStack, payload: Mapping[str, t.Any]) -> SendResult:
-    """Send one wire payload with ``client``; the one place that calls the API.
-
-    :raises poststack.PostStackError: unchanged, when the API refuses it.
-    """
-    return SendResult.from_response(client.emails.send(dict(payload)))
-
-
-def error_fields(exc: BaseException) -> dict[str, t.Any]:
-    """The loggable facts of a failed send: never the key, never the body."""
-    if isinstance(exc, PostStackError):
-        return {
-            "status": exc.status_code,
-            "code": exc.code,
-            "request_id": exc.request_id,
-            "error": exc.error,
-            "retry_after": exc.retry_after,
-        }
-    return {"status": None, "code": type(exc).__name__, "request_id": None,
-            "error": str(exc), "retry_after": None}  # fmt: skip
 
 
 def send_email(
@@ -146,25 +99,36 @@ def send_email(
         scheduled_at=scheduled_at,
         idempotency_key=idempotency_key,
     )
-    if is_suppressed(app):
-        state.outbox.append(copy.deepcopy(dict(payload)))
-        fake_id = f"em_suppressed_{secrets.token_hex(8)}"
-        return SendResult(id=fake_id, suppressed=True, response={"id": fake_id})
+    wire = dict(payload)
+    return dispatch(
+        wire,
+        sender=app,
+        get_client=lambda: _app_client(app),
+        suppressed=is_suppressed(app),
+        outbox=state.outbox,
+        on_failure=lambda exc: _log_failure(exc, wire),
+    )
 
-    check_api_key(state.settings.api_key)
-    try:
-        return deliver(app.extensions["poststack"], payload)
-    except PostStackError as exc:
-        logger.error(
-            "PostStack send failed: status=%s code=%s request_id=%s"
-            " idempotency_key=%s: %s",
-            exc.status_code,
-            exc.code,
-            exc.request_id,
-            payload.get("idempotency_key"),
-            exc.error,
-        )
-        raise
+
+def _app_client(app: Flask) -> poststack.PostStack:
+    check_api_key(get_state(app).settings.api_key)
+    client: poststack.PostStack = app.extensions["poststack"]
+    return client
+
+
+def _log_failure(exc: Exception, payload: Mapping[str, t.Any]) -> dict[str, t.Any]:
+    fields = error_fields(exc)
+    key = payload.get("idempotency_key")
+    logger.error(
+        "PostStack send failed: status=%s code=%s request_id=%s idempotency_key=%s: %s",
+        fields["status"],
+        fields["code"],
+        fields["request_id"],
+        key,
+        fields["error"],
+        extra={"poststack": {**fields, "idempotency_key": key}},
+    )
+    return {}
 
 
 def enqueue_email(
@@ -259,8 +223,13 @@ def enqueue_email(
             f"job-{job_id}" if job_id else f"fps-{uuid.uuid4().hex}"
         )
 
+    signals.before_send.send(app, payload=payload)
+    eager = bool(parse_bool("POSTSTACK_EAGER", app.config.get("POSTSTACK_EAGER")))
     rq_queue = Queue(
-        queue or settings.queue, connection=state.redis, serializer=JSONSerializer
+        queue or settings.queue,
+        connection=state.redis,
+        serializer=JSONSerializer,
+        is_async=not eager,
     )
     intervals = list(settings.retry_intervals)
     # Explicit args/kwargs: the job function receives the payload and nothing
@@ -280,10 +249,10 @@ def enqueue_email(
     import redis
 
     try:
-        if when is None:
-            return rq_queue.enqueue(TASK, **options)
-        job: Job = rq_queue.enqueue_at(when, TASK, **options)
-        return job
+        if when is None or eager:
+            job: Job = rq_queue.enqueue(TASK, **options)
+        else:
+            job = rq_queue.enqueue_at(when, TASK, **options)
     except DuplicateJobError:
         from rq.job import Job
 
@@ -293,6 +262,8 @@ def enqueue_email(
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise QueueUnavailableError(settings.redis_url, str(exc) or
                                     type(exc).__name__) from exc  # fmt: skip
+    signals.email_enqueued.send(app, payload=payload, job=job)
+    return job
 
 
 def _run_time(

@@ -16,21 +16,26 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import typing as t
 
 import httpx
 import poststack
+from flask import current_app
+from flask import has_app_context
 from poststack import PostStackError
 from rq import get_current_job
 
 from .config import check_api_key
 from .config import environ_settings
 from .config import Settings
+from .delivery import dispatch
+from .delivery import error_fields
 from .errors import FlaskPostStackError
+from .errors import SendCancelled
 from .extension import make_client
-from .sending import deliver
-from .sending import error_fields
+
+if t.TYPE_CHECKING:
+    from flask import Flask
 
 __all__ = ["get_client", "is_retryable", "send_payload"]
 
@@ -102,36 +107,71 @@ def is_retryable(exc: BaseException) -> bool:
     return status == 408 or status >= 500
 
 
-def send_payload(payload: dict[str, t.Any]) -> str:
+def send_payload(payload: dict[str, t.Any]) -> str | None:
     """Send one queued email payload; return the PostStack email id.
 
     The job function ``enqueue_email`` queues, by the dotted name
     ``"flask_poststack.tasks.send_payload"``. The id also goes into
-    ``job.meta["poststack_id"]``.
+    ``job.meta["poststack_id"]``. If a ``before_send`` receiver cancels the
+    email, the job ends with ``None`` and ``job.meta["cancelled"]``.
+
+    In a worker it uses the process's own client (:func:`get_client`) and
+    ``POSTSTACK_SUPPRESS_SEND`` from the environment. When it runs inside an
+    app context (``POSTSTACK_EAGER``), it uses that app's client and settings.
     """
     job: t.Any = get_current_job()  # rq's Job methods are untyped
-    settings = worker_settings()
-    if settings.suppress_send:
-        email_id = f"em_suppressed_{secrets.token_hex(8)}"
-        logger.info(
-            "Sending suppressed (POSTSTACK_SUPPRESS_SEND): job=%s idempotency_key=%s",
-            job.id if job else None,
-            payload.get("idempotency_key"),
-        )
+    app = _current_app()
+    if app is not None:
+        from .extension import get_state
+        from .extension import is_suppressed
+
+        state = get_state(app)
+        suppressed, outbox = is_suppressed(app), state.outbox
+        client = app.extensions["poststack"]
+
+        def get_app_client() -> poststack.PostStack:
+            check_api_key(state.settings.api_key)
+            return t.cast(poststack.PostStack, client)
+
+        client_factory = get_app_client
     else:
-        try:
-            email_id = deliver(get_client(), payload).id
-        except Exception as exc:
-            _handle_failure(job, payload, exc)
-            raise
+        suppressed, outbox = bool(worker_settings().suppress_send), None
+        client_factory = get_client
+    try:
+        result = dispatch(
+            payload,
+            sender=app,
+            get_client=client_factory,
+            suppressed=suppressed,
+            outbox=outbox,
+            on_failure=lambda exc: _handle_failure(job, payload, exc),
+        )
+    except SendCancelled:
+        if job is not None:
+            job.meta["cancelled"] = True
+            job.save_meta()
+        logger.info("Send cancelled by a before_send receiver: job=%s", _id(job))
+        return None
     if job is not None:
-        job.meta["poststack_id"] = email_id
+        job.meta["poststack_id"] = result.id
         job.meta.pop("poststack_error", None)
         job.save_meta()
-    return email_id
+    return result.id
 
 
-def _handle_failure(job: t.Any, payload: dict[str, t.Any], exc: Exception) -> None:
+def _current_app() -> Flask | None:
+    if has_app_context() and "poststack.state" in current_app.extensions:
+        return t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
+    return None
+
+
+def _id(job: t.Any) -> str | None:
+    return job.id if job is not None else None
+
+
+def _handle_failure(
+    job: t.Any, payload: dict[str, t.Any], exc: Exception
+) -> dict[str, t.Any]:
     fields = error_fields(exc)
     retryable = is_retryable(exc)
     will_retry = retryable and job is not None and bool(job.retries_left)
@@ -157,6 +197,7 @@ def _handle_failure(job: t.Any, payload: dict[str, t.Any], exc: Exception) -> No
                "idempotency_key": payload.get("idempotency_key"),
                "will_retry": will_retry}},
     )  # fmt: skip
+    return {"job": job, "will_retry": will_retry}
 
 
 def _wait_at_least(job: t.Any, retry_after: float | None) -> None:

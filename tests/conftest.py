@@ -9,8 +9,8 @@ import redis
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 
+pytest_plugins = ["pytester", "flask_poststack.pytest_plugin"]
 
-pytest_plugins = ["pytester"]
 
 @pytest.fixture(autouse=True)
 def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import datetime
+import typing as t
+
+import pytest
+from flask import Flask
+from rq.job import JobStatus
+
+from flask_poststack import enqueue_email
+from flask_poststack import PostStack
+from flask_poststack import PostStackError
+from flask_poststack import send_email
+from flask_poststack import signals
+from flask_poststack.testing import clear_failures
+from flask_poststack.testing import fail_next
+from flask_poststack.testing import outbox
+from flask_poststack.testing import record_messages
+
+if t.TYPE_CHECKING:
+    from flask_poststack.pytest_plugin import FakeQueue
+
+KEY = "sk_test_testing0123456789"
+
+
+@pytest.fixture
+def app(poststack_sandbox: t.Any) -> t.Iterator[Flask]:
+    app = Flask(__name__)
+    app.config.update(
+        TESTING=True,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=poststack_sandbox.base_url,
+        POSTSTACK_DEFAULT_FROM="hello@acme.test",
+        POSTSTACK_MAX_RETRIES=0,
+        POSTSTACK_RETRY_INTERVALS="0,0",
+    )
+    PostStack(app)
+    yield app
+    clear_failures()
+
+
+def test_record_messages_keeps_copies_immune_to_later_changes(app: Flask) -> None:
+    recipients = ["ada@example.com"]
+    tags = ["welcome"]
+    with record_messages(app) as emails, app.app_context():
+        send_email(to=recipients, subject="Hi", text="Hi", tags=tags)
+    recipients.append("eve@example.com")
+    tags.append("changed")
+    emails[0].payload["subject"] = "mutated by the test"
+    with record_messages(app) as again, app.app_context():
+        send_email(to="bob@example.com", subject="Hi", text="Hi")
+    assert emails[0].to == ["ada@example.com"]
+    assert emails[0].payload["tags"] == ["welcome"]
+    assert len(emails) == 1 and again[0].to == ["bob@example.com"]
+
+
+def test_record_messages_with_suppression_on_and_off(
+    app: Flask, poststack_sandbox: t.Any
+) -> None:
+    with record_messages() as emails, app.app_context():
+        send_email(to="a@example.com", subject="suppressed", text="t")
+        app.config["POSTSTACK_SUPPRESS_SEND"] = False
+        send_email(to="a@example.com", subject="real", text="t")
+    assert [e.subject for e in emails] == ["suppressed", "real"]
+    assert emails[0].result is not None and emails[0].result.suppressed
+    assert emails[1].result is not None
+    assert emails[1].result.id == poststack_sandbox.emails[0].id
+    assert [p["subject"] for p in outbox(app)] == ["suppressed"]
+
+
+def test_fail_next_drives_sync_errors_even_when_suppressed(app: Flask) -> None:
+    fail_next(status=429, code="monthly_limit_exceeded")
+    with app.app_context():
+        with pytest.raises(PostStackError) as info:
+            send_email(to="a@example.com", subject="s", text="t")
+        assert info.value.code == "monthly_limit_exceeded"
+        assert send_email(to="a@example.com", subject="s", text="t").suppressed
+    assert len(outbox(app)) == 1
+
+
+def test_fail_next_drives_worker_retries(
+    app: Flask, poststack_queue: FakeQueue
+) -> None:
+    with app.app_context():
+        retried = enqueue_email(to="a@example.com", subject="retried", text="t")
+        refused = enqueue_email(to="b@example.com", subject="refused", text="t")
+    fail_next(status=503)
+    fail_next(status=422, code="unprocessable_entity")
+    poststack_queue.run()
+    retried.refresh()
+    refused.refresh()
+    assert retried.get_status() == JobStatus.FINISHED
+    assert retried.retries_left == 1
+    assert refused.get_status() == JobStatus.FAILED
+    assert refused.meta["poststack_error"]["code"] == "unprocessable_entity"
+    assert [p["subject"] for p in outbox(app)] == ["retried"]
+
+
+def test_queue_fixture_runs_jobs_through_the_task(
+    app: Flask, poststack_queue: FakeQueue, poststack_outbox: list[t.Any]
+) -> None:
+    with app.app_context():
+        job = enqueue_email(to="a@example.com", subject="queued", text="t")
+    assert [j.id for j in poststack_queue.jobs] == [job.id]
+    assert outbox(app) == []
+    (done,) = poststack_queue.run()
+    assert str(done.return_value()).startswith("em_suppressed_")
+    assert [e.kind for e in poststack_outbox] == ["enqueued", "sent"]
+
+
+def test_eager_mode_runs_the_job_inline(app: Flask, poststack_queue: FakeQueue) -> None:
+    app.config["POSTSTACK_EAGER"] = True
+    with app.app_context():
+        job = enqueue_email(to="a@example.com", subject="now", text="t")
+    assert job.get_status() == JobStatus.FINISHED
+    assert [p["subject"] for p in outbox(app)] == ["now"]
+    assert poststack_queue.jobs == []
+
+
+def test_eager_mode_still_serializes_like_the_queue(
+    app: Flask, poststack_queue: FakeQueue
+) -> None:
+    def add_a_datetime(sender: Flask, payload: dict[str, t.Any], **_: t.Any) -> None:
+        payload["metadata"] = datetime.datetime.now()
+
+    app.config["POSTSTACK_EAGER"] = True
+    with (
+        signals.before_send.connected_to(add_a_datetime),
+        app.app_context(),
+        pytest.raises(TypeError),
+    ):
+        enqueue_email(to="a@example.com", subject="s", text="t")
+    assert outbox(app) == []
+
+
+def test_the_plugin_from_a_users_test_module(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        from flask import Flask
+        from flask_poststack import PostStack
+
+        pytest_plugins = ["flask_poststack.pytest_plugin"]
+
+        @pytest.fixture
+        def app():
+            app = Flask("users_app")
+            app.config.update(TESTING=True, POSTSTACK_DEFAULT_FROM="a@acme.test")
+            PostStack(app)
+
+            @app.post("/signup")
+            def signup():
+                from flask_poststack import enqueue_email
+                enqueue_email(to="ada@example.com", subject="Welcome", text="Hi")
+                return "ok"
+
+            return app
+        """
+    )
+    pytester.makepyfile(
+        """
+        from flask_poststack import send_email
+        from flask_poststack.testing import outbox
+
+        def test_view_enqueues(app, poststack_queue, poststack_outbox):
+            app.test_client().post("/signup")
+            assert [e.kind for e in poststack_outbox] == ["enqueued"]
+            poststack_queue.run()
+            assert outbox(app)[0]["subject"] == "Welcome"
+
+        def test_sandbox(app, poststack_sandbox):
+            app.config.update(POSTSTACK_SUPPRESS_SEND=False)
+            from flask_poststack.extension import make_client, get_state
+            from dataclasses import replace
+            state = get_state(app)
+            state.settings = replace(
+                state.settings,
+                api_key="sk_test_x1234",
+                base_url=poststack_sandbox.base_url,
+            )
+            app.extensions["poststack"] = make_client(state.settings)
+            with app.app_context():
+                result = send_email(to="ada@example.com", subject="s", text="t")
+            assert poststack_sandbox.emails[0].id == result.id
+            app.extensions["poststack"].close()
+
+        def test_fail_next(app, poststack_fail_next):
+            import pytest
+            from poststack import PostStackError
+            poststack_fail_next(status=500)
+            with app.app_context(), pytest.raises(PostStackError):
+                send_email(to="ada@example.com", subject="s", text="t")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
