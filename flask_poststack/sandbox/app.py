@@ -104,6 +104,12 @@ class App:
                 response = sandbox._api.handle(req)
             except InvalidRequest as exc:
                 response = error_response(exc.status, exc.message, exc.code)
+            except Exception:
+                # A sandbox bug must still answer, as the real API's 500 would.
+                log.exception("sandbox error on %s %s", req.method, req.path)
+                response = error_response(
+                    500, "Internal server error", "internal_error"
+                )
             response.headers.update(limit_headers)
         except InvalidRequest as exc:
             response = error_response(exc.status, exc.message, exc.code, exc.headers)
