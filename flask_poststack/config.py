@@ -34,6 +34,10 @@ DEFAULTS: dict[str, t.Any] = {
     "POSTSTACK_SUPPRESS_SEND": None,
     "POSTSTACK_EAGER": False,
     "POSTSTACK_WEBHOOK_SECRET": [],
+    "POSTSTACK_WEBHOOK_URL": "/poststack/webhooks",
+    "POSTSTACK_WEBHOOK_REGISTER": None,
+    "POSTSTACK_WEBHOOK_DEDUPE_SECONDS": 86_400,
+    "POSTSTACK_WEBHOOK_DEDUPE_STORE": None,
     "POSTSTACK_REDIRECT_TO": None,
     "POSTSTACK_ALLOWED_RECIPIENTS": [],
     "POSTSTACK_RETRY_INTERVALS": [10, 30, 60, 120, 300],
@@ -65,6 +69,12 @@ class Settings:
     #: Run queued jobs inline, in ``enqueue_email`` (for tests).
     eager: bool = False
     webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    webhook_url: str = DEFAULTS["POSTSTACK_WEBHOOK_URL"]
+    #: ``None`` means "register the webhook blueprint if a secret is set".
+    webhook_register: bool | None = None
+    webhook_dedupe_seconds: int = DEFAULTS["POSTSTACK_WEBHOOK_DEDUPE_SECONDS"]
+    #: ``"redis"`` or ``"memory"``; resolved by :func:`load_settings`.
+    webhook_dedupe_store: str = "memory"
     redirect_to: str | None = None
     allowed_recipients: tuple[str, ...] = ()
     retry_intervals: tuple[int, ...] = tuple(DEFAULTS["POSTSTACK_RETRY_INTERVALS"])
@@ -138,6 +148,12 @@ def load_settings(*sources: t.Mapping[str, t.Any]) -> Settings:
         suppress_send=_opt_bool(get, "POSTSTACK_SUPPRESS_SEND"),
         eager=bool(_opt_bool(get, "POSTSTACK_EAGER")),
         webhook_secrets=_str_list(get, "POSTSTACK_WEBHOOK_SECRET"),
+        webhook_url=_url_path(get, "POSTSTACK_WEBHOOK_URL"),
+        webhook_register=_opt_bool(get, "POSTSTACK_WEBHOOK_REGISTER"),
+        webhook_dedupe_seconds=_number(
+            get, "POSTSTACK_WEBHOOK_DEDUPE_SECONDS", int, minimum=0
+        ),
+        webhook_dedupe_store=_dedupe_store(get, sources),
         redirect_to=_opt_str(get, "POSTSTACK_REDIRECT_TO"),
         allowed_recipients=_str_list(get, "POSTSTACK_ALLOWED_RECIPIENTS"),
         retry_intervals=_int_list(get, "POSTSTACK_RETRY_INTERVALS"),
@@ -188,6 +204,28 @@ def _number(get: _Get, key: str, kind: type[_N], minimum: float = 0) -> _N:
     if number < minimum or (kind is float and number <= 0):
         raise ConfigurationError(key, f"must be positive, not {value!r}.")
     return number
+
+
+def _url_path(get: _Get, key: str) -> str:
+    value = _str(get, key)
+    if not value.startswith("/"):
+        raise ConfigurationError(
+            key, f"must be a path starting with '/', not {value!r}."
+        )
+    return value
+
+
+def _dedupe_store(get: _Get, sources: tuple[t.Mapping[str, t.Any], ...]) -> str:
+    # Unset means Redis when the app names one for its queue (in app.config or
+    # the environment), memory otherwise: the default Redis URL may not exist.
+    key = "POSTSTACK_WEBHOOK_DEDUPE_STORE"
+    value = _opt_str(get, key)
+    if value is None:
+        named = any(s.get("POSTSTACK_REDIS_URL") is not None for s in sources)
+        return "redis" if named else "memory"
+    if value.lower() not in ("redis", "memory"):
+        raise ConfigurationError(key, f"must be 'redis' or 'memory', not {value!r}.")
+    return value.lower()
 
 
 def _opt_bool(get: _Get, key: str) -> bool | None:

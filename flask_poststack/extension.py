@@ -105,6 +105,12 @@ class PostStack:
 
         app.cli.add_command(poststack_cli)
 
+        # The webhook endpoint, when a secret is set (or as
+        # POSTSTACK_WEBHOOK_REGISTER says); raises if its name is taken.
+        from .webhooks import register_default_blueprint
+
+        register_default_blueprint(app)
+
     def send_email(self, **kwargs: t.Any) -> SendResult:
         """Same as :func:`flask_poststack.send_email`."""
         from .sending import send_email
@@ -178,6 +184,10 @@ def _config_items(settings: Settings) -> t.Iterator[tuple[str, t.Any]]:
     yield "POSTSTACK_SUPPRESS_SEND", settings.suppress_send
     yield "POSTSTACK_EAGER", settings.eager
     yield "POSTSTACK_WEBHOOK_SECRET", list(settings.webhook_secrets)
+    yield "POSTSTACK_WEBHOOK_URL", settings.webhook_url
+    yield "POSTSTACK_WEBHOOK_REGISTER", settings.webhook_register
+    yield "POSTSTACK_WEBHOOK_DEDUPE_SECONDS", settings.webhook_dedupe_seconds
+    yield "POSTSTACK_WEBHOOK_DEDUPE_STORE", settings.webhook_dedupe_store
     yield "POSTSTACK_REDIRECT_TO", settings.redirect_to
     yield "POSTSTACK_ALLOWED_RECIPIENTS", list(settings.allowed_recipients)
     yield "POSTSTACK_RETRY_INTERVALS", list(settings.retry_intervals)
