@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shlex
 import shutil
@@ -9,11 +11,21 @@ import sys
 import typing as t
 
 import click
+import httpx
+import poststack
 from flask import current_app
 from flask.cli import AppGroup
+from markupsafe import escape
+from poststack import PostStackError
 
 from .config import Settings
+from .errors import ConfigurationError
+from .errors import InvalidEmailError
+from .errors import redact_url
 from .extension import get_state
+from .extension import is_suppressed
+from .extension import make_client
+from .sending import send_email
 
 __all__ = ["poststack_cli", "worker_command", "worker_environ"]
 
@@ -89,3 +101,240 @@ def worker(
         return
     sys.stdout.flush()
     os.execvpe(argv[0], argv, worker_environ(current_app.config))
+
+
+def _quick_client() -> poststack.PostStack:
+    """A client for interactive commands: short timeout, no SDK retries."""
+    settings = get_state().settings
+    return make_client(dataclasses.replace(settings, timeout=5.0, max_retries=0))
+
+
+def _api_error(exc: PostStackError) -> click.ClickException:
+    return click.ClickException(
+        f"the API refused it: {exc.status_code} {exc.code or ''} {exc.error}"
+        f" (request id {exc.request_id})"
+    )
+
+
+@poststack_cli.command("send-test")
+@click.option("--to", required=True, help="Recipient address.")
+@click.option("--from", "from_", help="Sender. [default: POSTSTACK_DEFAULT_FROM]")
+@click.option("--subject", default="Flask-PostStack test email", show_default=True)
+def send_test(to: str, from_: str | None, subject: str) -> None:
+    """Send a test email with the app's configuration; print its id and status."""
+    app = current_app
+    try:
+        result = send_email(
+            to=to,
+            from_=from_,
+            subject=subject,
+            text=f"A test email sent by 'flask poststack send-test' from {app.name}.",
+            html=f"<p>A test email sent by <code>flask poststack send-test</code>"
+            f" from {escape(app.name)}.</p>",
+        )
+    except InvalidEmailError as exc:
+        hint = "--from" if exc.argument == "from_" else f"--{exc.argument}"
+        raise click.BadParameter(exc.message, param_hint=repr(hint)) from None
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except PostStackError as exc:
+        raise _api_error(exc) from None
+    except httpx.TransportError as exc:
+        url = get_state().settings.base_url
+        raise click.ClickException(f"could not reach {url}: {exc}") from None
+    click.echo(f"id:     {result.id}")
+    if result.suppressed:
+        click.echo("status: suppressed (POSTSTACK_SUPPRESS_SEND is on: nothing sent)")
+        return
+    client = _quick_client()
+    try:
+        email = client.emails.get(result.id).get("email", {})
+    except (PostStackError, httpx.TransportError):
+        email = {}
+    finally:
+        client.close()
+    click.echo(f"status: {email.get('status', 'accepted')}")
+    click.echo(f"mode:   {'test' if result.test_mode else 'live'}")
+
+
+@poststack_cli.command("check")
+def check() -> None:
+    """Check the configuration: key, API, sender, Redis, queue and workers.
+
+    Exits with status 1 if anything needed to send is broken.
+    """
+    settings = get_state().settings
+    failures = 0
+
+    def report(level: str, what: str, detail: str) -> None:
+        nonlocal failures
+        failures += level == "FAIL"
+        colour = {"ok": "green", "warn": "yellow", "FAIL": "red"}[level]
+        click.echo(f"{click.style(f'{level:>4}', fg=colour)}  {what}: {detail}")
+
+    if settings.api_key:
+        report("ok", "API key", f"set, {settings.mode} mode")
+    else:
+        report("FAIL", "API key", "POSTSTACK_API_KEY is not set")
+    if is_suppressed(current_app._get_current_object()):  # type: ignore[attr-defined]
+        report("warn", "sending", "suppressed: send_email() captures, sends nothing")
+    report(*_check_api(settings))
+    if settings.default_from:
+        report("ok", "default sender", settings.default_from)
+    else:
+        report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
+    for row in _check_queue(settings):
+        report(*row)
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+def _check_api(settings: Settings) -> tuple[str, str, str]:
+    what = f"API at {settings.base_url}"
+    client = _quick_client()
+    try:
+        client.emails.list({"per_page": 1})
+    except PostStackError as exc:
+        if exc.status_code == 401:
+            return "FAIL", what, "reachable, but it refused the API key"
+        return "warn", what, f"reachable, answered {exc.status_code} {exc.code}"
+    except httpx.TransportError as exc:
+        return "FAIL", what, f"unreachable ({type(exc).__name__})"
+    finally:
+        client.close()
+    return "ok", what, "reachable, key accepted"
+
+
+def _check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
+    import redis
+    from rq import Queue
+    from rq import Worker
+    from rq.registry import FailedJobRegistry
+    from rq.registry import ScheduledJobRegistry
+
+    what = f"Redis at {redact_url(settings.redis_url)}"
+    conn = get_state().redis
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        yield "FAIL", what, f"unreachable ({type(exc).__name__})"
+        return
+    yield "ok", what, "reachable"
+    queue = Queue(settings.queue, connection=conn)
+    failed = FailedJobRegistry(queue=queue).count
+    scheduled = ScheduledJobRegistry(queue=queue).count  # type: ignore[no-untyped-call]
+    yield (
+        "ok",
+        f"queue {settings.queue!r}",
+        (f"{queue.count} waiting, {scheduled} scheduled or retrying"),
+    )
+    yield ("warn" if failed else "ok"), "failed jobs", str(failed)
+    workers = Worker.all(queue=queue)
+    if workers:
+        yield "ok", "workers", f"{len(workers)} listening on {settings.queue!r}"
+    else:
+        yield "warn", "workers", f"none listening on {settings.queue!r}"
+
+
+@poststack_cli.command("preview")
+@click.argument("template")
+@click.option("--context", "context_json", default="{}", help="Template context, JSON.")
+@click.option(
+    "--api", is_flag=True, help="Also ask the API for its preview and spam score."
+)
+@click.option("--to", default="preview@example.com", show_default=True,
+              help="Recipient for the API preview.")  # fmt: skip
+def preview(template: str, context_json: str, api: bool, to: str) -> None:
+    """Render an email template (TEMPLATE without suffix, e.g. emails/welcome)."""
+    from ._templates import render_email
+
+    try:
+        context = json.loads(context_json)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="'--context'") from None
+    if not isinstance(context, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="'--context'")
+    try:
+        rendered = render_email(template, context)
+    except InvalidEmailError as exc:
+        raise click.BadParameter(exc.message, param_hint="'TEMPLATE'") from None
+    for name, value in rendered._asdict().items():
+        click.echo(click.style(f"--- {name} ---", bold=True))
+        click.echo(value if value is not None else "(no template)")
+    if not api:
+        return
+    settings = get_state().settings
+    draft = {
+        "from": settings.default_from or "preview@example.com",
+        "to": [to],
+        **{k: v for k, v in rendered._asdict().items() if v is not None},
+    }
+    client = _quick_client()
+    try:
+        answer = client.emails.preview(draft)
+    except PostStackError as exc:
+        raise _api_error(exc) from None
+    except httpx.TransportError as exc:
+        raise click.ClickException(
+            f"could not reach {settings.base_url}: {exc}"
+        ) from None
+    finally:
+        client.close()
+    spam = answer.get("spam") or {}
+    click.echo(click.style("--- API preview ---", bold=True))
+    click.echo(f"spam score: {spam.get('score')} ({spam.get('action')})")
+    for symbol in spam.get("symbols") or []:
+        click.echo(f"  {symbol.get('name')}: {symbol.get('score')}")
+    size = answer.get("size") or {}
+    click.echo(
+        f"size: html {size.get('html_bytes')} B, text {size.get('text_bytes')} B"
+    )
+    for warning in answer.get("warnings") or []:
+        click.echo(f"warning: {warning.get('message')}")
+
+
+@poststack_cli.command("requeue-failed")
+@click.option("--queue", help="Queue name. [default: POSTSTACK_QUEUE]")
+@click.option("--code", help="Only jobs that failed with this API error code.")
+def requeue_failed(queue: str | None, code: str | None) -> None:
+    """Put failed jobs back on the queue (after fixing what made them fail).
+
+    Each job keeps its idempotency key, so an email the API had accepted
+    before the failure is not sent twice.
+    """
+    from rq import Queue
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    state = get_state()
+    rq_queue = Queue(
+        queue or state.settings.queue, connection=state.redis, serializer=JSONSerializer
+    )
+    registry = FailedJobRegistry(queue=rq_queue)
+    ids: list[str] = registry.get_job_ids()
+    if code is not None:
+        jobs = Job.fetch_many(ids, connection=state.redis, serializer=JSONSerializer)
+        ids = [
+            job.id
+            for job in jobs
+            if job is not None
+            and (job.meta.get("poststack_error") or {}).get("code") == code
+        ]
+    with click.progressbar(ids, label="Requeueing failed jobs") as bar:
+        for job_id in bar:
+            registry.requeue(job_id)
+    click.echo(f"{len(ids)} job(s) requeued on {rq_queue.name!r}.")
+
+
+@poststack_cli.command("sandbox", with_appcontext=False)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8025, show_default=True)
+@click.option("--latency", default=0.0, show_default=True, help="Milliseconds.")
+def sandbox(host: str, port: int, latency: float) -> None:
+    """Run the local PostStack sandbox until Ctrl-C."""
+    from .sandbox.__main__ import main
+
+    raise click.exceptions.Exit(
+        main(["--host", host, "--port", str(port), "--latency", str(latency)])
+    )

@@ -47,7 +47,14 @@ class _State:
                 if self._redis is None:
                     import redis
 
-                    self._redis = redis.Redis.from_url(self.settings.redis_url)
+                    # Timeouts so that a dead Redis fails an enqueue in
+                    # seconds instead of hanging the request.
+                    self._redis = redis.Redis.from_url(
+                        self.settings.redis_url,
+                        socket_connect_timeout=5,
+                        socket_timeout=10,
+                        health_check_interval=30,
+                    )
         return self._redis
 
 

@@ -12,6 +12,7 @@ import time
 import typing as t
 from datetime import timedelta
 
+from . import preview
 from ._util import fingerprint
 from ._util import parse_iso
 from .config import SandboxConfig
@@ -61,6 +62,8 @@ class Api(WebhookRoutes):
             ("POST", ("emails",), self.send),
             ("POST", ("emails", "send"), self.send),
             ("POST", ("emails", "batch"), self.batch),
+            ("POST", ("emails", "preview"), self.preview),
+            ("POST", ("emails", "spam-preview"), self.spam_preview),
             ("GET", ("emails",), self.list_emails),
             ("GET", ("emails", "*"), self.get_email),
             ("PATCH", ("emails", "*"), self.reschedule),
@@ -265,6 +268,12 @@ class Api(WebhookRoutes):
             except InvalidRequest as exc:
                 results.append({"error": exc.message, "code": exc.code})
         return json_response(202, {"data": results})
+
+    def preview(self, req: Request, args: list[str]) -> Response:
+        return json_response(200, preview.preview(req.json()))
+
+    def spam_preview(self, req: Request, args: list[str]) -> Response:
+        return json_response(200, preview.spam_report(*preview.draft(req.json())))
 
     def _email(self, email_id: str) -> StoredEmail:
         email = self.store.find(email_id)

@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from rq import Queue
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from flask_poststack import enqueue_email
+from flask_poststack import PostStack
+from flask_poststack.redis_server import free_port
+from flask_poststack.sandbox import Sandbox
+
+KEY = "sk_test_cli0123456789"
+
+
+@pytest.fixture
+def app(sandbox: Sandbox, redis_url: str, tmp_path: Path) -> Flask:
+    app = Flask(__name__, template_folder=str(tmp_path))
+    app.config.update(
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_REDIS_URL=redis_url,
+        POSTSTACK_DEFAULT_FROM="hello@acme.test",
+        POSTSTACK_SUPPRESS_SEND=False,
+    )
+    PostStack(app)
+    return app
+
+
+def run(app: Flask, *args: str) -> t.Any:
+    return app.test_cli_runner().invoke(args=["poststack", *args])
+
+
+def test_every_command_has_help(app: Flask) -> None:
+    result = run(app, "--help")
+    assert result.exit_code == 0
+    for command in (
+        "send-test",
+        "check",
+        "preview",
+        "worker",
+        "sandbox",
+        "requeue-failed",
+    ):
+        assert command in result.output
+        assert run(app, command, "--help").exit_code == 0
+
+
+def test_send_test_prints_the_id_and_status(app: Flask, sandbox: Sandbox) -> None:
+    result = run(app, "send-test", "--to", "ada@example.com")
+    assert result.exit_code == 0, result.output
+    (email,) = sandbox.emails
+    assert f"id:     {email.id}" in result.output
+    status = result.output.split("status: ")[1].split()[0]
+    assert status in {"queued", "sending", "delivered"}  # it moves on quickly
+    assert "mode:   test" in result.output
+    assert KEY not in result.output
+
+
+def test_send_test_bad_address_is_a_usage_error(app: Flask, sandbox: Sandbox) -> None:
+    result = run(app, "send-test", "--to", "not-an-address")
+    assert result.exit_code == 2
+    assert "'--to'" in result.output
+    assert sandbox.stats["requests"] == 0
+
+
+def test_send_test_api_error_exits_1_with_the_request_id(
+    app: Flask, sandbox: Sandbox
+) -> None:
+    sandbox.faults.add("quota", path="/emails")
+    result = run(app, "send-test", "--to", "ada@example.com")
+    assert result.exit_code == 1
+    assert "monthly_limit_exceeded" in result.output
+    assert "request id req_" in result.output
+
+
+def test_send_test_when_suppressed(app: Flask, sandbox: Sandbox) -> None:
+    app.config["POSTSTACK_SUPPRESS_SEND"] = True
+    result = run(app, "send-test", "--to", "ada@example.com")
+    assert result.exit_code == 0
+    assert "suppressed" in result.output
+    assert sandbox.stats["requests"] == 0
+
+
+def test_check_reports_everything(app: Flask, redis_url: str) -> None:
+    with app.app_context():
+        enqueue_email(to="ada@example.com", subject="s", text="t")
+    result = run(app, "check")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "API key: set, test mode" in out
+    assert "reachable, key accepted" in out
+    assert "default sender: hello@acme.test" in out
+    assert "queue 'poststack': 1 waiting" in out
+    assert "failed jobs: 0" in out
+    assert "none listening" in out
+
+
+def test_check_fails_when_the_api_or_redis_is_down(sandbox: Sandbox) -> None:
+    app = Flask(__name__)
+    app.config.update(
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=f"http://127.0.0.1:{free_port()}",
+        POSTSTACK_REDIS_URL=f"redis://:s3cret@127.0.0.1:{free_port()}/0",
+    )
+    PostStack(app)
+    result = run(app, "check")
+    assert result.exit_code == 1
+    assert "unreachable (ConnectError)" in result.output
+    assert "FAIL  Redis at redis://:***@127.0.0.1" in result.output
+    assert "s3cret" not in result.output
+
+
+def test_check_reports_a_refused_key(app: Flask, sandbox: Sandbox) -> None:
+    sandbox.faults.add("error", status=401, code="unauthorized", path="/emails")
+    result = run(app, "check")
+    assert result.exit_code == 1
+    assert "refused the API key" in result.output
+
+
+def test_preview_renders_locally_and_asks_the_api(app: Flask, tmp_path: Path) -> None:
+    (tmp_path / "emails").mkdir()
+    (tmp_path / "emails/welcome.html").write_text("<p>Hi {{ name }}</p>")
+    (tmp_path / "emails/welcome.subject.txt").write_text("FREE MONEY, {{ name }}!!")
+    local = run(app, "preview", "emails/welcome", "--context", '{"name": "<Ada>"}')
+    assert local.exit_code == 0, local.output
+    assert "<p>Hi &lt;Ada&gt;</p>" in local.output
+    assert "FREE MONEY, <Ada>!!" in local.output
+    remote = run(
+        app, "preview", "emails/welcome", "--context", '{"name": "A"}', "--api"
+    )
+    assert remote.exit_code == 0, remote.output
+    assert "spam score: " in remote.output
+    assert "FREE_MONEY" in remote.output
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (["emails/welcome", "--context", "{oops"], "'--context'"),
+        (["emails/welcome", "--context", "[1]"], "'--context'"),
+        (["emails/missing"], "'TEMPLATE'"),
+    ],
+)
+def test_preview_bad_input_is_a_usage_error(
+    app: Flask, args: list[str], hint: str
+) -> None:
+    result = run(app, "preview", *args)
+    assert result.exit_code == 2
+    assert hint in result.output
+
+
+def test_requeue_failed_puts_jobs_back(
+    app: Flask, sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_poststack import tasks
+
+    monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
+    monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
+    monkeypatch.setattr(
+        tasks, "_process", {"pid": None, "settings": None, "client": None}
+    )
+    with app.app_context():
+        for to in ("a@example.com", "b@example.com"):
+            enqueue_email(to=to, subject="s", text="t")
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    sandbox.faults.add("quota", path="/emails", times=2)
+    SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
+    assert sandbox.emails == []
+    result = run(app, "requeue-failed", "--code", "monthly_limit_exceeded")
+    assert result.exit_code == 0, result.output
+    assert "2 job(s) requeued" in result.output
+    SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
+    tasks._process["client"].close()
+    assert sorted(e.to[0] for e in sandbox.emails) == ["a@example.com", "b@example.com"]
