@@ -17,8 +17,10 @@ Each request goes through the same steps:
    nothing else happens. With no secret configured every delivery fails.
 3. A body that is not a JSON object: 400.
 4. A delivery seen before (within ``POSTSTACK_WEBHOOK_DEDUPE_SECONDS``) is
-   acknowledged with 200 and not dispatched again. If the dedupe store
-   (Redis) cannot be reached: 503, so PostStack delivers it again later.
+   acknowledged with 200 and not dispatched again. A copy that arrives
+   while the first is being dispatched, or any delivery while the dedupe
+   store (Redis) cannot be reached: 503, so PostStack delivers it again
+   later.
 5. :data:`~flask_poststack.signals.webhook_received`, then the signal for the
    event's family, are sent. A receiver that raises: 500 (PostStack retries,
    and the retry is dispatched again). Otherwise 200.
@@ -595,7 +597,7 @@ def sign_webhook(
 
         body, headers = sign_webhook(
             make_event_payload("email.bounced", "em_123", recipient="a@b.test"),
-            app.config["POSTSTACK_WEBHOOK_SECRET"][0],
+            "whsec_test",  # the POSTSTACK_WEBHOOK_SECRET of the test app
         )
         client.post("/poststack/webhooks", data=body, headers=headers)
 
