@@ -7,6 +7,7 @@ the same bytes: ``send_email`` hands the payload to the app's SDK client now,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import typing as t
 import uuid
@@ -33,8 +34,10 @@ from .extension import is_suppressed
 from .message import build_payload
 
 if t.TYPE_CHECKING:
+    from rq import Queue
     from rq.job import Job
 
+    from .config import Settings
     from .message import AttachmentLike
 
 __all__ = ["SendResult", "enqueue_email", "send_email"]
@@ -185,10 +188,7 @@ def enqueue_email(
     :raises QueueUnavailableError: when Redis cannot be reached; nothing is
         queued.
     """
-    from rq import Queue
-    from rq import Retry
     from rq.exceptions import DuplicateJobError
-    from rq.serializers import JSONSerializer
 
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
@@ -196,7 +196,7 @@ def enqueue_email(
     when = _run_time(delay, run_at)
     if job_id is not None:
         _check_job_id(job_id)
-    payload = dict(
+    payload: dict[str, t.Any] = dict(
         build_payload(
             settings,
             to=to,
@@ -218,52 +218,101 @@ def enqueue_email(
             idempotency_key=idempotency_key,
         )
     )
-    if "idempotency_key" not in payload:
-        payload["idempotency_key"] = (
-            f"job-{job_id}" if job_id else f"fps-{uuid.uuid4().hex}"
-        )
-
+    payload.setdefault("idempotency_key", f"job-{job_id}" if job_id else new_key())
     signals.before_send.send(app, payload=payload)
-    eager = bool(parse_bool("POSTSTACK_EAGER", app.config.get("POSTSTACK_EAGER")))
-    rq_queue = Queue(
-        queue or settings.queue,
+
+    rq_queue = app_queue(app, queue)
+    options = job_options(
+        settings,
+        TASK,
+        payload,
+        payload["idempotency_key"],
+        job_id=job_id,
+        job_timeout=job_timeout,
+        result_ttl=result_ttl,
+        failure_ttl=failure_ttl,
+    )
+    with queue_errors(settings.redis_url):
+        try:
+            if when is None or not rq_queue.is_async:
+                job: Job = rq_queue.enqueue(TASK, unique=job_id is not None, **options)
+            else:
+                job = rq_queue.enqueue_at(
+                    when, TASK, unique=job_id is not None, **options
+                )
+        except DuplicateJobError:
+            from rq.job import Job
+
+            assert job_id is not None
+            return Job.fetch(
+                job_id, connection=state.redis, serializer=rq_queue.serializer
+            )
+    signals.email_enqueued.send(app, payload=payload, job=job)
+    return job
+
+
+def new_key() -> str:
+    """A fresh idempotency key for an email that has none."""
+    return f"fps-{uuid.uuid4().hex}"
+
+
+def app_queue(app: Flask, name: str | None = None) -> Queue:
+    """The app's RQ queue ``name`` (default ``POSTSTACK_QUEUE``), JSON-serialised.
+
+    With ``POSTSTACK_EAGER`` on, its jobs run as they are enqueued.
+    """
+    from rq import Queue
+    from rq.serializers import JSONSerializer
+
+    state = get_state(app)
+    eager = parse_bool("POSTSTACK_EAGER", app.config.get("POSTSTACK_EAGER"))
+    return Queue(
+        name or state.settings.queue,
         connection=state.redis,
         serializer=JSONSerializer,
         is_async=not eager,
     )
+
+
+def job_options(
+    settings: Settings,
+    task: str,
+    argument: t.Any,
+    label: str,
+    *,
+    job_id: str | None = None,
+    job_timeout: int | None = None,
+    result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+) -> dict[str, t.Any]:
+    """The options of one job that calls ``task(argument)``, with our defaults."""
+    from rq import Retry
+
     intervals = list(settings.retry_intervals)
-    # Explicit args/kwargs: the job function receives the payload and nothing
-    # else, whatever options rq adds or renames.
-    options: dict[str, t.Any] = {
-        "args": (payload,),
+    # Explicit args/kwargs: the job function receives its one argument and
+    # nothing else, whatever options rq adds or renames.
+    return {
+        "args": (argument,),
         "kwargs": {},
         "job_id": job_id,
-        "unique": job_id is not None,
         "job_timeout": job_timeout or settings.job_timeout,
         "result_ttl": settings.result_ttl if result_ttl is None else result_ttl,
         "failure_ttl": settings.failure_ttl if failure_ttl is None else failure_ttl,
         "retry": Retry(max=len(intervals), interval=intervals) if intervals else None,
-        "description": f"{TASK}({payload['idempotency_key']})",
-        "meta": {"idempotency_key": payload["idempotency_key"]},
+        "description": f"{task}({label})",
+        "meta": {"idempotency_key": label},
     }
+
+
+@contextlib.contextmanager
+def queue_errors(url: str) -> t.Iterator[None]:
+    """Turn Redis connection failures into :exc:`QueueUnavailableError`."""
     import redis
 
     try:
-        if when is None or eager:
-            job: Job = rq_queue.enqueue(TASK, **options)
-        else:
-            job = rq_queue.enqueue_at(when, TASK, **options)
-    except DuplicateJobError:
-        from rq.job import Job
-
-        assert job_id is not None
-        existing = Job.fetch(job_id, connection=state.redis, serializer=JSONSerializer)
-        return existing
+        yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise QueueUnavailableError(settings.redis_url, str(exc) or
-                                    type(exc).__name__) from exc  # fmt: skip
-    signals.email_enqueued.send(app, payload=payload, job=job)
-    return job
+        raise QueueUnavailableError(url, str(exc) or type(exc).__name__) from exc
 
 
 def _run_time(
