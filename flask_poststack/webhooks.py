@@ -415,7 +415,8 @@ class _WebhookState:
 
 def _dedupe_key(event: WebhookEvent, body: bytes) -> str:
     if event.id is not None:
-        raw = f"id\0{event.type}\0{event.id}".encode()
+        # JSON may carry lone surrogates ("\ud800"): they must not raise.
+        raw = f"id\0{event.type}\0{event.id}".encode("utf-8", "surrogatepass")
     else:
         raw = b"body\0" + body
     return hashlib.sha256(raw).hexdigest()
