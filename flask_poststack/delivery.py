@@ -29,6 +29,18 @@ __all__ = ["SendResult", "deliver", "dispatch", "error_fields"]
 
 logger = logging.getLogger("flask_poststack")
 
+#: Quota codes: the limit resets on a calendar boundary, so a retry in
+#: seconds or minutes cannot succeed. Same set as the SDK's.
+QUOTA_CODES = frozenset(
+    {
+        "quota_exceeded",
+        "monthly_limit_exceeded",
+        "daily_limit_exceeded",
+        "daily_cap_exceeded",
+        "send_limit_exceeded",
+    }
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class SendResult:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import typing as t
 
 import httpx
@@ -25,11 +26,13 @@ from flask import has_app_context
 from poststack import PostStackError
 from rq import get_current_job
 
+from . import signals
 from .config import check_api_key
 from .config import environ_settings
 from .config import Settings
 from .delivery import dispatch
 from .delivery import error_fields
+from .delivery import QUOTA_CODES
 from .errors import FlaskPostStackError
 from .errors import SendCancelled
 from .extension import make_client
@@ -41,17 +44,6 @@ __all__ = ["get_client", "is_retryable", "send_payload"]
 
 logger = logging.getLogger("flask_poststack.tasks")
 
-#: Quota codes: the limit resets on a calendar boundary, so a retry in
-#: seconds or minutes cannot succeed. Same set as the SDK's.
-QUOTA_CODES = frozenset(
-    {
-        "quota_exceeded",
-        "monthly_limit_exceeded",
-        "daily_limit_exceeded",
-        "daily_cap_exceeded",
-        "send_limit_exceeded",
-    }
-)
 
 _process: dict[str, t.Any] = {"pid": None, "settings": None, "client": None}
 
@@ -157,6 +149,67 @@ def send_payload(payload: dict[str, t.Any]) -> str | None:
         job.meta.pop("poststack_error", None)
         job.save_meta()
     return result.id
+
+
+class BatchIncomplete(Exception):
+    """Some emails of a batch job were throttled; the job retries just those."""
+
+
+def send_batch_payloads(payloads: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
+    """Send one chunk of queued emails with ``POST /emails/batch``.
+
+    The job function of ``enqueue_batch``. Returns, and keeps in
+    ``job.meta["results"]``, one answer per email in order: ``{"id", ...}``
+    when accepted, ``{"error", "code"}`` when refused. A retry of the job
+    sends only the emails that have no final answer yet, so an accepted email
+    is never resent (and each carries its own idempotency key besides).
+    """
+    from .batch import RETRYABLE_CODES
+    from .batch import send_chunk
+
+    job: t.Any = get_current_job()
+    results: list[dict[str, t.Any] | None] = list(
+        (job.meta.get("results") if job is not None else None) or [None] * len(payloads)
+    )
+    pending = [
+        i
+        for i, r in enumerate(results)
+        if r is None or r.get("code") in RETRYABLE_CODES
+    ]
+    app = _current_app()
+    if app is not None:
+        from .extension import is_suppressed
+
+        suppressed = is_suppressed(app)
+    else:
+        suppressed = bool(worker_settings().suppress_send)
+    chunk = [payloads[i] for i in pending]
+    if suppressed:
+        answers: list[dict[str, t.Any]] = [
+            {"id": f"em_suppressed_{secrets.token_hex(8)}"} for _ in chunk
+        ]
+    else:
+        client = app.extensions["poststack"] if app is not None else get_client()
+        try:
+            answers = send_chunk(client, chunk, sender=app)
+        except Exception as exc:
+            label = {"idempotency_key": f"batch of {len(chunk)}"}
+            extra = _handle_failure(job, label, exc)
+            for payload in chunk:
+                signals.email_failed.send(app, payload=payload, exception=exc, **extra)
+            raise
+    for index, answer in zip(pending, answers, strict=True):
+        results[index] = dict(answer)
+    final = [r for r in results if r is not None]
+    if job is not None:
+        job.meta["results"] = final
+        job.save_meta()
+    throttled = [r for r in final if "id" not in r and r.get("code") in RETRYABLE_CODES]
+    if throttled and job is not None and job.retries_left:
+        raise BatchIncomplete(
+            f"{len(throttled)} of {len(payloads)} emails were throttled"
+        )
+    return final
 
 
 def _current_app() -> Flask | None:
