@@ -1,7 +1,14 @@
 """An example Flask app that sends its email with Flask-PostStack.
 
-A skeleton for now: the app factory. The sign-up and billing blueprints, the
-templates and the webhook receiver come with the extension.
+- :mod:`example_app.auth`: a sign-up form that queues a welcome email
+  (``enqueue_email``, sent by an RQ worker);
+- :mod:`example_app.billing`: a receipt with a PDF attachment, sent at once
+  (``send_email``), with the API's errors shown as a friendly message;
+- :mod:`example_app.tracking`: the webhook receivers that record what became
+  of each email, and the ``/emails`` page that shows it;
+- :mod:`example_app.store`: users and email statuses, in memory.
+
+Run it with ``make demo KEEP=1``, or see ``docs/example.md``.
 """
 
 from __future__ import annotations
@@ -9,17 +16,50 @@ from __future__ import annotations
 import typing as t
 
 from flask import Flask
+from flask import render_template
+
+from flask_poststack import PostStack
+
+from . import store
+
+poststack = PostStack()
 
 
 def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
-    """Build the example app; ``test_config`` overrides the environment."""
+    """Build the example app.
+
+    Configuration comes from the environment: ``FLASK_*`` variables through
+    ``app.config.from_prefixed_env()`` (``FLASK_SECRET_KEY``...), and
+    ``POSTSTACK_*`` ones, which Flask-PostStack reads from the environment
+    when ``app.config`` lacks them. ``flask run`` loads a ``.env`` file first
+    when python-dotenv is installed. ``test_config`` overrides all of it.
+    """
     app = Flask(__name__)
+    # Defaults for non-POSTSTACK keys only: a POSTSTACK_* key set here would
+    # hide the environment variable of the same name.
+    app.config.from_mapping(
+        SECRET_KEY="dev",  # override with FLASK_SECRET_KEY outside development
+        SITE_NAME="Acme",
+    )
     app.config.from_prefixed_env()
     if test_config:
         app.config.update(test_config)
 
+    # Registers the webhook endpoint too, when POSTSTACK_WEBHOOK_SECRET is set.
+    poststack.init_app(app)
+    store.init_app(app)
+
+    from . import auth
+    from . import billing
+    from . import tracking
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(billing.bp)
+    app.register_blueprint(tracking.bp)
+    tracking.connect_receivers(app)
+
     @app.get("/")
     def index() -> str:
-        return "Flask-PostStack example app"
+        return render_template("index.html")
 
     return app

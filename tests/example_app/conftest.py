@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from example_app import create_app
+
+WEBHOOK_SECRET = "whsec_example_tests"
+
+
+@pytest.fixture
+def app() -> t.Iterator[Flask]:
+    # TESTING suppresses sending: no API key, no sandbox needed.
+    yield create_app(
+        {
+            "TESTING": True,
+            "POSTSTACK_DEFAULT_FROM": "Acme <hello@example.com>",
+            "POSTSTACK_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
+    )
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from example_app import create_app
+from example_app.store import get_store
+from flask_poststack.pytest_plugin import FakeQueue
+from flask_poststack.redis_server import free_port
+from flask_poststack.testing import RecordedEmail
+
+
+def signup(
+    client: FlaskClient, name: str = "Ada", email: str = "ada@example.com"
+) -> TestResponse:
+    return client.post("/signup", data={"name": name, "email": email})
+
+
+def test_form_renders(client: FlaskClient) -> None:
+    response = client.get("/signup")
+    assert response.status_code == 200
+    assert b'<input name="email"' in response.data
+
+
+def test_signup_enqueues_the_welcome_email(
+    app: Flask,
+    client: FlaskClient,
+    poststack_outbox: list[RecordedEmail],
+    poststack_queue: FakeQueue,
+) -> None:
+    response = signup(client)
+
+    assert response.status_code == 303
+    assert response.location == "/signup/done"
+    assert b"ada@example.com" in client.get("/signup/done").data
+    (email,) = poststack_outbox
+    assert email.kind == "enqueued"
+    assert email.to == ["ada@example.com"]
+    assert email.subject == "Welcome to Acme, Ada!"
+    assert email.payload["from"] == "Acme <hello@example.com>"
+    assert "http://localhost/" in email.payload["text"]
+    (job,) = poststack_queue.jobs
+    assert email.job is not None and job.id == email.job.id
+    user = get_store(app).get_user("ada@example.com")
+    assert user is not None and user.name == "Ada"
+
+    # The worker's part, run here with the real task code.
+    (job,) = poststack_queue.run()
+    assert job.get_status() == "finished"
+    (row,) = client.get("/emails.json").json["emails"]  # type: ignore[index]
+    assert row["kind"] == "welcome"
+    assert row["job_state"] == "sent"
+    assert row["email_id"].startswith("em_suppressed_")
+    assert row["delivery"] is None
+
+
+def test_the_address_is_normalised(
+    client: FlaskClient,
+    poststack_outbox: list[RecordedEmail],
+    poststack_queue: FakeQueue,
+) -> None:
+    signup(client, email="  Ada@EXAMPLE.com ")
+    assert poststack_outbox[0].to == ["Ada@example.com"]
+
+
+def test_a_bad_address_queues_nothing(
+    client: FlaskClient,
+    poststack_outbox: list[RecordedEmail],
+    poststack_queue: FakeQueue,
+) -> None:
+    response = signup(client, email="ada@")
+
+    assert response.status_code == 400
+    assert b"Please enter a valid email address" in response.data
+    assert b'value="ada@"' in response.data  # the form keeps what was typed
+    assert poststack_outbox == []
+    assert poststack_queue.jobs == []
+
+
+def test_a_name_is_required(
+    client: FlaskClient,
+    poststack_outbox: list[RecordedEmail],
+    poststack_queue: FakeQueue,
+) -> None:
+    response = signup(client, name=" ")
+    assert response.status_code == 400
+    assert b"Please tell us your name" in response.data
+    assert poststack_outbox == []
+
+
+def test_the_welcome_email_renders_and_autoescapes(
+    client: FlaskClient,
+    poststack_outbox: list[RecordedEmail],
+    poststack_queue: FakeQueue,
+) -> None:
+    signup(client, name="<b>Ada</b> & Co")
+
+    (email,) = poststack_outbox
+    html, text = email.payload["html"], email.payload["text"]
+    assert "<h1>Welcome, &lt;b&gt;Ada&lt;/b&gt; &amp; Co!</h1>" in html
+    assert "<b>Ada</b>" not in html
+    assert text.startswith("Welcome, <b>Ada</b> & Co!")  # plain text: not escaped
+    assert email.subject == "Welcome to Acme, <b>Ada</b> & Co!"
+
+
+def test_a_redis_outage_still_creates_the_account() -> None:
+    app = create_app(
+        {
+            "TESTING": True,
+            "POSTSTACK_DEFAULT_FROM": "hello@example.com",
+            "POSTSTACK_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # closed
+        }
+    )
+    client = app.test_client()
+    response = signup(client)
+
+    assert response.status_code == 303
+    assert get_store(app).get_user("ada@example.com") is not None
+    assert get_store(app).emails() == []
+    page = client.get("/signup/done")
+    assert b"Your welcome email is delayed" in page.data
