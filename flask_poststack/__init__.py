@@ -10,6 +10,10 @@
 
 from __future__ import annotations
 
+from .batch import BatchItem
+from .batch import enqueue_batch
+from .batch import enqueue_many
+from .batch import send_batch
 from .errors import ConfigurationError
 from .errors import FlaskPostStackError
 from .errors import InvalidEmailError
@@ -23,10 +27,14 @@ from .message import Attachment
 from .sending import enqueue_email
 from .sending import send_email
 from .sending import SendResult
+from .status import email_status
+from .status import EmailStatus
 
 __all__ = [
     "Attachment",
+    "BatchItem",
     "ConfigurationError",
+    "EmailStatus",
     "FlaskPostStackError",
     "InvalidEmailError",
     "PostStack",
@@ -36,6 +44,10 @@ __all__ = [
     "SendCancelled",
     "SendResult",
     "WebhookVerificationError",
+    "email_status",
+    "enqueue_batch",
     "enqueue_email",
+    "enqueue_many",
+    "send_batch",
     "send_email",
 ]
