@@ -10,6 +10,10 @@ job) with two changes that keep the "never lost, not late" promise:
   seconds, not after the job timeout plus 60 s as with ``SimpleWorker``.
 - An idle worker wakes up at least every ``--maintenance-interval`` seconds,
   so abandoned jobs are put back promptly even when no new job arrives.
+- A job that a worker took off the queue but died before starting (it is
+  left in rq's intermediate queue, outside the started registry) is retried
+  once it has been stranded for ``3 * heartbeat_interval`` seconds, not
+  after rq's fixed minute plus two maintenance passes.
 
 Start it with::
 
@@ -22,8 +26,10 @@ from __future__ import annotations
 
 import threading
 import typing as t
+from datetime import timedelta
 
 from rq import SimpleWorker
+from rq.utils import now
 from rq.worker import WorkerStatus
 
 if t.TYPE_CHECKING:
@@ -49,6 +55,38 @@ class PostStackWorker(SimpleWorker):
     @property
     def dequeue_timeout(self) -> int:
         return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
+
+    def clean_registries(self) -> None:
+        super().clean_registries()  # type: ignore[no-untyped-call]
+        for queue in self.queues:
+            try:
+                self._retry_stranded(queue)
+            except Exception:  # maintenance must never stop the worker
+                self.log.warning("Checking %s for stranded jobs failed", queue.name,
+                                 exc_info=True)  # fmt: skip
+
+    def _retry_stranded(self, queue: Queue) -> None:
+        """Retry jobs dequeued by a worker that died before it started them."""
+        stranded = queue.intermediate_queue
+        limit = timedelta(seconds=3 * self.heartbeat_interval)
+        for job_id in stranded.get_job_ids():
+            if job_id in queue.started_job_registry:
+                continue  # started: the abandoned-job check covers it
+            if stranded.set_first_seen(job_id):
+                continue  # seen for the first time now
+            first_seen = stranded.get_first_seen(job_id)
+            if first_seen is None or now() - first_seen <= limit:
+                continue
+            if not self.connection.lrem(stranded.key, 1, job_id):
+                continue  # another worker got there first
+            job = queue.fetch_job(job_id)
+            if job is None:
+                continue
+            self.log.warning("Job %s was dequeued by a worker that died; retrying",
+                             job_id)  # fmt: skip
+            self.handle_job_failure(
+                job, queue, exc_string="Dequeued by a worker that died before it ran"
+            )
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         execution = self.prepare_execution(job)
