@@ -1,0 +1,593 @@
+"""End-to-end delivery: real redis-server, real ``rq worker`` processes, the sandbox.
+
+Every worker here is started with exactly the command the docs give
+(:func:`flask_poststack.cli.worker_command`) and an environment that holds
+only ``PATH``/``HOME``/locale and ``POSTSTACK_*`` variables: no Flask app, no
+``FLASK_APP``. Emails are queued with :func:`enqueue_email` from a real Flask
+app, and the sandbox (in this process) is the API.
+
+The crash tests use ``POSTSTACK_HEARTBEAT_INTERVAL=1`` and
+``--maintenance-interval 1`` so that a job abandoned by a killed worker comes
+back in seconds; production uses the defaults (10 s and 30 s), which bring it
+back within about a minute.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import queue as queue_module
+import secrets
+import signal
+import subprocess
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from rq import Queue
+from rq import Worker
+from rq.job import Job
+from rq.job import JobStatus
+from rq.registry import FailedJobRegistry
+from rq.registry import FinishedJobRegistry
+from rq.registry import ScheduledJobRegistry
+from rq.registry import StartedJobRegistry
+from rq.serializers import JSONSerializer
+
+from flask_poststack import enqueue_email
+from flask_poststack import PostStack
+from flask_poststack.cli import worker_command
+from flask_poststack.config import Settings
+from flask_poststack.extension import get_state
+from flask_poststack.redis_server import RedisServer
+from flask_poststack.sandbox import Sandbox
+from flask_poststack.sandbox import StoredEmail
+
+pytestmark = pytest.mark.slow
+
+#: A fresh, recognisable key per run, so the secret scans cannot pass by luck.
+API_KEY = "sk_test_" + secrets.token_hex(20)
+#: Short retry intervals: each retry goes through the scheduler that the
+#: documented command starts (--with-scheduler), and comes back in a second.
+RETRY_INTERVALS = "1,1,1,1,1,1,1,1"
+RETRIES = len(RETRY_INTERVALS.split(","))
+#: Variables a worker may inherit besides POSTSTACK_*: nothing app-specific.
+BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+
+
+# Helpers -----------------------------------------------------------------
+
+
+def make_app(redis_url: str, sandbox: Sandbox, **config: t.Any) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        POSTSTACK_API_KEY=API_KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_REDIS_URL=redis_url,
+        POSTSTACK_DEFAULT_FROM="Acme <hello@example.com>",
+        POSTSTACK_RETRY_INTERVALS=RETRY_INTERVALS,
+        **config,
+    )
+    PostStack(app)
+    return app
+
+
+def enqueue(app: Flask, count: int, label: str = "Hello") -> list[Job]:
+    with app.app_context():
+        return [
+            enqueue_email(
+                to=f"user{i}@example.com",
+                subject=f"{label} {i}",
+                text=f"Message number {i}.",
+            )
+            for i in range(count)
+        ]
+
+
+def wait_until(
+    predicate: t.Callable[[], bool],
+    timeout: float,
+    what: str,
+    diagnose: t.Callable[[], object] | None = None,
+) -> float:
+    """Poll until ``predicate()``; return the seconds it took, or fail."""
+    started = time.monotonic()
+    deadline = started + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            extra = f"\n{diagnose()}" if diagnose else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what}{extra}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def rq_queue(app: Flask) -> Queue:
+    state = get_state(app)
+    return Queue(
+        state.settings.queue, connection=state.redis, serializer=JSONSerializer
+    )
+
+
+def fetch_jobs(app: Flask, jobs: list[Job]) -> list[Job]:
+    found = Job.fetch_many(
+        [job.id for job in jobs],
+        connection=get_state(app).redis,
+        serializer=JSONSerializer,
+    )
+    assert all(job is not None for job in found), "a job vanished from Redis"
+    return [job for job in found if job is not None]
+
+
+def registry_counts(app: Flask) -> dict[str, int]:
+    q = rq_queue(app)
+    return {
+        "queued": q.count,
+        "started": StartedJobRegistry(queue=q).count,
+        "scheduled": ScheduledJobRegistry(queue=q).count,
+        "finished": FinishedJobRegistry(queue=q).count,
+        "failed": FailedJobRegistry(queue=q).count,
+    }
+
+
+def keys_stored(sandbox: Sandbox) -> collections.Counter[str | None]:
+    """How many stored emails each body idempotency key produced."""
+    return collections.Counter(e.input.idempotency_key for e in sandbox.emails)
+
+
+def assert_delivered_once(app: Flask, sandbox: Sandbox, jobs: list[Job]) -> None:
+    """Every job finished, and its email is stored exactly once."""
+    emails: dict[str, StoredEmail] = {e.id: e for e in sandbox.emails}
+    per_key = keys_stored(sandbox)
+    twice = {key: n for key, n in per_key.items() if n > 1}
+    assert not twice, f"emails sent more than once: {twice}"
+    assert len(emails) == len(jobs), (len(emails), len(jobs))
+    for job in fetch_jobs(app, jobs):
+        key = job.meta["idempotency_key"]
+        assert job.get_status() == JobStatus.FINISHED, (job.id, job.get_status())
+        assert per_key[key] == 1, (key, per_key[key])
+        email_id = job.meta.get("poststack_id")
+        assert email_id == job.return_value(), (job.id, email_id)
+        assert email_id in emails, (job.id, email_id)
+        assert emails[email_id].input.idempotency_key == key
+        assert "poststack_error" not in job.meta, job.meta
+
+
+def diagnose_unfinished(app: Flask, jobs: list[Job]) -> str:
+    """Where the jobs that did not finish are, for a failure message."""
+    q = rq_queue(app)
+    lines = [
+        f"intermediate queue: {q.intermediate_queue.get_job_ids()}",
+        f"maintenance lock ttl: {q.connection.ttl(q.registry_cleaning_key)}",
+    ]
+    for job in fetch_jobs(app, jobs):
+        if job.get_status() != JobStatus.FINISHED:
+            lines.append(
+                f"{job.id}: {job.get_status()} retries_left={job.retries_left}"
+                f" worker={job.worker_name} meta={job.meta}"
+            )
+    return "\n".join(lines)
+
+
+class Workers:
+    """``rq worker`` subprocesses started with the documented command.
+
+    Each one runs in its own session, so that teardown can kill it with the
+    scheduler process it forks (which outlives a SIGKILL of the worker).
+    """
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._logs: list[t.IO[bytes]] = []
+
+    def start(
+        self,
+        settings: Settings,
+        sandbox: Sandbox,
+        *,
+        burst: bool = False,
+        maintenance_interval: int = 1,
+        **env: str,
+    ) -> subprocess.Popen[bytes]:
+        argv = worker_command(
+            settings, burst=burst, maintenance_interval=maintenance_interval
+        )
+        environ = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+        environ.update(
+            POSTSTACK_API_KEY=API_KEY,
+            POSTSTACK_BASE_URL=sandbox.base_url,
+            POSTSTACK_HEARTBEAT_INTERVAL="1",
+            **env,
+        )
+        assert "FLASK_APP" not in environ
+        n = len(self.procs)
+        out = open(self.log_dir / f"worker{n}.out", "wb")  # noqa: SIM115
+        err = open(self.log_dir / f"worker{n}.err", "wb")  # noqa: SIM115
+        self._logs += [out, err]
+        proc = subprocess.Popen(
+            argv, env=environ, stdout=out, stderr=err, start_new_session=True
+        )
+        self.procs.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the worker process itself, as the OOM killer would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def wait(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"worker {proc.pid} still running after {timeout}s")
+
+    def logs(self) -> str:
+        for f in self._logs:
+            f.flush()
+        return "\n".join(
+            path.read_text(errors="replace") for path in sorted(self.log_dir.iterdir())
+        )
+
+    def close(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the worker and its scheduler
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        for f in self._logs:
+            f.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> t.Iterator[Workers]:
+    pool = Workers(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def settings_of(app: Flask) -> Settings:
+    return get_state(app).settings
+
+
+# 1. Throughput and exactly-once on the happy path --------------------------
+
+
+def test_burst_worker_delivers_200_emails_once(
+    redis_url: str, sandbox: Sandbox, workers: Workers
+) -> None:
+    app = make_app(redis_url, sandbox)
+    jobs = enqueue(app, 200)
+    assert rq_queue(app).count == 200
+
+    started = time.monotonic()
+    proc = workers.start(settings_of(app), sandbox, burst=True)
+    assert workers.wait(proc, timeout=40) == 0, workers.logs()
+    print(f"\n200 emails, 1 burst worker: {time.monotonic() - started:.2f}s")
+
+    assert_delivered_once(app, sandbox, jobs)
+    assert len({e.input.idempotency_key for e in sandbox.emails}) == 200
+    assert registry_counts(app) == {
+        "queued": 0,
+        "started": 0,
+        "scheduled": 0,
+        "finished": 200,
+        "failed": 0,
+    }
+
+
+# 2. Workers killed mid-run -------------------------------------------------
+
+
+def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
+    redis_url: str,
+    sandbox: Sandbox,
+    workers: Workers,
+    monkeypatch: pytest.MonkeyPatch,
+    record_property: t.Callable[[str, object], None],
+) -> None:
+    count = 150
+    app = make_app(redis_url, sandbox)
+    settings = settings_of(app)
+    conn = get_state(app).redis
+    # Some latency, and now and then a slow request, so that kills land
+    # mid-send; drop_after stores the email and then resets the connection.
+    sandbox.configure(latency=0.03)
+    sandbox.faults.seed(2024)
+    sandbox.faults.add("latency", method="POST", path="/emails", delay=0.3,
+                       probability=0.05)  # fmt: skip
+    sandbox.faults.add("drop_after", method="POST", path="/emails", probability=0.05)
+
+    jobs = enqueue(app, count)
+    job_of_key = {job.meta["idempotency_key"]: job.id for job in jobs}
+    # The nastiest moment: the API has stored the email and the worker dies
+    # before it hears back. drop_after (above) loses the answer but leaves the
+    # worker alive; to kill a worker right then, for a few chosen emails the
+    # sandbox holds its answer for a moment after storing the email, and the
+    # test SIGKILLs the worker that sent it (so the answer is never read).
+    victims = {jobs[i].meta["idempotency_key"] for i in (15, 55, 95)}
+    stored: queue_module.Queue[str] = queue_module.Queue()
+    real_add = sandbox.store.add_email
+
+    def add_email(data: t.Any, *, test_mode: bool) -> StoredEmail:
+        email = real_add(data, test_mode=test_mode)
+        if data.idempotency_key in victims:
+            stored.put(data.idempotency_key)
+            time.sleep(0.5)
+        return email
+
+    monkeypatch.setattr(sandbox.store, "add_email", add_email)
+
+    live = [workers.start(settings, sandbox), workers.start(settings, sandbox)]
+    started = time.monotonic()
+
+    def worker_running(job_id: str) -> subprocess.Popen[bytes] | None:
+        job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+        pids = {w.name: w.pid for w in Worker.all(connection=conn)}
+        pid = pids.get(job.worker_name or "")
+        return next((p for p in live if p.pid == pid), None)
+
+    def restart(proc: subprocess.Popen[bytes]) -> None:
+        workers.kill(proc)
+        live[live.index(proc)] = workers.start(settings, sandbox)
+
+    kills = periodic = mid_send = 0
+    killed_victims: list[str] = []
+    next_kill = started + 0.7
+    deadline = started + 45
+    while registry_counts(app)["finished"] < count:
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"not drained in 45s: {registry_counts(app)}, kills={kills}\n"
+                + diagnose_unfinished(app, jobs)
+                + "\n"
+                + workers.logs()[-6000:]
+            )
+        with contextlib.suppress(queue_module.Empty):
+            key = stored.get(timeout=0.02)
+            proc = worker_running(job_of_key[key])
+            # None: a periodic kill got its worker while the sandbox was
+            # still working on the request; the answer has no reader either way.
+            if proc is not None:
+                restart(proc)
+                kills += 1
+            killed_victims.append(key)
+        if periodic < 6 and time.monotonic() >= next_kill:
+            proc = live[periodic % 2]
+            periodic += 1
+            busy = StartedJobRegistry(queue=rq_queue(app)).get_job_ids()
+            mid_send += bool(busy)
+            restart(proc)
+            kills += 1
+            next_kill = time.monotonic() + 0.7
+    drain = time.monotonic() - started
+
+    wait_until(
+        lambda: registry_counts(app)["started"] == 0,
+        timeout=10,
+        what="an empty StartedJobRegistry",
+        diagnose=lambda: registry_counts(app),
+    )
+    print(f"\n{count} emails, 2 workers, {kills} SIGKILLs: drained in {drain:.2f}s")
+    record_property("drain_seconds", round(drain, 2))
+    record_property("kills", kills)
+
+    assert periodic == 6 and kills >= 6
+    assert mid_send >= 3, "too few kills landed while a job was running"
+    assert sorted(killed_victims) == sorted(victims), "every victim was killed"
+    assert_delivered_once(app, sandbox, jobs)
+    assert registry_counts(app)["failed"] == 0
+    # Each victim's email was stored before its worker died, and its job ran
+    # again and got the same id back from the API (a replay), never a new one.
+    assert sandbox.stats["replays"] >= len(victims)
+    for job in fetch_jobs(app, [Job(job_of_key[k], connection=conn) for k in victims]):
+        assert job.retries_left is not None and job.retries_left < RETRIES
+
+
+def test_job_dequeued_by_a_worker_that_died_comes_back_in_seconds(
+    redis_url: str, sandbox: Sandbox, workers: Workers
+) -> None:
+    # A worker SIGKILLed between taking a job off the queue (BLMOVE into rq's
+    # intermediate queue) and registering it as started leaves the job in
+    # neither place; rq itself only looks at it again after a minute.
+    app = make_app(redis_url, sandbox)
+    jobs = enqueue(app, 2)
+    q = rq_queue(app)
+    assert q.connection.lmove(q.key, q.intermediate_queue.key) is not None
+    workers.start(settings_of(app), sandbox)
+    took = wait_until(
+        lambda: registry_counts(app)["finished"] == 2,
+        timeout=15,
+        what="the stranded job to run",
+        diagnose=lambda: (registry_counts(app), workers.logs()[-2000:]),
+    )
+    print(f"\nstranded job delivered after {took:.1f}s")
+    assert_delivered_once(app, sandbox, jobs)
+    assert q.intermediate_queue.get_job_ids() == []
+    assert "dequeued by a worker that died" in workers.logs()
+
+
+# 3. Faults -----------------------------------------------------------------
+
+
+def test_transient_faults_end_in_one_delivery_each(
+    redis_url: str, sandbox: Sandbox, workers: Workers
+) -> None:
+    count = 80
+    app = make_app(redis_url, sandbox)
+    settings = settings_of(app)
+    sandbox.faults.seed(7)
+    for status in (500, 502, 503, 504):
+        sandbox.faults.add("error", method="POST", path="/emails", status=status,
+                           probability=0.05)  # fmt: skip
+    for retry_after in (0, 1):
+        sandbox.faults.add("throttle", method="POST", path="/emails",
+                           retry_after=retry_after, probability=0.05)  # fmt: skip
+    for kind in ("drop_before", "drop_after"):
+        sandbox.faults.add(kind, method="POST", path="/emails", probability=0.05)
+
+    jobs = enqueue(app, count)
+    # One SDK retry instead of three, so that many faults outlive the SDK and
+    # go through RQ's retries (the scheduler) and our classification.
+    for _ in range(2):
+        workers.start(settings, sandbox, POSTSTACK_MAX_RETRIES="1")
+    wait_until(
+        lambda: registry_counts(app)["finished"] == count,
+        timeout=40,
+        what=f"{count} finished jobs",
+        diagnose=lambda: (registry_counts(app), workers.logs()[-3000:]),
+    )
+
+    assert_delivered_once(app, sandbox, jobs)
+    assert registry_counts(app)["failed"] == 0
+    fired = {(r["fault"], r["status"]) for r in sandbox.requests if r["fault"]}
+    assert {s for f, s in fired if f == "error"} == {500, 502, 503, 504}
+    assert {f for f, _ in fired} >= {"throttle", "drop_before", "drop_after"}
+    rq_retried = [j for j in fetch_jobs(app, jobs) if j.retries_left != RETRIES]
+    assert rq_retried, "no fault outlived the SDK: the test proves too little"
+    print(f"\n{len(rq_retried)} of {count} jobs went through an RQ retry")
+
+
+def test_422_and_quota_429_fail_at_once(
+    redis_url: str, sandbox: Sandbox, workers: Workers
+) -> None:
+    app = make_app(redis_url, sandbox)
+    sandbox.faults.sequence(
+        [
+            {"kind": "error", "status": 422, "code": "unprocessable_entity"},
+            {"kind": "quota"},
+        ],
+        method="POST",
+        path="/emails",
+        times=1,
+    )
+    bad, quota, good = enqueue(app, 3)  # one worker takes them in this order
+    proc = workers.start(settings_of(app), sandbox, burst=True)
+    assert workers.wait(proc, timeout=30) == 0
+    logs = workers.logs()
+
+    sends = [r for r in sandbox.requests if r["path"] == "/emails"]
+    assert [r["status"] for r in sends] == [422, 429, 202], "one attempt each"
+    failed = FailedJobRegistry(queue=rq_queue(app)).get_job_ids()
+    assert sorted(failed) == sorted([bad.id, quota.id])
+    assert registry_counts(app)["scheduled"] == 0
+    expected = [
+        (bad, 422, "unprocessable_entity", sends[0]["request_id"]),
+        (quota, 429, "monthly_limit_exceeded", sends[1]["request_id"]),
+    ]
+    for job, status, code, request_id in expected:
+        job.refresh()
+        assert job.get_status() == JobStatus.FAILED
+        assert job.retries_left == 0
+        error = job.meta["poststack_error"]
+        assert error["status"] == status
+        assert error["code"] == code
+        assert error["request_id"] == request_id
+        assert error["retryable"] is False
+        assert f"job={job.id}" in logs
+        assert f"code={code} request_id={request_id} retry=no" in logs
+    assert [e.input.idempotency_key for e in sandbox.emails] == [
+        good.meta["idempotency_key"]
+    ]
+
+
+# 4. Redis restarts ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec"])
+def test_redis_killed_after_enqueue_loses_nothing(
+    fsync: str, sandbox: Sandbox, workers: Workers
+) -> None:
+    with contextlib.ExitStack() as stack:
+        server = RedisServer(appendonly=fsync).start()
+        stack.callback(server.stop)
+        app = make_app(server.url, sandbox)
+        jobs = enqueue(app, 50)
+        if fsync == "everysec":
+            # A SIGKILL of redis-server keeps what it has write()n to the AOF
+            # (the kernel still has it), but with "everysec" Redis may hold a
+            # write back for up to 2 s while a background fsync is running.
+            # Waiting past that is what "everysec" asks of the caller; an OS
+            # crash or power loss could still lose the last second or two.
+            time.sleep(2.2)
+        server.restart(kill=True)  # SIGKILL: no shutdown, no final flush
+        get_state(app).redis.connection_pool.disconnect()
+
+        assert rq_queue(app).count == 50, "jobs lost by the Redis restart"
+        proc = workers.start(settings_of(app), sandbox, burst=True)
+        assert workers.wait(proc, timeout=30) == 0
+        assert_delivered_once(app, sandbox, jobs)
+
+
+# 5. Secrets ----------------------------------------------------------------
+
+
+def dump_redis(client: redis.Redis) -> list[bytes]:
+    """Every key and value in the database, as bytes."""
+    conn: t.Any = client  # redis-py's return types are unions of every mode
+    blobs: list[bytes] = []
+    for key in conn.scan_iter(count=500):
+        blobs.append(key)
+        kind = conn.type(key).decode()
+        if kind == "string":
+            blobs.append(conn.get(key) or b"")
+        elif kind == "hash":
+            for field, value in conn.hgetall(key).items():
+                blobs += [field, value]
+        elif kind == "list":
+            blobs += conn.lrange(key, 0, -1)
+        elif kind == "set":
+            blobs += list(conn.smembers(key))
+        elif kind == "zset":
+            blobs += [member for member, _ in conn.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            for entry_id, fields in conn.xrange(key):
+                blobs.append(entry_id)
+                for field, value in fields.items():
+                    blobs += [field, value]
+        else:
+            pytest.fail(f"unexpected Redis type {kind} for {key!r}")
+    return blobs
+
+
+def test_api_key_is_nowhere_in_redis_or_the_logs(
+    redis_url: str, sandbox: Sandbox, workers: Workers
+) -> None:
+    app = make_app(redis_url, sandbox)
+    # A failure, a retry and successes, so errors and retries leave their
+    # traces too (exception strings, meta, logs).
+    sandbox.faults.sequence([{"kind": "error", "status": 401, "code": "unauthorized"}],
+                            method="POST", path="/emails", times=1)  # fmt: skip
+    sandbox.faults.add("error", method="POST", path="/emails", status=503,
+                       after=3, times=4)  # fmt: skip
+    jobs = enqueue(app, 20)
+    workers.start(settings_of(app), sandbox)
+    wait_until(
+        lambda: (
+            registry_counts(app)["finished"] + registry_counts(app)["failed"]
+            == len(jobs)
+        ),
+        timeout=30,
+        what="every job done",
+        diagnose=lambda: registry_counts(app),
+    )
+    assert registry_counts(app)["failed"] == 1
+
+    conn = redis.Redis.from_url(redis_url)
+    blobs = dump_redis(conn)
+    conn.close()
+    secret = API_KEY.removeprefix("sk_test_").encode()
+    assert len(blobs) > 100, "the scan found too little to mean anything"
+    assert any(b"send_payload" in blob for blob in blobs)
+    leaks = [blob[:200] for blob in blobs if secret in blob]
+    assert not leaks, leaks
+    logs = workers.logs()
+    assert "PostStack send failed" in logs
+    assert API_KEY not in logs
+    assert secret.decode() not in logs
