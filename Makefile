@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help venv test lint typing docs demo sandbox clean
 
 help:
-	@echo "make demo     run the demo: sandbox, one email sent through the SDK"
+	@echo "make demo     sign up in the example app; a worker sends the email (KEEP=1 keeps it up)"
 	@echo "make test     lint, type-check, build the docs and run the whole suite"
 	@echo "make sandbox  run the local PostStack sandbox on http://127.0.0.1:8025"
 	@echo "make docs     build the HTML docs into docs/_build/html"
@@ -36,7 +36,7 @@ test: lint typing docs
 	$(BIN)/pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m flask_poststack.demo $(if $(KEEP),--keep)
+	$(BIN)/python -m example_app.demo $(if $(KEEP),--keep)
 
 sandbox: $(STAMP)
 	$(BIN)/python -m flask_poststack.sandbox --port 8025
