@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import typing as t
 from pathlib import Path
 
@@ -94,6 +95,10 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("\nInterrupted.", file=sys.stderr)
             code = 130
+        except Exception as exc:  # a bug, or a step that broke unexpectedly
+            traceback.print_exc()
+            print(f"\nDemo failed: {exc}", file=sys.stderr, flush=True)
+            code = 1
         finally:
             # No second Ctrl-C halfway through: every step below is bounded.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -120,11 +125,12 @@ def demo(stack: contextlib.ExitStack, *, keep: bool, timeout: float) -> None:
     # The webhook points at the app, so the app's port is chosen first, and
     # the app is configured with the webhook's signing secret before serving.
     client = stack.enter_context(PostStack(API_KEY, base_url=sandbox.base_url))
-    app_url = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    app_url = f"http://127.0.0.1:{port}"
     webhook = client.webhooks.create(
         {"url": app_url + WEBHOOK_PATH, "events": WEBHOOK_EVENTS}
     )
-    print(f"Webhook:  {webhook['webhook']['id']} -> {app_url}{WEBHOOK_PATH}")
+    print(f"Webhook:  {app_url}{WEBHOOK_PATH} (its signing secret goes to the app)")
 
     app = create_app(
         {
@@ -138,17 +144,15 @@ def demo(stack: contextlib.ExitStack, *, keep: bool, timeout: float) -> None:
         }
     )
     worker = start_worker(app, workdir / "worker.log", stack)
-    serve(app, app_url, stack)
+    serve(app, port, stack)
     print(f"App:      {app_url}/")
 
     http = stack.enter_context(httpx.Client(base_url=app_url, timeout=10))
     response = http.post("/signup", data={"name": "Ada", "email": "ada@example.com"})
     if response.status_code != 303:
         raise DemoError(f"POST /signup answered {response.status_code}, not 303")
-    print(
-        f"\nSigned up ada@example.com: POST /signup -> {response.status_code}", end=""
-    )
-    print(f" {response.headers['location']}")
+    location = response.headers["location"]
+    print(f"\nSigned up ada@example.com: POST /signup -> 303 {location}")
 
     print(f"Waiting for the worker and the webhook (up to {timeout:g} s)...")
     row = wait_for_delivery(http, worker, workdir / "worker.log", timeout)
@@ -203,9 +207,8 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def serve(app: Flask, url: str, stack: contextlib.ExitStack) -> None:
-    """Serve ``app`` at ``url`` from a thread, until ``stack`` closes."""
-    port = int(url.rsplit(":", 1)[1])
+def serve(app: Flask, port: int, stack: contextlib.ExitStack) -> None:
+    """Serve ``app`` on 127.0.0.1:``port`` from a thread, until ``stack`` closes."""
     try:
         server = make_server(
             "127.0.0.1", port, app, threaded=True, request_handler=QuietHandler
