@@ -1,0 +1,244 @@
+"""Emails a second per rq worker class, against the sandbox at 20 ms latency.
+
+A real ``redis-server`` and real ``rq worker`` subprocesses, the sandbox in a
+subprocess of its own (so it shares no GIL with anything), 20 ms added to
+every API response. Each scenario queues N emails, starts its workers in
+burst mode and measures from the first job's start to the last job's end
+(from the jobs' own timestamps in Redis, so worker start-up is not counted):
+
+* ``seed``: the seeds' pattern, ``benchmarks/seed_task.py`` (a new
+  ``PostStack`` client per job), on rq's default forking ``Worker``;
+* ``fork``: our ``send_payload`` on the default forking ``Worker``;
+* ``simple``: our task on ``SimpleWorker``;
+* ``poststack``: our task on ``PostStackWorker``, the documented command;
+* ``pool``: ``rq worker-pool -n 2`` of ``PostStackWorker``.
+
+The latency bound is workers / 0.020 s: no worker can send faster than one
+email per round trip. Each scenario runs 3 times; medians are reported, a
+table is printed and the figures go to ``benchmarks/results/worker_classes.json``.
+
+    python benchmarks/worker_classes.py [--count 300] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import httpx
+from flask import Flask
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from flask_poststack import enqueue_email
+from flask_poststack import PostStack
+from flask_poststack.cli import worker_command
+from flask_poststack.extension import get_state
+from flask_poststack.redis_server import RedisServer
+
+HERE = Path(__file__).resolve().parent
+LATENCY = 0.020
+API_KEY = "sk_test_benchmark"
+#: No scenario may run longer than this, whatever the count.
+DEADLINE = 150.0
+
+#: name -> (worker class, workers per pool process, job kind)
+SCENARIOS: dict[str, tuple[str, str]] = {
+    "seed": ("rq.Worker", "seed"),
+    "fork": ("rq.Worker", "ours"),
+    "simple": ("rq.SimpleWorker", "ours"),
+    "poststack": ("flask_poststack.worker.PostStackWorker", "ours"),
+    "pool": ("flask_poststack.worker.PostStackWorker", "ours"),
+}
+
+
+def start_sandbox() -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flask_poststack.sandbox", "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if " on http://127.0.0.1:" not in line:
+        process.kill()
+        raise RuntimeError(f"the sandbox did not start: {line!r}")
+    return process, line.split(" on ")[1].strip()
+
+
+def worker_env(base_url: str) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    env.update(
+        POSTSTACK_API_KEY=API_KEY,
+        POSTSTACK_BASE_URL=base_url,
+        PYTHONPATH=str(HERE),  # for seed_task
+    )
+    return env
+
+
+def enqueue(app: Flask, kind: str, count: int) -> list[str]:
+    state = get_state(app)
+    if kind == "seed":
+        queue = Queue("poststack", connection=state.redis, serializer=JSONSerializer)
+        return [
+            queue.enqueue(
+                "seed_task.send_welcome_email", f"user{i}@example.com", f"User {i}"
+            ).id
+            for i in range(count)
+        ]
+    with app.app_context():
+        return [
+            enqueue_email(
+                to=f"user{i}@example.com", subject="Welcome", html="<h1>Hi</h1>"
+            ).id
+            for i in range(count)
+        ]
+
+
+def commands(name: str, app: Flask, workers: int) -> list[list[str]]:
+    worker_class, _ = SCENARIOS[name]
+    settings = get_state(app).settings
+    base = worker_command(settings, burst=True)
+    if name == "poststack":
+        return [base for _ in range(workers)]
+    if name == "pool":
+        rq = base[0]
+        return [
+            [rq, "worker-pool", "--burst", "-n", str(workers), "--url",
+             settings.redis_url, "-S", "rq.serializers.JSONSerializer",
+             "-w", worker_class, "poststack"]
+        ]  # fmt: skip
+    argv = list(base)
+    argv[argv.index("--worker-class") + 1] = worker_class
+    return [argv for _ in range(workers)]
+
+
+def run_once(name: str, app: Flask, base_url: str, workers: int, count: int) -> float:
+    """Run one scenario; return emails/s."""
+    with httpx.Client(base_url=base_url) as admin:
+        admin.post("/_sandbox/reset").raise_for_status()
+        admin.post("/_sandbox/config", json={"latency": LATENCY}).raise_for_status()
+    state = get_state(app)
+    state.redis.flushall()
+    ids = enqueue(app, SCENARIOS[name][1], count)
+    procs = [
+        subprocess.Popen(
+            argv,
+            env=worker_env(base_url),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for argv in commands(name, app, workers)
+    ]
+    try:
+        deadline = time.monotonic() + DEADLINE
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    jobs = Job.fetch_many(ids, connection=state.redis, serializer=JSONSerializer)
+    done = [j for j in jobs if j is not None and j.get_status() == "finished"]
+    if len(done) != count:
+        raise RuntimeError(f"{name}: {count - len(done)} of {count} jobs not finished")
+    first = min(t.cast(datetime.datetime, j.started_at) for j in done)
+    last = max(t.cast(datetime.datetime, j.ended_at) for j in done)
+    return count / (last - first).total_seconds()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=300, help="emails per run")
+    parser.add_argument(
+        "--fork-count", type=int, default=100, help="emails per run, forking workers"
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", nargs="*", choices=list(SCENARIOS))
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results" / "worker_classes.json"
+    )
+    args = parser.parse_args(argv)
+
+    sandbox, base_url = start_sandbox()
+    redis_server = RedisServer().start()
+    app = Flask(__name__)
+    app.config.update(
+        POSTSTACK_API_KEY=API_KEY,
+        POSTSTACK_BASE_URL=base_url,
+        POSTSTACK_REDIS_URL=redis_server.url,
+        POSTSTACK_DEFAULT_FROM="hello@example.com",
+    )
+    PostStack(app)
+    rows: list[dict[str, t.Any]] = []
+    try:
+        for name in args.only or SCENARIOS:
+            for workers in (1, 2):
+                if name == "pool" and workers == 1:
+                    continue
+                count = args.fork_count if SCENARIOS[name][0] == "rq.Worker" else (
+                    args.count)  # fmt: skip
+                rates = [
+                    run_once(name, app, base_url, workers, count)
+                    for _ in range(args.runs)
+                ]
+                median = statistics.median(rates)
+                bound = workers / LATENCY
+                row = {
+                    "scenario": name,
+                    "worker_class": SCENARIOS[name][0],
+                    "workers": workers,
+                    "emails": count,
+                    "runs": [round(r, 1) for r in rates],
+                    "emails_per_s": round(median, 1),
+                    "per_worker": round(median / workers, 1),
+                    "pct_of_bound": round(100 * median / bound),
+                }
+                rows.append(row)
+                print(
+                    f"{name:10} {workers} worker(s): {median:6.1f} emails/s"
+                    f" ({median / workers:5.1f}/worker, {row['pct_of_bound']:3d}%"
+                    f" of {bound:.0f}/s)",
+                    flush=True,
+                )
+    finally:
+        redis_server.stop()
+        sandbox.terminate()
+        sandbox.wait(timeout=10)
+
+    print()
+    print("| scenario | worker class | workers | emails/s | per worker | % of bound |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['scenario']} | `{row['worker_class']}` | {row['workers']}"
+            f" | {row['emails_per_s']} | {row['per_worker']} | {row['pct_of_bound']}% |"
+        )
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "latency_s": LATENCY,
+        "runs": args.runs,
+        "results": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
