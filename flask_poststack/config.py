@@ -83,6 +83,13 @@ class Settings:
     failure_ttl: int = DEFAULTS["POSTSTACK_FAILURE_TTL"]
     heartbeat_interval: int = DEFAULTS["POSTSTACK_HEARTBEAT_INTERVAL"]
 
+    def as_config(self) -> dict[str, t.Any]:
+        """Every setting under its ``POSTSTACK_*`` key, as ``app.config`` holds it."""
+        return {
+            config_key(f.name): _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+
     @property
     def mode(self) -> str | None:
         """``"live"`` or ``"test"`` from the key's prefix, ``None`` without one."""
@@ -97,6 +104,18 @@ class Settings:
             if f.repr
         )
         return f"Settings(mode={self.mode!r}, {fields})"
+
+
+def config_key(field: str) -> str:
+    """The ``POSTSTACK_*`` key of a :class:`Settings` field."""
+    return _KEY_OF.get(field, f"POSTSTACK_{field.upper()}")
+
+
+_KEY_OF = {"webhook_secrets": "POSTSTACK_WEBHOOK_SECRET"}
+
+
+def _plain(value: t.Any) -> t.Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def check_api_key(api_key: str | None) -> str:

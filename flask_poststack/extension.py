@@ -18,6 +18,7 @@ from .config import Settings
 
 if t.TYPE_CHECKING:
     import redis
+    from rq import Queue
     from rq.job import Job
 
     from .sending import SendResult
@@ -38,6 +39,8 @@ class _State:
     outbox: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)
     _redis: redis.Redis | None = None
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    #: RQ queues by (name, is_async), reused by ``sending.app_queue``.
+    queues: dict[tuple[str, bool], Queue] = dataclasses.field(default_factory=dict)
 
     @property
     def redis(self) -> redis.Redis:
@@ -97,7 +100,7 @@ class PostStack:
                 " app.extensions['poststack'] client."
             )
         settings = load_settings(app.config, os.environ)
-        for key, value in _config_items(settings):
+        for key, value in settings.as_config().items():
             app.config.setdefault(key, value)
         if not _suppressed(app, settings) or settings.api_key is not None:
             check_api_key(settings.api_key)
@@ -176,32 +179,6 @@ def _suppressed(app: Flask, settings: Settings) -> bool:
         {"POSTSTACK_SUPPRESS_SEND": app.config.get("POSTSTACK_SUPPRESS_SEND")}
     ).suppress_send
     return app.testing if live is None else live
-
-
-def _config_items(settings: Settings) -> t.Iterator[tuple[str, t.Any]]:
-    yield "POSTSTACK_API_KEY", settings.api_key
-    yield "POSTSTACK_BASE_URL", settings.base_url
-    yield "POSTSTACK_TIMEOUT", settings.timeout
-    yield "POSTSTACK_MAX_RETRIES", settings.max_retries
-    yield "POSTSTACK_DEFAULT_FROM", settings.default_from
-    yield "POSTSTACK_DEFAULT_REPLY_TO", settings.default_reply_to
-    yield "POSTSTACK_DEFAULT_TAGS", list(settings.default_tags)
-    yield "POSTSTACK_REDIS_URL", settings.redis_url
-    yield "POSTSTACK_QUEUE", settings.queue
-    yield "POSTSTACK_SUPPRESS_SEND", settings.suppress_send
-    yield "POSTSTACK_EAGER", settings.eager
-    yield "POSTSTACK_WEBHOOK_SECRET", list(settings.webhook_secrets)
-    yield "POSTSTACK_WEBHOOK_URL", settings.webhook_url
-    yield "POSTSTACK_WEBHOOK_REGISTER", settings.webhook_register
-    yield "POSTSTACK_WEBHOOK_DEDUPE_SECONDS", settings.webhook_dedupe_seconds
-    yield "POSTSTACK_WEBHOOK_DEDUPE_STORE", settings.webhook_dedupe_store
-    yield "POSTSTACK_REDIRECT_TO", settings.redirect_to
-    yield "POSTSTACK_ALLOWED_RECIPIENTS", list(settings.allowed_recipients)
-    yield "POSTSTACK_RETRY_INTERVALS", list(settings.retry_intervals)
-    yield "POSTSTACK_JOB_TIMEOUT", settings.job_timeout
-    yield "POSTSTACK_RESULT_TTL", settings.result_ttl
-    yield "POSTSTACK_FAILURE_TTL", settings.failure_ttl
-    yield "POSTSTACK_HEARTBEAT_INTERVAL", settings.heartbeat_interval
 
 
 # Process-wide bookkeeping for a fork: the child must not reuse the parent's

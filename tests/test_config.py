@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from flask_poststack.config import check_api_key
+from flask_poststack.config import DEFAULTS
 from flask_poststack.config import load_settings
 from flask_poststack.config import Settings
 from flask_poststack.errors import ConfigurationError
@@ -86,3 +87,12 @@ def test_repr_hides_the_key_and_secrets() -> None:
     assert "s3cret" not in text
     assert "mode='test'" in text
     assert Settings(api_key="sk_live_abc123").mode == "live"
+
+
+def test_every_setting_has_its_documented_key() -> None:
+    keys = load_settings({}).as_config()
+    assert set(keys) == set(DEFAULTS)
+    with open("docs/config.md") as docs:
+        text = docs.read()
+    for key in keys:
+        assert f"`{key}`" in text, f"{key} is not in the configuration reference"
