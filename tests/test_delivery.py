@@ -14,12 +14,8 @@ back within about a minute.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import os
 import queue as queue_module
-import secrets
-import signal
 import subprocess
 import time
 import typing as t
@@ -27,220 +23,34 @@ from pathlib import Path
 
 import pytest
 import redis
-from flask import Flask
-from rq import Queue
 from rq import Worker
 from rq.job import Job
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
-from rq.registry import FinishedJobRegistry
-from rq.registry import ScheduledJobRegistry
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from flask_poststack import enqueue_email
-from flask_poststack import PostStack
-from flask_poststack.cli import worker_command
-from flask_poststack.config import Settings
 from flask_poststack.extension import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.sandbox import StoredEmail
+from tests.harness import API_KEY
+from tests.harness import assert_delivered_once
+from tests.harness import diagnose_unfinished
+from tests.harness import dump_redis
+from tests.harness import enqueue
+from tests.harness import fetch_jobs
+from tests.harness import make_app
+from tests.harness import registry_counts
+from tests.harness import RETRIES
+from tests.harness import rq_queue
+from tests.harness import settings_of
+from tests.harness import wait_until
+from tests.harness import Workers
 
 pytestmark = pytest.mark.slow
 
-#: A fresh, recognisable key per run, so the secret scans cannot pass by luck.
-API_KEY = "sk_test_" + secrets.token_hex(20)
-#: Short retry intervals: each retry goes through the scheduler that the
-#: documented command starts (--with-scheduler), and comes back in a second.
-RETRY_INTERVALS = "1,1,1,1,1,1,1,1"
-RETRIES = len(RETRY_INTERVALS.split(","))
-#: Variables a worker may inherit besides POSTSTACK_*: nothing app-specific.
-BASE_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
-
-
-# Helpers -----------------------------------------------------------------
-
-
-def make_app(redis_url: str, sandbox: Sandbox, **config: t.Any) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
-        POSTSTACK_API_KEY=API_KEY,
-        POSTSTACK_BASE_URL=sandbox.base_url,
-        POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="Acme <hello@example.com>",
-        POSTSTACK_RETRY_INTERVALS=RETRY_INTERVALS,
-        **config,
-    )
-    PostStack(app)
-    return app
-
-
-def enqueue(app: Flask, count: int, label: str = "Hello") -> list[Job]:
-    with app.app_context():
-        return [
-            enqueue_email(
-                to=f"user{i}@example.com",
-                subject=f"{label} {i}",
-                text=f"Message number {i}.",
-            )
-            for i in range(count)
-        ]
-
-
-def wait_until(
-    predicate: t.Callable[[], bool],
-    timeout: float,
-    what: str,
-    diagnose: t.Callable[[], object] | None = None,
-) -> float:
-    """Poll until ``predicate()``; return the seconds it took, or fail."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            extra = f"\n{diagnose()}" if diagnose else ""
-            pytest.fail(f"timed out after {timeout}s waiting for {what}{extra}")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
-def rq_queue(app: Flask) -> Queue:
-    state = get_state(app)
-    return Queue(
-        state.settings.queue, connection=state.redis, serializer=JSONSerializer
-    )
-
-
-def fetch_jobs(app: Flask, jobs: list[Job]) -> list[Job]:
-    found = Job.fetch_many(
-        [job.id for job in jobs],
-        connection=get_state(app).redis,
-        serializer=JSONSerializer,
-    )
-    assert all(job is not None for job in found), "a job vanished from Redis"
-    return [job for job in found if job is not None]
-
-
-def registry_counts(app: Flask) -> dict[str, int]:
-    q = rq_queue(app)
-    return {
-        "queued": q.count,
-        "started": StartedJobRegistry(queue=q).count,
-        "scheduled": ScheduledJobRegistry(queue=q).count,
-        "finished": FinishedJobRegistry(queue=q).count,
-        "failed": FailedJobRegistry(queue=q).count,
-    }
-
-
-def keys_stored(sandbox: Sandbox) -> collections.Counter[str | None]:
-    """How many stored emails each body idempotency key produced."""
-    return collections.Counter(e.input.idempotency_key for e in sandbox.emails)
-
-
-def assert_delivered_once(app: Flask, sandbox: Sandbox, jobs: list[Job]) -> None:
-    """Every job finished, and its email is stored exactly once."""
-    emails: dict[str, StoredEmail] = {e.id: e for e in sandbox.emails}
-    per_key = keys_stored(sandbox)
-    twice = {key: n for key, n in per_key.items() if n > 1}
-    assert not twice, f"emails sent more than once: {twice}"
-    assert len(emails) == len(jobs), (len(emails), len(jobs))
-    for job in fetch_jobs(app, jobs):
-        key = job.meta["idempotency_key"]
-        assert job.get_status() == JobStatus.FINISHED, (job.id, job.get_status())
-        assert per_key[key] == 1, (key, per_key[key])
-        email_id = job.meta.get("poststack_id")
-        assert email_id == job.return_value(), (job.id, email_id)
-        assert email_id in emails, (job.id, email_id)
-        assert emails[email_id].input.idempotency_key == key
-        assert "poststack_error" not in job.meta, job.meta
-
-
-def diagnose_unfinished(app: Flask, jobs: list[Job]) -> str:
-    """Where the jobs that did not finish are, for a failure message."""
-    q = rq_queue(app)
-    lines = [
-        f"intermediate queue: {q.intermediate_queue.get_job_ids()}",
-        f"maintenance lock ttl: {q.connection.ttl(q.registry_cleaning_key)}",
-    ]
-    for job in fetch_jobs(app, jobs):
-        if job.get_status() != JobStatus.FINISHED:
-            lines.append(
-                f"{job.id}: {job.get_status()} retries_left={job.retries_left}"
-                f" worker={job.worker_name} meta={job.meta}"
-            )
-    return "\n".join(lines)
-
-
-class Workers:
-    """``rq worker`` subprocesses started with the documented command.
-
-    Each one runs in its own session, so that teardown can kill it with the
-    scheduler process it forks (which outlives a SIGKILL of the worker).
-    """
-
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._logs: list[t.IO[bytes]] = []
-
-    def start(
-        self,
-        settings: Settings,
-        sandbox: Sandbox,
-        *,
-        burst: bool = False,
-        maintenance_interval: int = 1,
-        **env: str,
-    ) -> subprocess.Popen[bytes]:
-        argv = worker_command(
-            settings, burst=burst, maintenance_interval=maintenance_interval
-        )
-        environ = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
-        environ.update(
-            POSTSTACK_API_KEY=API_KEY,
-            POSTSTACK_BASE_URL=sandbox.base_url,
-            POSTSTACK_HEARTBEAT_INTERVAL="1",
-            **env,
-        )
-        assert "FLASK_APP" not in environ
-        n = len(self.procs)
-        out = open(self.log_dir / f"worker{n}.out", "wb")  # noqa: SIM115
-        err = open(self.log_dir / f"worker{n}.err", "wb")  # noqa: SIM115
-        self._logs += [out, err]
-        proc = subprocess.Popen(
-            argv, env=environ, stdout=out, stderr=err, start_new_session=True
-        )
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the worker process itself, as the OOM killer would."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def wait(self, proc: subprocess.Popen[bytes], timeout: float) -> int:
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"worker {proc.pid} still running after {timeout}s")
-
-    def logs(self) -> str:
-        for f in self._logs:
-            f.flush()
-        return "\n".join(
-            path.read_text(errors="replace") for path in sorted(self.log_dir.iterdir())
-        )
-
-    def close(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the worker and its scheduler
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        for f in self._logs:
-            f.close()
+# Helpers: tests/harness.py -------------------------------------------------
 
 
 @pytest.fixture
@@ -250,10 +60,6 @@ def workers(tmp_path: Path) -> t.Iterator[Workers]:
         yield pool
     finally:
         pool.close()
-
-
-def settings_of(app: Flask) -> Settings:
-    return get_state(app).settings
 
 
 # 1. Throughput and exactly-once on the happy path --------------------------
@@ -526,34 +332,6 @@ def test_redis_killed_after_enqueue_loses_nothing(
 
 
 # 5. Secrets ----------------------------------------------------------------
-
-
-def dump_redis(client: redis.Redis) -> list[bytes]:
-    """Every key and value in the database, as bytes."""
-    conn: t.Any = client  # redis-py's return types are unions of every mode
-    blobs: list[bytes] = []
-    for key in conn.scan_iter(count=500):
-        blobs.append(key)
-        kind = conn.type(key).decode()
-        if kind == "string":
-            blobs.append(conn.get(key) or b"")
-        elif kind == "hash":
-            for field, value in conn.hgetall(key).items():
-                blobs += [field, value]
-        elif kind == "list":
-            blobs += conn.lrange(key, 0, -1)
-        elif kind == "set":
-            blobs += list(conn.smembers(key))
-        elif kind == "zset":
-            blobs += [member for member, _ in conn.zrange(key, 0, -1, withscores=True)]
-        elif kind == "stream":
-            for entry_id, fields in conn.xrange(key):
-                blobs.append(entry_id)
-                for field, value in fields.items():
-                    blobs += [field, value]
-        else:
-            pytest.fail(f"unexpected Redis type {kind} for {key!r}")
-    return blobs
 
 
 def test_api_key_is_nowhere_in_redis_or_the_logs(
