@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import datetime as dt
 import fnmatch
+import functools
 import math
 import re
 import typing as t
@@ -286,11 +287,19 @@ def _sender(from_: object, default: str | None) -> str:
             "no sender: pass from_= or set POSTSTACK_DEFAULT_FROM in the config.",
         )
     try:
-        return _address("from_", default, single=True)[0]
+        return _configured_address("from_", default)
     except InvalidEmailError as e:
         raise InvalidEmailError(
             "from_", f"POSTSTACK_DEFAULT_FROM: {e.message}"
         ) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _configured_address(argument: str, value: str) -> str:
+    # A configured address (POSTSTACK_DEFAULT_FROM) is the same on every send:
+    # validate it once, not per email (email-validator is most of
+    # build_payload's cost). Errors are not cached, so they repeat as before.
+    return _address(argument, value, single=True)[0]
 
 
 def _optional_str(argument: str, value: object) -> str | None:

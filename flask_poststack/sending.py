@@ -266,12 +266,17 @@ def app_queue(app: Flask, name: str | None = None) -> Queue:
 
     state = get_state(app)
     eager = parse_bool("POSTSTACK_EAGER", app.config.get("POSTSTACK_EAGER"))
-    return Queue(
-        name or state.settings.queue,
-        connection=state.redis,
-        serializer=JSONSerializer,
-        is_async=not eager,
-    )
+    name = name or state.settings.queue
+    connection = state.redis
+    # Built once per name and mode and reused: Queue() costs a good part of
+    # an enqueue (its serializer check is a typing.Protocol isinstance).
+    # A new one if the app's Redis client was swapped (the pytest plugin does).
+    rq_queue = state.queues.get((name, not eager))
+    if rq_queue is None or rq_queue.connection is not connection:
+        rq_queue = state.queues[name, not eager] = Queue(
+            name, connection=connection, serializer=JSONSerializer, is_async=not eager
+        )
+    return rq_queue
 
 
 def job_options(
