@@ -13,6 +13,7 @@ help:
 	@echo "make test     lint, type-check, build the docs and run the whole suite"
 	@echo "make sandbox  run the local PostStack sandbox on http://127.0.0.1:8025"
 	@echo "make docs     build the HTML docs into docs/_build/html"
+	@echo "make bench    run every benchmark and draw the plots (QUICK=1 for a fast pass)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +44,15 @@ sandbox: $(STAMP)
 
 clean:
 	rm -rf $(VENV) docs/_build .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
+
+# Soak: 5,000 emails through faults and SIGKILLed workers (docs/reliability.md).
+SOAK_SECONDS ?= 120
+SOAK_EMAILS ?= 5000
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_SECONDS) --emails $(SOAK_EMAILS)

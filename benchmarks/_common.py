@@ -30,8 +30,13 @@ from flask_poststack.extension import get_state
 from flask_poststack.redis_server import find_redis_server
 from flask_poststack.redis_server import RedisServer
 
+# SIGTERM (run_all.py's timeout, a plain `kill`) unwinds like Ctrl-C, so the
+# context managers below stop every process they started.
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+QUICK_RESULTS = RESULTS / "quick"
 API_KEY = "sk_test_benchmark"
 SENDER = "Acme <hello@acme.example>"
 
@@ -258,15 +263,21 @@ def machine() -> dict[str, t.Any]:
     }
 
 
-def write_results(name: str, data: dict[str, t.Any]) -> Path:
-    """Write ``benchmarks/results/NAME.json`` with the machine and the date."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_results(name: str, data: dict[str, t.Any], *, quick: bool = False) -> Path:
+    """Write ``benchmarks/results/NAME.json`` with the machine and the date.
+
+    A ``--quick`` run writes to ``benchmarks/results/quick/`` instead (not
+    kept in git), so it never replaces the figures of a full run.
+    """
+    directory = QUICK_RESULTS if quick else RESULTS
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     document = {
         "benchmark": name,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),
+        "quick": quick,
         "machine": machine(),
         **data,
     }

@@ -165,6 +165,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             "target_met": speedup >= TARGET,
             "exactly_once": once,
         },
+        quick=args.quick,
     )
     return 0 if once else 1
 

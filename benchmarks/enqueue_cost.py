@@ -172,6 +172,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             "target": TARGET,
             "target_met": ratio <= TARGET,
         },
+        quick=args.quick,
     )
     return 0
 

@@ -223,6 +223,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             "target": "enqueue path flat at a few ms (median < 10 ms, spread < 2 ms)",
             "target_met": flat,
         },
+        quick=args.quick,
     )
     return 0
 

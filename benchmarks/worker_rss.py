@@ -201,6 +201,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             "sample_interval_s": INTERVAL,
             "results": rows,
         },
+        quick=args.quick,
     )
     return 0
 
