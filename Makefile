@@ -56,3 +56,10 @@ SOAK_EMAILS ?= 5000
 .PHONY: soak
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_SECONDS) --emails $(SOAK_EMAILS)
+
+# Soak: 5,000 emails through faults and SIGKILLed workers (docs/reliability.md).
+SOAK_SECONDS ?= 120
+SOAK_EMAILS ?= 5000
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --seconds $(SOAK_SECONDS) --emails $(SOAK_EMAILS)
