@@ -40,7 +40,7 @@ from .extension import make_client
 if t.TYPE_CHECKING:
     from flask import Flask
 
-__all__ = ["get_client", "is_retryable", "send_payload"]
+__all__ = ["get_client", "is_retryable", "send_batch_payloads", "send_payload"]
 
 logger = logging.getLogger("flask_poststack.tasks")
 

@@ -24,6 +24,7 @@ Start it with::
 
 from __future__ import annotations
 
+import inspect
 import threading
 import typing as t
 from datetime import timedelta
@@ -38,6 +39,10 @@ if t.TYPE_CHECKING:
 
 __all__ = ["PostStackWorker"]
 
+# rq 3 passes the job's Execution to perform_job and maintain_heartbeats;
+# rq 2.x keeps it on the worker (self.execution) and takes no argument.
+_PASS_EXECUTION = "execution" in inspect.signature(SimpleWorker.perform_job).parameters
+
 
 class PostStackWorker(SimpleWorker):
     """A :class:`~rq.SimpleWorker` that heartbeats while a job runs."""
@@ -50,13 +55,16 @@ class PostStackWorker(SimpleWorker):
         return worker_settings().heartbeat_interval
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Three heartbeats: a dead worker's job is abandoned after that."""
         return 3 * self.heartbeat_interval
 
     @property
     def dequeue_timeout(self) -> int:
+        """Wake an idle worker every ``--maintenance-interval`` seconds."""
         return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
 
     def clean_registries(self) -> None:
+        """rq's clean-up, plus jobs stranded by a worker killed mid-dequeue."""
         super().clean_registries()  # type: ignore[no-untyped-call]
         for queue in self.queues:
             try:
@@ -89,6 +97,7 @@ class PostStackWorker(SimpleWorker):
             )
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run ``job`` in this process, heartbeating from a thread meanwhile."""
         execution = self.prepare_execution(job)
         done = threading.Event()
         beat = threading.Thread(
@@ -96,7 +105,10 @@ class PostStackWorker(SimpleWorker):
         )
         beat.start()
         try:
-            self.perform_job(job, queue, execution)
+            if _PASS_EXECUTION:
+                self.perform_job(job, queue, execution)
+            else:
+                self.perform_job(job, queue)  # type: ignore[call-arg]
         finally:
             done.set()
             beat.join()
@@ -105,6 +117,9 @@ class PostStackWorker(SimpleWorker):
     def _beat(self, job: Job, execution: t.Any, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval):
             try:
-                self.maintain_heartbeats(job, execution)
+                if _PASS_EXECUTION:
+                    self.maintain_heartbeats(job, execution)
+                else:
+                    self.maintain_heartbeats(job)  # type: ignore[call-arg]
             except Exception:  # a missed beat must never kill the job
                 self.log.warning("Heartbeat for job %s failed", job.id, exc_info=True)
