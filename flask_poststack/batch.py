@@ -13,6 +13,7 @@ emails the API already accepted instead of sending them twice.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import typing as t
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from . import signals
 from .config import check_api_key
 from .delivery import error_fields
 from .delivery import QUOTA_CODES
+from .delivery import raise_injected_failure
 from .delivery import SendResult
 from .errors import InvalidEmailError
 from .extension import get_state
@@ -87,17 +89,17 @@ def send_batch(messages: Sequence[Mapping[str, t.Any]]) -> list[BatchItem]:
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     payloads = _build_all(app, messages)
+    state = get_state(app)
+    suppressed = is_suppressed(app)
+    if not suppressed:
+        check_api_key(state.settings.api_key)
     items: list[BatchItem] = []
-    if is_suppressed(app):
-        for payload in payloads:
-            get_state(app).outbox.append(dict(payload))
-            items.append(_item(len(items), payload, SendResult.suppressed_result()))
-        return items
-    check_api_key(get_state(app).settings.api_key)
-    client: poststack.PostStack = app.extensions["poststack"]
     for chunk in chunks(payloads):
         try:
-            answers = send_chunk(client, chunk, sender=app)
+            if suppressed:
+                answers = capture_chunk(chunk, sender=app, outbox=state.outbox)
+            else:
+                answers = send_chunk(app.extensions["poststack"], chunk, sender=app)
         except (PostStackError, httpx.TransportError) as exc:
             for payload in chunk:
                 signals.email_failed.send(app, payload=payload, exception=exc)
@@ -126,6 +128,7 @@ def send_chunk(
     :raises poststack.PostStackError: or a network error, when the request
         as a whole failed (after the SDK's retries).
     """
+    raise_injected_failure()
     response = client.emails.batch({"emails": list(payloads)})
     answers = list(response.get("data") or [])
     if len(answers) != len(payloads):
@@ -138,6 +141,24 @@ def send_chunk(
             signals.email_failed.send(
                 sender, payload=payload, exception=answer_error(answer)
             )
+    return answers
+
+
+def capture_chunk(
+    payloads: Sequence[dict[str, t.Any]],
+    *,
+    sender: Flask | None,
+    outbox: list[dict[str, t.Any]] | None,
+) -> list[dict[str, t.Any]]:
+    """What :func:`send_chunk` does when sending is suppressed: record, don't send."""
+    raise_injected_failure()
+    answers = []
+    for payload in payloads:
+        result = SendResult.suppressed_result()
+        if outbox is not None:
+            outbox.append(copy.deepcopy(payload))
+        signals.email_sent.send(sender, payload=payload, result=result)
+        answers.append(dict(result.response))
     return answers
 
 
@@ -191,6 +212,9 @@ def enqueue_batch(
         datas.append(_prepare(rq_queue, BATCH_TASK, options))
     with queue_errors(settings.redis_url):
         jobs: list[Job] = rq_queue.enqueue_many(datas)
+    for job, chunk in zip(jobs, chunks(payloads), strict=True):
+        for payload in chunk:
+            signals.email_enqueued.send(app, payload=payload, job=job)
     return jobs
 
 
@@ -265,11 +289,6 @@ def _prepare(rq_queue: t.Any, task: str, options: dict[str, t.Any]) -> t.Any:
         meta=options["meta"],
         retry=options["retry"],
     )
-
-
-def _item(index: int, payload: Mapping[str, t.Any], result: SendResult) -> BatchItem:
-    return BatchItem(index, payload["idempotency_key"], id=result.id,
-                     replayed=result.replayed)  # fmt: skip
 
 
 def _answer_item(

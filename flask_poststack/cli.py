@@ -321,8 +321,13 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
             if job is not None
             and (job.meta.get("poststack_error") or {}).get("code") == code
         ]
+    retries = len(state.settings.retry_intervals)
     with click.progressbar(ids, label="Requeueing failed jobs") as bar:
         for job_id in bar:
+            job = Job.fetch(job_id, connection=state.redis, serializer=JSONSerializer)
+            # A job failed "at once" has no retries left; give it its policy back.
+            job.retries_left = retries or None
+            job.save()
             registry.requeue(job_id)
     click.echo(f"{len(ids)} job(s) requeued on {rq_queue.name!r}.")
 

@@ -117,7 +117,7 @@ def dispatch(
     """
     signals.before_send.send(sender, payload=payload)
     try:
-        _raise_injected_failure()
+        raise_injected_failure()
         if suppressed:
             result = SendResult.suppressed_result()
             if outbox is not None:
@@ -143,7 +143,8 @@ _injected: collections.deque[Exception] = collections.deque()
 _injected_lock = threading.Lock()
 
 
-def _raise_injected_failure() -> None:
+def raise_injected_failure() -> None:
+    """Raise the next failure queued by ``testing.fail_next()``, if any."""
     with _injected_lock:
         exc = _injected.popleft() if _injected else None
     if exc is not None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
 import typing as t
 
 import httpx
@@ -33,6 +32,7 @@ from .config import Settings
 from .delivery import dispatch
 from .delivery import error_fields
 from .delivery import QUOTA_CODES
+from .errors import ConfigurationError
 from .errors import FlaskPostStackError
 from .errors import SendCancelled
 from .extension import make_client
@@ -89,6 +89,8 @@ def is_retryable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, FlaskPostStackError):
         return False  # bad configuration: fix it, then requeue the failed job
+    if isinstance(exc, (TypeError, ValueError)) and not isinstance(exc, PostStackError):
+        return False  # a payload that cannot be encoded fails the same way again
     if not isinstance(exc, PostStackError):
         return True  # unknown failures get the bounded retries, to lose nothing
     status = exc.status_code
@@ -113,22 +115,11 @@ def send_payload(payload: dict[str, t.Any]) -> str | None:
     """
     job: t.Any = get_current_job()  # rq's Job methods are untyped
     app = _current_app()
-    if app is not None:
-        from .extension import get_state
-        from .extension import is_suppressed
-
-        state = get_state(app)
-        suppressed, outbox = is_suppressed(app), state.outbox
-        client = app.extensions["poststack"]
-
-        def get_app_client() -> poststack.PostStack:
-            check_api_key(state.settings.api_key)
-            return t.cast(poststack.PostStack, client)
-
-        client_factory = get_app_client
-    else:
-        suppressed, outbox = bool(worker_settings().suppress_send), None
-        client_factory = get_client
+    try:
+        suppressed, outbox, client_factory = _sending_context(app)
+    except ConfigurationError as exc:  # a bad POSTSTACK_* in the environment
+        _handle_failure(job, payload, exc)
+        raise
     try:
         result = dispatch(
             payload,
@@ -164,6 +155,7 @@ def send_batch_payloads(payloads: list[dict[str, t.Any]]) -> list[dict[str, t.An
     sends only the emails that have no final answer yet, so an accepted email
     is never resent (and each carries its own idempotency key besides).
     """
+    from .batch import capture_chunk
     from .batch import RETRYABLE_CODES
     from .batch import send_chunk
 
@@ -177,27 +169,19 @@ def send_batch_payloads(payloads: list[dict[str, t.Any]]) -> list[dict[str, t.An
         if r is None or r.get("code") in RETRYABLE_CODES
     ]
     app = _current_app()
-    if app is not None:
-        from .extension import is_suppressed
-
-        suppressed = is_suppressed(app)
-    else:
-        suppressed = bool(worker_settings().suppress_send)
     chunk = [payloads[i] for i in pending]
-    if suppressed:
-        answers: list[dict[str, t.Any]] = [
-            {"id": f"em_suppressed_{secrets.token_hex(8)}"} for _ in chunk
-        ]
-    else:
-        client = app.extensions["poststack"] if app is not None else get_client()
-        try:
-            answers = send_chunk(client, chunk, sender=app)
-        except Exception as exc:
-            label = {"idempotency_key": f"batch of {len(chunk)}"}
-            extra = _handle_failure(job, label, exc)
-            for payload in chunk:
-                signals.email_failed.send(app, payload=payload, exception=exc, **extra)
-            raise
+    try:
+        suppressed, outbox, client_factory = _sending_context(app)
+        if suppressed:
+            answers = capture_chunk(chunk, sender=app, outbox=outbox)
+        else:
+            answers = send_chunk(client_factory(), chunk, sender=app)
+    except Exception as exc:
+        label = {"idempotency_key": f"batch of {len(chunk)}"}
+        extra = _handle_failure(job, label, exc)
+        for payload in chunk:
+            signals.email_failed.send(app, payload=payload, exception=exc, **extra)
+        raise
     for index, answer in zip(pending, answers, strict=True):
         results[index] = dict(answer)
     final = [r for r in results if r is not None]
@@ -205,11 +189,32 @@ def send_batch_payloads(payloads: list[dict[str, t.Any]]) -> list[dict[str, t.An
         job.meta["results"] = final
         job.save_meta()
     throttled = [r for r in final if "id" not in r and r.get("code") in RETRYABLE_CODES]
-    if throttled and job is not None and job.retries_left:
+    if throttled:
+        # RQ retries the job for these; once retries run out the job fails,
+        # so requeue-failed can send them later (the answers stay in meta).
         raise BatchIncomplete(
             f"{len(throttled)} of {len(payloads)} emails were throttled"
         )
     return final
+
+
+def _sending_context(
+    app: Flask | None,
+) -> tuple[bool, list[dict[str, t.Any]] | None, t.Callable[[], poststack.PostStack]]:
+    """Suppressed?, the outbox, and how to get the client: the app's, if the
+    job runs inside one (eager mode, tests), else this worker process's."""
+    if app is None:
+        return bool(worker_settings().suppress_send), None, get_client
+    from .extension import get_state
+    from .extension import is_suppressed
+
+    state = get_state(app)
+
+    def app_client() -> poststack.PostStack:
+        check_api_key(state.settings.api_key)
+        return t.cast(poststack.PostStack, app.extensions["poststack"])
+
+    return is_suppressed(app), state.outbox, app_client
 
 
 def _current_app() -> Flask | None:

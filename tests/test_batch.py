@@ -17,7 +17,10 @@ from flask_poststack.batch import enqueue_batch
 from flask_poststack.batch import enqueue_many
 from flask_poststack.batch import send_batch
 from flask_poststack.sandbox import Sandbox
+from flask_poststack.status import email_status
+from flask_poststack.testing import fail_next
 from flask_poststack.testing import outbox
+from flask_poststack.testing import record_messages
 
 KEY = "sk_live_batch0123456789"  # live: quotas apply to live keys only
 
@@ -58,6 +61,7 @@ def work(redis_url: str) -> None:
     client = tasks._process["client"]
     if client is not None:
         client.close()
+        tasks._process["client"] = None
     conn.close()
 
 
@@ -192,11 +196,23 @@ def test_a_retry_resends_only_the_throttled_emails(
     assert sandbox.stats["quota_refused"] == 2 + 2 + 2  # only the two refused
     assert sandbox.stats["replays"] == 0  # the accepted three were not resent
     assert len(sandbox.emails) == 3
-    assert job.get_status() == JobStatus.FINISHED  # retries used up: final answers
-    assert [r.get("code") for r in job.return_value() or []][3:] == [
+    # Retries used up with emails still throttled: the job fails, visibly,
+    # with every answer kept.
+    assert job.get_status() == JobStatus.FAILED
+    assert [r.get("code") for r in job.meta["results"]][3:] == [
         "rate_limit_exceeded",
         "rate_limit_exceeded",
     ]
+    with app.app_context():
+        assert email_status(job).state == "failed"
+        sandbox.configure(daily_quota=None)
+        result = app.test_cli_runner().invoke(args=["poststack", "requeue-failed"])
+    assert "1 job(s) requeued" in result.output
+    work(redis_url)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert len(sandbox.emails) == 5  # the two throttled ones, and only them
+    assert sandbox.stats["replays"] == 0
 
 
 def test_enqueue_many_is_one_job_per_email(
@@ -208,3 +224,22 @@ def test_enqueue_many_is_one_job_per_email(
     assert len({job.meta["idempotency_key"] for job in jobs}) == 30
     work(redis_url)
     assert len(sandbox.emails) == 30
+
+
+def test_batches_are_recorded_like_single_sends(app: Flask, sandbox: Sandbox) -> None:
+    app.config["POSTSTACK_SUPPRESS_SEND"] = True
+    with record_messages(app) as records, app.app_context():
+        send_batch(messages(2))
+        enqueue_batch(messages(3))
+    assert [r.kind for r in records] == ["sent"] * 2 + ["enqueued"] * 3
+    assert records[0].to == ["user0@example.com"]
+    assert len({r.job.id for r in records[2:] if r.job}) == 1  # one job, 3 emails
+
+
+def test_fail_next_reaches_batch_requests(app: Flask, sandbox: Sandbox) -> None:
+    fail_next(status=503)
+    with app.app_context():
+        items = send_batch(messages(150))
+    assert not any(item.ok for item in items[:100])
+    assert all(item.ok for item in items[100:])
+    assert len(batch_requests(sandbox)) == 1
