@@ -35,6 +35,7 @@ from .extension import get_state
 from .extension import is_suppressed
 from .message import build_payload
 from .sending import app_queue
+from .sending import check_queue_options
 from .sending import job_options
 from .sending import new_key
 from .sending import queue_errors
@@ -193,6 +194,7 @@ def enqueue_batch(
         queued.
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    check_queue_options(queue, job_timeout, result_ttl, failure_ttl)
     payloads = _build_all(app, messages)
     settings = get_state(app).settings
     rq_queue = app_queue(app, queue)
@@ -229,6 +231,7 @@ def enqueue_many(
         queued.
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    check_queue_options(queue, None, None, None)
     payloads = _build_all(app, messages)
     settings = get_state(app).settings
     rq_queue = app_queue(app, queue)

@@ -226,7 +226,29 @@ def build_payload(
         **rest,
     }
     # Unset and empty fields are left out: the wire has no nulls.
-    return t.cast(Payload, {key: value for key, value in fields.items() if value})
+    payload = {key: value for key, value in fields.items() if value}
+    for key, value in payload.items():
+        _check_utf8("from_" if key == "from" else key, value)
+    return t.cast(Payload, payload)
+
+
+def _check_utf8(argument: str, value: object) -> None:
+    """Refuse strings the JSON body cannot carry (lone surrogates, say)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEmailError(
+                argument,
+                "contains characters that are not valid Unicode text"
+                " (lone surrogates); it cannot be sent as UTF-8.",
+            ) from None
+    elif isinstance(value, dict):
+        for item in value.items():
+            _check_utf8(argument, item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_utf8(argument, item)
 
 
 _Address = tuple[str, str]  # (as written, bare address for matching)

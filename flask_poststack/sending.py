@@ -194,6 +194,7 @@ def enqueue_email(
     state = get_state(app)
     settings = state.settings
     when = _run_time(delay, run_at)
+    check_queue_options(queue, job_timeout, result_ttl, failure_ttl)
     if job_id is not None:
         _check_job_id(job_id)
     payload: dict[str, t.Any] = dict(
@@ -320,6 +321,10 @@ def queue_errors(url: str) -> t.Iterator[None]:
         raise QueueUnavailableError(url, str(exc) or type(exc).__name__) from exc
 
 
+#: The longest delay or job setting accepted, in seconds (about ten years).
+MAX_SECONDS = 10 * 365 * 86_400
+
+
 def _run_time(
     delay: timedelta | float | None, run_at: datetime | None
 ) -> datetime | None:
@@ -329,14 +334,37 @@ def _run_time(
         if isinstance(delay, bool) or not isinstance(delay, (int, float, timedelta)):
             raise InvalidEmailError("delay", "must be a timedelta or seconds.")
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-        if seconds < 0:
-            raise InvalidEmailError("delay", "cannot be negative.")
+        if not 0 <= seconds <= MAX_SECONDS:  # also refuses NaN
+            raise InvalidEmailError(
+                "delay", f"must be between 0 and {MAX_SECONDS} seconds, not {delay!r}."
+            )
         return datetime.now(timezone.utc) + timedelta(seconds=seconds)
     if run_at is not None:
         if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
             raise InvalidEmailError("run_at", "must be a timezone-aware datetime.")
         return run_at.astimezone(timezone.utc)
     return None
+
+
+def check_queue_options(
+    queue: object, job_timeout: object, result_ttl: object, failure_ttl: object
+) -> None:
+    """Refuse bad queue options with an :exc:`InvalidEmailError` naming them."""
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        raise InvalidEmailError("queue", "must be a non-empty queue name.")
+    for name, value, least in (
+        ("job_timeout", job_timeout, 1),
+        ("result_ttl", result_ttl, 0),
+        ("failure_ttl", failure_ttl, 0),
+    ):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not least <= value <= MAX_SECONDS
+        ):
+            raise InvalidEmailError(
+                name, f"must be whole seconds from {least} to {MAX_SECONDS}."
+            )
 
 
 def _check_job_id(job_id: str) -> None:

@@ -185,3 +185,30 @@ def test_unreachable_redis_is_a_clear_error_and_nothing_is_lost_silently() -> No
     assert "hunter2" not in str(info.value)
     assert f"127.0.0.1:{url.rsplit(':', 1)[1]}" in str(info.value)
     assert "Nothing was queued" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"delay": float("nan")}, "delay"),
+        ({"delay": float("inf")}, "delay"),
+        ({"delay": 1e20}, "delay"),
+        ({"job_timeout": "abc"}, "job_timeout"),
+        ({"job_timeout": -5}, "job_timeout"),
+        ({"job_timeout": True}, "job_timeout"),
+        ({"result_ttl": "x"}, "result_ttl"),
+        ({"failure_ttl": 1.5}, "failure_ttl"),
+        ({"queue": 5}, "queue"),
+        ({"queue": " "}, "queue"),
+        ({"text": "broken \ud800 text"}, "text"),
+        ({"headers": {"X-A": "\udfff"}}, "headers"),
+    ],
+)
+def test_queue_options_and_unencodable_text_are_named(
+    app: Flask, conn: redis.Redis, kwargs: dict[str, t.Any], argument: str
+) -> None:
+    email = {"to": "a@example.com", "subject": "s", "text": "t", **kwargs}
+    with app.app_context(), pytest.raises(InvalidEmailError) as info:
+        enqueue_email(**email)
+    assert info.value.argument == argument
+    assert conn.dbsize() == 0

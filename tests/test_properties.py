@@ -36,6 +36,7 @@ ADDRESSES = st.sampled_from(
 JUNK = st.one_of(
     st.none(),
     st.text(max_size=30),
+    st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2),  # surrogates
     st.integers(),
     st.booleans(),
     st.binary(max_size=10),
