@@ -38,17 +38,21 @@ def worker_command(
     queues: t.Sequence[str] = (),
     burst: bool = False,
     maintenance_interval: int = 30,
+    url_in_argv: bool = True,
 ) -> list[str]:
     """The documented ``rq worker`` command line for ``settings``.
 
     The API key is not in it: the worker reads ``POSTSTACK_*`` from its
-    environment (see :func:`worker_environ`).
+    environment (see :func:`worker_environ`). With ``url_in_argv=False`` the
+    Redis URL is left out too, for rq to read from ``RQ_REDIS_URL``: a
+    password in the command line shows in ``ps``.
     """
     here = os.path.dirname(sys.executable)
     rq = shutil.which("rq", path=here) or shutil.which("rq") or "rq"
-    argv = [
-        rq, "worker",
-        "--url", settings.redis_url,
+    argv = [rq, "worker"]
+    if url_in_argv:
+        argv += ["--url", settings.redis_url]
+    argv += [
         "--serializer", "rq.serializers.JSONSerializer",
         "--worker-class", "flask_poststack.worker.PostStackWorker",
         "--with-scheduler",
@@ -90,17 +94,24 @@ def worker(
     Runs the same `rq worker` command the docs give, with the app's
     POSTSTACK_* settings passed in its environment.
     """
+    settings = get_state().settings
     argv = worker_command(
-        get_state().settings,
+        settings,
         queues=queues,
         burst=burst,
         maintenance_interval=maintenance_interval,
+        url_in_argv=False,
     )
+    # The Redis URL goes through the environment, so no password shows in
+    # this output or in the process list.
+    click.echo(f"RQ_REDIS_URL={shlex.quote(redact_url(settings.redis_url))} ", nl=False)
     click.echo(shlex.join(argv))
     if print_only:
         return
     sys.stdout.flush()
-    os.execvpe(argv[0], argv, worker_environ(current_app.config))
+    env = worker_environ(current_app.config)
+    env["RQ_REDIS_URL"] = settings.redis_url
+    os.execvpe(argv[0], argv, env)
 
 
 def _quick_client() -> poststack.PostStack:

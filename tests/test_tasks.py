@@ -29,6 +29,8 @@ from flask_poststack import PostStack
 from flask_poststack import SendCancelled
 from flask_poststack import signals
 from flask_poststack import tasks
+from flask_poststack.config import load_settings
+from flask_poststack.extension import get_state
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.status import email_status
 from flask_poststack.worker import PostStackWorker
@@ -255,13 +257,14 @@ def test_one_client_per_process_and_a_new_one_after_fork(conn: redis.Redis) -> N
 
 def test_flask_poststack_worker_prints_the_documented_command(app: Flask) -> None:
     app.config["POSTSTACK_API_KEY"] = KEY
+    app.config["POSTSTACK_REDIS_URL"] = "redis://:hunter2@127.0.0.1:6379/0"
+    get_state(app).settings = load_settings(app.config)
     result = app.test_cli_runner().invoke(args=["poststack", "worker", "--print"])
     assert result.exit_code == 0, result.output
     words = result.output.split()
-    assert words[1:] == [
+    assert words[0] == "RQ_REDIS_URL='redis://:***@127.0.0.1:6379/0'"
+    assert words[2:] == [
         "worker",
-        "--url",
-        app.config["POSTSTACK_REDIS_URL"],
         "--serializer",
         "rq.serializers.JSONSerializer",
         "--worker-class",
@@ -272,6 +275,7 @@ def test_flask_poststack_worker_prints_the_documented_command(app: Flask) -> Non
         "poststack",
     ]
     assert KEY not in result.output
+    assert "hunter2" not in result.output
 
 
 def test_status_follows_the_job(
