@@ -41,6 +41,8 @@ class _State:
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     #: RQ queues by (name, is_async), reused by ``sending.app_queue``.
     queues: dict[tuple[str, bool], Queue] = dataclasses.field(default_factory=dict)
+    #: The SDK client(s) to close with the app.
+    clients: list[poststack.PostStack] = dataclasses.field(default_factory=list)
 
     @property
     def redis(self) -> redis.Redis:
@@ -105,11 +107,15 @@ class PostStack:
         if not _suppressed(app, settings) or settings.api_key is not None:
             check_api_key(settings.api_key)
 
-        app.extensions["poststack"] = make_client(settings)
-        app.extensions["poststack.state"] = _State(settings=settings)
+        client = make_client(settings)
+        app.extensions["poststack"] = client
+        state = app.extensions["poststack.state"] = _State(settings=settings)
+        state.clients.append(client)
         _live_apps.add(app)
         # Closes the client when the app is collected, or at interpreter exit.
-        weakref.finalize(app, _close_client, app.extensions)
+        # The finalizer holds only the list of clients: anything that could
+        # reach the app would keep it alive forever.
+        weakref.finalize(app, _close_clients, state.clients)
 
         from .cli import poststack_cli
 
@@ -192,13 +198,13 @@ def _renew_clients_after_fork() -> None:
         if state is not None:
             # Drop, don't close, the inherited client: closing would shut
             # down sockets (and TLS sessions) the parent is still using.
-            app.extensions["poststack"] = make_client(state.settings)
+            client = app.extensions["poststack"] = make_client(state.settings)
+            state.clients[:] = [client]
             state._lock = threading.Lock()
 
 
-def _close_client(extensions: dict[str, t.Any]) -> None:
-    client = extensions.get("poststack")
-    if isinstance(client, poststack.PostStack):
+def _close_clients(clients: list[poststack.PostStack]) -> None:
+    for client in clients:
         client.close()
 
 

@@ -164,3 +164,18 @@ def test_seed_view_pattern_works_unchanged(sandbox: t.Any) -> None:
     email_id = response.get_json()["id"]
     assert email_id.startswith("em_")
     assert [e.id for e in sandbox.emails] == [email_id]
+
+
+def test_an_app_referenced_by_another_extension_is_still_collected() -> None:
+    class SelfReferencing:
+        def __init__(self, app: Flask) -> None:
+            self.app = app
+            app.extensions["self_referencing"] = self
+
+    app = make_app(POSTSTACK_API_KEY=KEY)
+    PostStack(app)
+    SelfReferencing(app)
+    client = app.extensions["poststack"]
+    del app
+    gc.collect()
+    assert client._client._httpx.is_closed
