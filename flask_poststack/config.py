@@ -11,10 +11,13 @@ the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing as t
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
+from .errors import redact_url
 
 __all__ = ["DEFAULTS", "Settings", "check_api_key", "load_settings"]
 
@@ -41,7 +44,7 @@ DEFAULTS: dict[str, t.Any] = {
     "POSTSTACK_REDIRECT_TO": None,
     "POSTSTACK_ALLOWED_RECIPIENTS": [],
     "POSTSTACK_RETRY_INTERVALS": [10, 30, 60, 120, 300],
-    "POSTSTACK_JOB_TIMEOUT": 60,
+    "POSTSTACK_JOB_TIMEOUT": None,
     "POSTSTACK_RESULT_TTL": 86_400,
     "POSTSTACK_FAILURE_TTL": 30 * 86_400,
     "POSTSTACK_HEARTBEAT_INTERVAL": 10,
@@ -78,7 +81,8 @@ class Settings:
     redirect_to: str | None = None
     allowed_recipients: tuple[str, ...] = ()
     retry_intervals: tuple[int, ...] = tuple(DEFAULTS["POSTSTACK_RETRY_INTERVALS"])
-    job_timeout: int = DEFAULTS["POSTSTACK_JOB_TIMEOUT"]
+    #: Derived from the SDK's worst case when not set (see ``job_timeout_for``).
+    job_timeout: int = 310
     result_ttl: int = DEFAULTS["POSTSTACK_RESULT_TTL"]
     failure_ttl: int = DEFAULTS["POSTSTACK_FAILURE_TTL"]
     heartbeat_interval: int = DEFAULTS["POSTSTACK_HEARTBEAT_INTERVAL"]
@@ -156,13 +160,13 @@ def load_settings(*sources: t.Mapping[str, t.Any]) -> Settings:
 
     return Settings(
         api_key=_opt_str(get, "POSTSTACK_API_KEY"),
-        base_url=_str(get, "POSTSTACK_BASE_URL"),
+        base_url=_url(get, "POSTSTACK_BASE_URL", ("http", "https")),
         timeout=_number(get, "POSTSTACK_TIMEOUT", float),
         max_retries=_number(get, "POSTSTACK_MAX_RETRIES", int, minimum=0),
         default_from=_opt_str(get, "POSTSTACK_DEFAULT_FROM"),
         default_reply_to=_opt_str(get, "POSTSTACK_DEFAULT_REPLY_TO"),
         default_tags=_str_list(get, "POSTSTACK_DEFAULT_TAGS"),
-        redis_url=_str(get, "POSTSTACK_REDIS_URL"),
+        redis_url=_url(get, "POSTSTACK_REDIS_URL", ("redis", "rediss", "unix")),
         queue=_str(get, "POSTSTACK_QUEUE"),
         suppress_send=_opt_bool(get, "POSTSTACK_SUPPRESS_SEND"),
         eager=bool(_opt_bool(get, "POSTSTACK_EAGER")),
@@ -176,11 +180,27 @@ def load_settings(*sources: t.Mapping[str, t.Any]) -> Settings:
         redirect_to=_opt_str(get, "POSTSTACK_REDIRECT_TO"),
         allowed_recipients=_str_list(get, "POSTSTACK_ALLOWED_RECIPIENTS"),
         retry_intervals=_int_list(get, "POSTSTACK_RETRY_INTERVALS"),
-        job_timeout=_number(get, "POSTSTACK_JOB_TIMEOUT", int, minimum=1),
+        job_timeout=(
+            _number(get, "POSTSTACK_JOB_TIMEOUT", int, minimum=1)
+            if get("POSTSTACK_JOB_TIMEOUT") is not None
+            else job_timeout_for(
+                _number(get, "POSTSTACK_TIMEOUT", float),
+                _number(get, "POSTSTACK_MAX_RETRIES", int, minimum=0),
+            )
+        ),
         result_ttl=_number(get, "POSTSTACK_RESULT_TTL", int, minimum=0),
         failure_ttl=_number(get, "POSTSTACK_FAILURE_TTL", int, minimum=0),
         heartbeat_interval=_number(get, "POSTSTACK_HEARTBEAT_INTERVAL", int, minimum=1),
     )
+
+
+def job_timeout_for(timeout: float, max_retries: int) -> int:
+    """A job timeout that outlasts the SDK's own worst case for one send.
+
+    Every attempt may take ``timeout`` seconds and the SDK waits up to 60 s
+    (a ``Retry-After``) before each retry; 10 s more for the rest.
+    """
+    return math.ceil(timeout * (max_retries + 1) + 60 * max_retries + 10)
 
 
 def environ_settings() -> Settings:
@@ -200,6 +220,18 @@ def _str(get: _Get, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(key, "must be a non-empty string.")
     return value.strip()
+
+
+def _url(get: _Get, key: str, schemes: tuple[str, ...]) -> str:
+    value = _str(get, key)
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+        raise ConfigurationError(
+            key,
+            f"must be a URL starting with {' or '.join(s + '://' for s in schemes)},"
+            f" not {redact_url(value)!r}.",
+        )
+    return value
 
 
 def _opt_str(get: _Get, key: str) -> str | None:

@@ -63,6 +63,9 @@ def test_strings_from_the_environment_are_parsed() -> None:
         ("POSTSTACK_JOB_TIMEOUT", True),
         ("POSTSTACK_QUEUE", ""),
         ("POSTSTACK_DEFAULT_TAGS", [1, 2]),
+        ("POSTSTACK_BASE_URL", "api.poststack.dev"),
+        ("POSTSTACK_BASE_URL", "ftp://api.poststack.dev"),
+        ("POSTSTACK_REDIS_URL", "localhost:6379"),
     ],
 )
 def test_bad_values_name_the_key(key: str, value: object) -> None:
@@ -96,3 +99,15 @@ def test_every_setting_has_its_documented_key() -> None:
         text = docs.read()
     for key in keys:
         assert f"`{key}`" in text, f"{key} is not in the configuration reference"
+
+
+def test_redis_password_is_not_echoed_in_url_errors() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"POSTSTACK_REDIS_URL": "http://:s3cret@host:6379"})
+    assert "s3cret" not in str(info.value)
+
+
+def test_job_timeout_outlasts_the_sdks_own_retries() -> None:
+    assert load_settings({}).job_timeout == 30 * 4 + 60 * 3 + 10
+    assert load_settings({"POSTSTACK_MAX_RETRIES": "0"}).job_timeout == 40
+    assert load_settings({"POSTSTACK_JOB_TIMEOUT": "45"}).job_timeout == 45
