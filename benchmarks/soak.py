@@ -219,6 +219,9 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
 
         kills: list[dict[str, t.Any]] = []
         restarts_after_exit = 0
+        # job id -> (when its worker was killed, that worker's name)
+        waiting_back: dict[str, tuple[float, str | None]] = {}
+        back_within: list[float] = []
         next_kill = started + args.kill_every if args.kill_every > 0 else float("inf")
         drained_at: float | None = None
         deadline = started + bound
@@ -237,6 +240,11 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
                 if proc.poll() is not None:
                     restarts_after_exit += 1
                     live[i] = start_worker()
+            for job_id, (killed_at, dead) in list(waiting_back.items()):
+                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+                if job.get_status() != JobStatus.STARTED or job.worker_name != dead:
+                    back_within.append(time.monotonic() - killed_at)
+                    del waiting_back[job_id]
             if time.monotonic() >= next_kill and len(kills) < args.max_kills:
                 i = len(kills) % len(live)
                 job_id = current_job_of(conn, live[i].pid)
@@ -248,6 +256,9 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
                         "job": job_id,
                     }
                 )
+                if job_id:
+                    job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+                    waiting_back[job_id] = (time.monotonic(), job.worker_name)
                 live[i] = start_worker()
                 next_kill = time.monotonic() + args.kill_every
             time.sleep(0.05)
@@ -329,16 +340,17 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
                     {"job": job.id, "status": job.get_status(), "error": error,
                      "lines": lines_422, "interrupted": job.id in interrupted}
                 )  # fmt: skip
-        # One 422 answer per refused email: none was retried after its 422
-        # (an extra one could come only from a worker killed between the
-        # answer and recording it, which the report would show).
+        # One 422 answer per refused email: none was retried after its 422.
+        # An extra one can come only from a worker SIGKILLed between reading
+        # the 422 and recording it: the job then runs again (once) like any
+        # interrupted job, so at most one extra per refused job a kill hit.
         extra_422 = len(answers_422) - len(refused)
 
         rq_retries = sum(
             RETRIES - (j.retries_left if j.retries_left is not None else RETRIES)
             for j in should
         )
-        recovery = []
+        recovery = []  # kill to the interrupted job's end (incl. later faults)
         for kill in kills:
             if not kill["job"]:
                 continue
@@ -346,6 +358,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
             ended = aware(job.ended_at) if job is not None else None
             if ended is not None:
                 recovery.append((ended - kill["when"]).total_seconds())
+        interrupted_422 = len(interrupted & suppressed)
         faults = collections.Counter(
             f"{r['fault']}" + (f" {r['status']}" if r["fault"] == "error" else "")
             for r in requests
@@ -439,9 +452,14 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
                 ],
                 "worker_restarts_after_exit": restarts_after_exit,
                 "client_connections_reset": len(resets),
-                "interrupted_job_back_within_s": round(max(recovery), 2)
+                "interrupted_job_back_within_s": round(max(back_within), 2)
+                if back_within
+                else None,
+                "interrupted_jobs_not_back": len(waiting_back),
+                "interrupted_job_done_within_s": round(max(recovery), 2)
                 if recovery
                 else None,
+                "refused_422_interrupted_by_kill": interrupted_422,
                 "rq_retries": rq_retries,
                 "rq_retry_log_lines": sum(
                     x["retry"] == "yes" for x in failures if x["job"] not in suppressed
@@ -462,7 +480,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
             and report["sandbox_distinct_keys"] == len(should)
             and report["sandbox_emails_stored"] == len(should)
             and not refused_bad
-            and extra_422 == 0
+            and 0 <= extra_422 <= interrupted_422
             and not refused_stored
             and scan["clean"]
         )
@@ -495,7 +513,8 @@ def show(r: dict[str, t.Any]) -> str:
         f" {r['finished_with_email_id']} jobs finished with the email id)",
         f"422s failed at once            {r['refused_422_failed_at_once']}"
         f" of {r['refused_422']} (one 422 answer each:"
-        f" {r['refused_422_answers']} answers seen by a worker,"
+        f" {r['refused_422_answers']} answers seen by a worker"
+        f" [{r['refused_422_interrupted_by_kill']} of these jobs hit by a kill],"
         f" {r['refused_422_answers_dropped_unseen']} more lost to a dropped"
         " connection; none stored:"
         f" {r['refused_422_stored'] == 0})",
@@ -505,7 +524,9 @@ def show(r: dict[str, t.Any]) -> str:
         f"kills                          {r['kills']}"
         f" ({r['kills_mid_job']} mid-job; worker exits restarted:"
         f" {r['worker_restarts_after_exit']})",
-        f"interrupted jobs back within   {r['interrupted_job_back_within_s']} s",
+        f"interrupted jobs back within   {r['interrupted_job_back_within_s']} s"
+        f" (given back to the queue; done within"
+        f" {r['interrupted_job_done_within_s']} s, later faults included)",
         f"time to drain                  {r['drain_s']} s"
         + ("" if r["drained"] else "  (NOT DRAINED within the bound)"),
         f"RQ retries used                {r['rq_retries']}"

@@ -58,7 +58,8 @@ def test_soak_short(tmp_path: Path) -> None:
     # The 422s: failed at once, one 422 answer each, nothing stored.
     assert r["refused_422"] == 6
     assert r["refused_422_failed_at_once"] == 6, r["refused_422_problems"]
-    assert r["refused_422_extra_answers"] == 0
+    assert 0 <= r["refused_422_extra_answers"] <= r["refused_422_interrupted_by_kill"]
+    assert r["interrupted_jobs_not_back"] == 0
     assert r["refused_422_stored"] == 0
     assert r["left_in_redis"] == {
         "queued": 0,
