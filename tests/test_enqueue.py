@@ -212,3 +212,22 @@ def test_queue_options_and_unencodable_text_are_named(
         enqueue_email(**email)
     assert info.value.argument == argument
     assert conn.dbsize() == 0
+
+
+def test_the_queue_is_reused_and_follows_a_swapped_redis(app: Flask) -> None:
+    import fakeredis
+
+    from flask_poststack.extension import get_state
+    from flask_poststack.sending import app_queue
+
+    with app.app_context():
+        first = app_queue(app)
+        assert app_queue(app) is first
+        assert app_queue(app, "other") is not first
+        state = get_state(app)
+        state._redis = fakeredis.FakeRedis()
+        swapped = app_queue(app)
+        assert swapped is not first and swapped.connection is state._redis
+        app.config["POSTSTACK_EAGER"] = True
+        assert app_queue(app).is_async is False
+        state._redis.close()
