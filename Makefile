@@ -48,7 +48,7 @@ $(COMPAT)/.installed: pyproject.toml
 
 .PHONY: compat
 compat: $(COMPAT)/.installed
-	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider tests/test_tasks.py \
+	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider tests/test_worker.py tests/test_tasks.py \
 		tests/test_delivery.py tests/test_batch.py tests/test_testing.py
 
 demo: $(STAMP)

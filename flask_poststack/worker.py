@@ -30,6 +30,8 @@ import typing as t
 from datetime import timedelta
 
 from rq import SimpleWorker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
 from rq.utils import now
 from rq.worker import WorkerStatus
 
@@ -37,15 +39,51 @@ if t.TYPE_CHECKING:
     from rq.job import Job
     from rq.queue import Queue
 
-__all__ = ["PostStackWorker"]
+__all__ = ["PostStackJob", "PostStackWorker"]
 
 # rq 3 passes the job's Execution to perform_job and maintain_heartbeats;
 # rq 2.x keeps it on the worker (self.execution) and takes no argument.
 _PASS_EXECUTION = "execution" in inspect.signature(SimpleWorker.perform_job).parameters
 
 
+class PostStackJob(RQJob):
+    """rq's :class:`~rq.job.Job`, with a retry that cannot be half-done.
+
+    rq's ``Job.retry()`` writes the ``scheduled`` status at once, outside the
+    transaction that then puts the job in the scheduled registry and takes it
+    out of the started one. A worker killed between the two leaves a job that
+    is in no queue and no registry and is never run again: an email lost.
+    Here the status goes into that same transaction.
+    """
+
+    _retry_pipeline: t.Any = None
+
+    def retry(self, queue: Queue, pipeline: t.Any) -> None:
+        """Retry the job, writing its new status in ``pipeline`` with the rest."""
+        self._retry_pipeline = pipeline
+        try:
+            super().retry(queue, pipeline)
+        finally:
+            self._retry_pipeline = None
+
+    def set_status(self, status: t.Any, pipeline: t.Any = None) -> None:
+        """Set the status; inside :meth:`retry`, in the retry's transaction."""
+        if pipeline is None:  # not "or": an empty Pipeline is falsy
+            pipeline = self._retry_pipeline
+        super().set_status(status, pipeline=pipeline)
+
+
 class PostStackWorker(SimpleWorker):
-    """A :class:`~rq.SimpleWorker` that heartbeats while a job runs."""
+    """A :class:`~rq.SimpleWorker` that heartbeats while a job runs.
+
+    Its jobs are :class:`PostStackJob`, unless ``--job-class`` names another
+    class than rq's own.
+    """
+
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.job_class is RQJob:  # rq's CLI passes its default explicitly
+            self.job_class = PostStackJob
 
     @property
     def heartbeat_interval(self) -> int:
@@ -87,8 +125,11 @@ class PostStackWorker(SimpleWorker):
                 continue
             if not self.connection.lrem(stranded.key, 1, job_id):
                 continue  # another worker got there first
-            job = queue.fetch_job(job_id)
-            if job is None:
+            try:
+                job = self.job_class.fetch(
+                    job_id, connection=self.connection, serializer=self.serializer
+                )
+            except NoSuchJobError:
                 continue
             self.log.warning("Job %s was dequeued by a worker that died; retrying",
                              job_id)  # fmt: skip
