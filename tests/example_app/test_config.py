@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,19 @@ def test_the_env_example_works(monkeypatch: pytest.MonkeyPatch) -> None:
     assert app.secret_key == "change-me"
     assert app.config["POSTSTACK_BASE_URL"] == "http://127.0.0.1:8025"
     assert "poststack_webhooks.receive" in app.view_functions  # the secret is set
+
+
+def test_flask_loads_a_dotenv_file(tmp_path: Path) -> None:
+    """The documented way: Flask reads .env with python-dotenv."""
+    from flask.cli import load_dotenv
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(ENV_EXAMPLE.read_text())
+    try:
+        assert load_dotenv(dotenv)
+        app = create_app()
+        assert app.config["SITE_NAME"] == "Acme"
+        assert app.config["POSTSTACK_DEFAULT_FROM"] == "Acme <hello@example.com>"
+    finally:
+        for key in read_env_example():
+            os.environ.pop(key, None)
