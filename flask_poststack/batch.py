@@ -25,12 +25,12 @@ from flask import Flask
 from poststack import PostStackError
 
 from . import signals
-from .config import check_api_key
 from .delivery import error_fields
 from .delivery import QUOTA_CODES
 from .delivery import raise_injected_failure
 from .delivery import SendResult
 from .errors import InvalidEmailError
+from .extension import app_client
 from .extension import get_state
 from .extension import is_suppressed
 from .message import build_payload
@@ -91,16 +91,14 @@ def send_batch(messages: Sequence[Mapping[str, t.Any]]) -> list[BatchItem]:
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     payloads = _build_all(app, messages)
     state = get_state(app)
-    suppressed = is_suppressed(app)
-    if not suppressed:
-        check_api_key(state.settings.api_key)
+    client = None if is_suppressed(app) else app_client(app)
     items: list[BatchItem] = []
     for chunk in chunks(payloads):
         try:
-            if suppressed:
+            if client is None:  # suppressed
                 answers = capture_chunk(chunk, sender=app, outbox=state.outbox)
             else:
-                answers = send_chunk(app.extensions["poststack"], chunk, sender=app)
+                answers = send_chunk(client, chunk, sender=app)
         except (PostStackError, httpx.TransportError) as exc:
             for payload in chunk:
                 signals.email_failed.send(app, payload=payload, exception=exc)

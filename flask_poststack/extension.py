@@ -173,6 +173,17 @@ def get_state(app: Flask | None = None) -> _State:
     return state
 
 
+def app_client(app: Flask) -> poststack.PostStack:
+    """``app``'s SDK client, for a real send: its API key is checked first.
+
+    :raises ConfigurationError: naming ``POSTSTACK_API_KEY`` when it is
+        missing (allowed at ``init_app`` while sending was suppressed).
+    """
+    check_api_key(get_state(app).settings.api_key)
+    client: poststack.PostStack = app.extensions["poststack"]
+    return client
+
+
 def is_suppressed(app: Flask) -> bool:
     """Whether sends on ``app`` are captured instead of sent, right now."""
     return _suppressed(app, get_state(app).settings)

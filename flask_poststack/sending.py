@@ -17,18 +17,17 @@ from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
-import poststack
 from flask import current_app
 from flask import Flask
 
 from . import signals
-from .config import check_api_key
 from .config import parse_bool
 from .delivery import dispatch
 from .delivery import error_fields
 from .delivery import SendResult
 from .errors import InvalidEmailError
 from .errors import QueueUnavailableError
+from .extension import app_client
 from .extension import get_state
 from .extension import is_suppressed
 from .message import build_payload
@@ -106,17 +105,11 @@ def send_email(
     return dispatch(
         wire,
         sender=app,
-        get_client=lambda: _app_client(app),
+        get_client=lambda: app_client(app),
         suppressed=is_suppressed(app),
         outbox=state.outbox,
         on_failure=lambda exc: _log_failure(exc, wire),
     )
-
-
-def _app_client(app: Flask) -> poststack.PostStack:
-    check_api_key(get_state(app).settings.api_key)
-    client: poststack.PostStack = app.extensions["poststack"]
-    return client
 
 
 def _log_failure(exc: Exception, payload: Mapping[str, t.Any]) -> dict[str, t.Any]:

@@ -205,16 +205,11 @@ def _sending_context(
     job runs inside one (eager mode, tests), else this worker process's."""
     if app is None:
         return bool(worker_settings().suppress_send), None, get_client
+    from .extension import app_client
     from .extension import get_state
     from .extension import is_suppressed
 
-    state = get_state(app)
-
-    def app_client() -> poststack.PostStack:
-        check_api_key(state.settings.api_key)
-        return t.cast(poststack.PostStack, app.extensions["poststack"])
-
-    return is_suppressed(app), state.outbox, app_client
+    return is_suppressed(app), get_state(app).outbox, lambda: app_client(app)
 
 
 def _current_app() -> Flask | None:
