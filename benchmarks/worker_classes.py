@@ -124,11 +124,13 @@ def commands(name: str, app: Flask, workers: int) -> list[list[str]]:
     return [argv for _ in range(workers)]
 
 
-def run_once(name: str, app: Flask, base_url: str, workers: int, count: int) -> float:
+def run_once(
+    name: str, app: Flask, base_url: str, workers: int, count: int, latency: float
+) -> float:
     """Run one scenario; return emails/s."""
     with httpx.Client(base_url=base_url) as admin:
         admin.post("/_sandbox/reset").raise_for_status()
-        admin.post("/_sandbox/config", json={"latency": LATENCY}).raise_for_status()
+        admin.post("/_sandbox/config", json={"latency": latency}).raise_for_status()
     state = get_state(app)
     state.redis.flushall()
     ids = enqueue(app, SCENARIOS[name][1], count)
@@ -169,9 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=list(SCENARIOS))
     parser.add_argument(
+        "--latency", type=float, default=LATENCY * 1000, help="API latency, ms"
+    )
+    parser.add_argument(
         "--out", type=Path, default=HERE / "results" / "worker_classes.json"
     )
     args = parser.parse_args(argv)
+    latency = args.latency / 1000
 
     sandbox, base_url = start_sandbox()
     redis_server = RedisServer().start()
@@ -192,11 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                 count = args.fork_count if SCENARIOS[name][0] == "rq.Worker" else (
                     args.count)  # fmt: skip
                 rates = [
-                    run_once(name, app, base_url, workers, count)
+                    run_once(name, app, base_url, workers, count, latency)
                     for _ in range(args.runs)
                 ]
                 median = statistics.median(rates)
-                bound = workers / LATENCY
+                bound = workers / latency if latency else float("inf")
                 row = {
                     "scenario": name,
                     "worker_class": SCENARIOS[name][0],
@@ -230,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": datetime.date.today().isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "latency_s": LATENCY,
+        "latency_s": latency,
         "runs": args.runs,
         "results": rows,
     }

@@ -228,8 +228,14 @@ def enqueue_email(
     )
     with queue_errors(settings.redis_url):
         try:
-            if when is None or not rq_queue.is_async:
-                job: Job = rq_queue.enqueue(TASK, unique=job_id is not None, **options)
+            if when is None and rq_queue.is_async and job_id is None:
+                # One MULTI/EXEC for the whole enqueue: rq alone makes two
+                # round trips (the queue's registration, then the job).
+                with state.redis.pipeline() as pipe:
+                    job: Job = rq_queue.enqueue(TASK, pipeline=pipe, **options)
+                    pipe.execute()
+            elif when is None or not rq_queue.is_async:
+                job = rq_queue.enqueue(TASK, unique=job_id is not None, **options)
             else:
                 job = rq_queue.enqueue_at(
                     when, TASK, unique=job_id is not None, **options

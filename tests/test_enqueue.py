@@ -231,3 +231,20 @@ def test_the_queue_is_reused_and_follows_a_swapped_redis(app: Flask) -> None:
         app.config["POSTSTACK_EAGER"] = True
         assert app_queue(app).is_async is False
         state._redis.close()
+
+
+def test_one_transaction_per_email(app: Flask, conn: redis.Redis) -> None:
+    # rq's own enqueue makes two round trips (the queue's registration, then
+    # the job); enqueue_email sends both in one MULTI/EXEC.
+    def transactions() -> int:
+        stats = conn.info("commandstats")
+        return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+    with app.app_context():
+        enqueue_email(to="a@example.com", subject="Hi", text="Hello")  # warm up
+        before = transactions()
+        job = enqueue_email(to="b@example.com", subject="Hi", text="Hello")
+        after = transactions()
+    assert after - before == 1
+    assert queue(conn).job_ids[-1] == job.id
+    assert conn.sismember("rq:queues", "rq:queue:poststack")
