@@ -317,7 +317,16 @@ class Api(WebhookRoutes):
         with self.store.lock:
             rows = [e.row() for e in reversed(self.store.all_emails()) if keep(e)]
         data, meta = paginate(rows, page, per_page)
-        return json_response(200, {"data": data, "meta": meta})
+        # The SDK reads data/meta; the docs pages show emails/pagination.
+        pagination = {
+            "total": meta["total"],
+            "page": meta["page"],
+            "per_page": meta["perPage"],
+            "total_pages": meta["totalPages"],
+        }
+        return json_response(
+            200, {"data": data, "meta": meta, "emails": data, "pagination": pagination}
+        )
 
     def _scheduled(self, email: StoredEmail) -> None:
         if (

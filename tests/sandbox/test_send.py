@@ -308,3 +308,18 @@ def test_rejections_after_validation(sandbox: Sandbox, live_client: PostStack) -
         "code": "unprocessable_entity",
     }
     assert len(sandbox.emails) == 1
+
+
+def test_list_has_the_docs_aliases(sandbox: Sandbox, client: PostStack) -> None:
+    for subject in ("One", "Two", "Three"):
+        client.emails.send(message(subject=subject))
+    listing = client.emails.list({"page": 2, "per_page": 2})
+    assert listing["emails"] == listing["data"]
+    assert [r["subject"] for r in listing["emails"]] == ["One"]
+    assert listing["pagination"] == {
+        "total": 3,
+        "page": 2,
+        "per_page": 2,
+        "total_pages": 2,
+    }
+    assert listing["meta"] == {"page": 2, "perPage": 2, "total": 3, "totalPages": 2}
