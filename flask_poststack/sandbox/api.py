@@ -40,8 +40,27 @@ _SEND_ROUTES = {
     ("POST", "/emails/send"),
     ("POST", "/emails/batch"),
 }
+#: What a ``sending_access`` key may do: send, and read emails' status.
+_SENDING_ACCESS = (
+    ("POST", ("emails",)),
+    ("POST", ("emails", "send")),
+    ("POST", ("emails", "batch")),
+    ("GET", ("emails",)),
+    ("GET", ("emails", "*")),
+    ("GET", ("emails", "*", "events")),
+)
 #: How long a duplicate waits for the request holding its key.
 CLAIM_TIMEOUT = 60.0
+
+
+def _match(pattern: tuple[str, ...], segments: list[str]) -> list[str] | None:
+    """The segments ``*`` stands for, or ``None`` if ``pattern`` does not
+    match."""
+    if len(pattern) != len(segments) or any(
+        p != "*" and p != s for p, s in zip(pattern, segments, strict=True)
+    ):
+        return None
+    return [s for p, s in zip(pattern, segments, strict=True) if p == "*"]
 
 
 class Api(WebhookRoutes):
@@ -87,18 +106,26 @@ class Api(WebhookRoutes):
         ]
 
     def handle(self, req: Request) -> Response:
-        """Route ``req``; 404 / 405 when nothing matches."""
+        """Route ``req``; 404 / 405 when nothing matches, 403 when a
+        ``sending_access`` key asks for anything but sending and reading."""
         segments = req.segments
+        if (
+            req.auth is not None
+            and req.auth.sending_only
+            and not any(
+                method == req.method and _match(pattern, segments) is not None
+                for method, pattern in _SENDING_ACCESS
+            )
+        ):
+            raise InvalidRequest("API key does not have permission", 403, "forbidden")
         allowed = False
         for method, pattern, handler in self.routes:
-            if len(pattern) != len(segments) or any(
-                p != "*" and p != s for p, s in zip(pattern, segments, strict=False)
-            ):
+            args = _match(pattern, segments)
+            if args is None:
                 continue
             if method != req.method:
                 allowed = True
                 continue
-            args = [s for p, s in zip(pattern, segments, strict=False) if p == "*"]
             if req.method == "POST" and (
                 (req.method, req.path) in _SEND_ROUTES
                 or self.config.idempotency_all_posts

@@ -4,6 +4,7 @@ faults, latency, authentication and throttling. Also the request log."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import http
 import logging
@@ -132,9 +133,15 @@ class App:
             or len(key) <= len("sk_live_")
         ):
             raise InvalidRequest("Invalid API key", 401, "unauthorized")
+        config = self.sandbox.config
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        team = digest if self.sandbox.config.idempotency_scope == "key" else "team"
-        return Auth(key.startswith("sk_test_"), key_label(key), team, digest)
+        team = digest if config.idempotency_scope == "key" else "team"
+        sending_only = any(
+            fnmatch.fnmatchcase(key, pattern) for pattern in config.sending_access_keys
+        )
+        return Auth(
+            key.startswith("sk_test_"), key_label(key), team, digest, sending_only
+        )
 
     def _throttle(self, auth: Auth) -> dict[str, str]:
         config = self.sandbox.config

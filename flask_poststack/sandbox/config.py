@@ -61,6 +61,9 @@ class SandboxConfig:
     unverified_domains: list[str] = dataclasses.field(default_factory=list)
     #: Recipient addresses (globs) refused with 422 as suppressed.
     suppressed_recipients: list[str] = dataclasses.field(default_factory=list)
+    #: API keys (globs, e.g. ``sk_test_send_*``) with ``sending_access`` only:
+    #: they may send and read emails; every other route answers 403.
+    sending_access_keys: list[str] = dataclasses.field(default_factory=list)
     attachment_max_bytes: int = 10 * 1024 * 1024
     attachments_total_max_bytes: int = 25 * 1024 * 1024
     #: Largest request body read at all; larger ones get 413.

@@ -22,6 +22,8 @@ class Auth:
     team: str
     #: The throttle bucket, a digest of the key.
     bucket: str
+    #: A ``sending_access`` key: it may only send and read emails.
+    sending_only: bool = False
 
 
 @dataclasses.dataclass
