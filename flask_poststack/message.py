@@ -417,23 +417,28 @@ def _variables(variables: object) -> dict[str, Scalar]:
     return result
 
 
+# RFC 3339 date-times, plus a space for "T" and "+HHMM" offsets. Not
+# datetime.fromisoformat(): what it accepts differs between Python 3.10 and
+# 3.11+. The offset is optional here only so a naive time gets its own error.
+_SCHEDULED_AT = re.compile(
+    r"""
+    (?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})
+    [Tt\x20]
+    (?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})
+    (?::(?P<second>[0-9]{2})(?:[.,](?P<fraction>[0-9]+))?)?
+    (?:(?P<utc>[Zz])
+      |(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):?(?P<offset_minute>[0-9]{2}))?
+    """,
+    re.VERBOSE,
+)
+
+
 def _scheduled_at(value: object) -> str:
     when: dt.datetime
     if isinstance(value, dt.datetime):
         when = value
     elif isinstance(value, str):
-        text = value.strip()
-        # fromisoformat() accepts a trailing "Z" only from Python 3.11.
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            when = dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidEmailError(
-                "scheduled_at",
-                f"{value!r} is not an ISO-8601 date and time such as"
-                " '2026-03-25T09:00:00Z'.",
-            ) from None
+        when = _parse_scheduled_at(value)
     else:
         raise InvalidEmailError(
             "scheduled_at",
@@ -449,8 +454,48 @@ def _scheduled_at(value: object) -> str:
     try:
         utc = when.astimezone(dt.timezone.utc)
     except OverflowError:
-        raise InvalidEmailError("scheduled_at", f"{value!r} is out of range.") from None
+        raise _scheduled_at_out_of_range(value) from None
     return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def _parse_scheduled_at(value: str) -> dt.datetime:
+    """Parse ``value`` per :data:`_SCHEDULED_AT`; naive if it has no offset."""
+    match = _SCHEDULED_AT.fullmatch(value.strip())
+    if match is None:
+        raise InvalidEmailError(
+            "scheduled_at",
+            f"{value!r} is not an ISO-8601 date and time such as"
+            " '2026-03-25T09:00:00Z'.",
+        )
+    tz: dt.tzinfo | None = None
+    if match["utc"]:
+        tz = dt.timezone.utc
+    elif match["sign"]:
+        hours, minutes = int(match["offset_hour"]), int(match["offset_minute"])
+        if hours > 23 or minutes > 59:
+            raise _scheduled_at_out_of_range(value)
+        offset = dt.timedelta(hours=hours, minutes=minutes)
+        tz = dt.timezone(-offset if match["sign"] == "-" else offset)
+    # Digits beyond microseconds are dropped, not rounded: the wire keeps
+    # milliseconds by truncation too, and rounding could carry into the next day.
+    microsecond = int((match["fraction"] or "")[:6].ljust(6, "0"))
+    try:
+        return dt.datetime(
+            int(match["year"]),
+            int(match["month"]),
+            int(match["day"]),
+            int(match["hour"]),
+            int(match["minute"]),
+            int(match["second"] or 0),
+            microsecond,
+            tzinfo=tz,
+        )
+    except ValueError:
+        raise _scheduled_at_out_of_range(value) from None
+
+
+def _scheduled_at_out_of_range(value: object) -> InvalidEmailError:
+    return InvalidEmailError("scheduled_at", f"{value!r} is out of range.")
 
 
 def _redirect(
