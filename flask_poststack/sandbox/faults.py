@@ -50,7 +50,7 @@ class Fault:
     ``error``
         answer ``status`` (default 500; any 4xx or 5xx, e.g. 408, 502, 521)
         with a ``json``, ``html``, ``text`` or ``empty`` ``body``, an optional
-        ``code`` and an optional integer ``retry_after``.
+        ``code`` and an optional ``retry_after``.
     ``throttle``
         429 ``rate_limit_exceeded`` with ``Retry-After`` (default 1).
     ``quota``
@@ -69,11 +69,16 @@ class Fault:
         claims to be JSON.
 
     Every kind also waits ``delay`` (+ ``jitter``) seconds first.
+
+    ``retry_after`` is seconds: an ``int`` is sent as the API does
+    (``Retry-After: 2``), a ``float`` as written (``Retry-After: 1.5``), which
+    the API never sends but SDKs parse differently (PY09 waits 1.5 s, TS014
+    reads 0).
     """
 
     kind: str
     status: int | None = None
-    retry_after: int | None = None
+    retry_after: float | None = None
     code: str | None = None
     message: str | None = None
     body: str = "json"
@@ -91,9 +96,11 @@ class Fault:
         if self.delay < 0 or self.jitter < 0:
             raise ValueError("delay and jitter must be >= 0")
         if self.retry_after is not None and (
-            not isinstance(self.retry_after, int) or self.retry_after < 0
+            isinstance(self.retry_after, bool)
+            or not isinstance(self.retry_after, (int, float))
+            or not 0 <= self.retry_after < float("inf")
         ):
-            raise ValueError("retry_after must be an integer >= 0")
+            raise ValueError("retry_after must be a number of seconds >= 0")
         if self.kind == "error":
             self.status = 500 if self.status is None else self.status
             if not 400 <= self.status <= 599:

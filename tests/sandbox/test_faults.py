@@ -95,6 +95,38 @@ def test_throttle_429_shape(sandbox: Sandbox) -> None:
     assert info.value.error == "Too Many Requests"
 
 
+def test_fractional_retry_after_is_sent_as_written(sandbox: Sandbox) -> None:
+    with httpx.Client(base_url=sandbox.base_url) as admin:
+        added = admin.post(
+            "/_sandbox/faults", json={"kind": "throttle", "retry_after": 1.5}
+        )
+        assert added.json()["faults"][0]["steps"][0]["retry_after"] == 1.5
+    with (
+        PostStack(TEST_KEY, base_url=sandbox.base_url, max_retries=0) as client,
+        pytest.raises(PostStackError) as info,
+    ):
+        client.emails.send(message())
+    assert (info.value.status_code, info.value.code) == (429, "rate_limit_exceeded")
+    assert info.value.headers["retry-after"] == "1.5"
+    assert info.value.retry_after == 1.5
+
+
+def test_fractional_retry_after_is_honoured_by_the_python_sdk(
+    sandbox: Sandbox, client: PostStack
+) -> None:
+    sandbox.faults.sequence([{"kind": "throttle", "retry_after": 0.5}, "pass"])
+    started = time.monotonic()
+    client.emails.send(message())
+    assert time.monotonic() - started >= 0.45
+    assert attempts(sandbox) == [2]
+
+
+@pytest.mark.parametrize("bad", [-1, "1.5", True, float("nan"), float("inf")])
+def test_retry_after_must_be_seconds(sandbox: Sandbox, bad: object) -> None:
+    with pytest.raises(ValueError, match="retry_after"):
+        sandbox.faults.add("throttle", retry_after=bad)
+
+
 @pytest.mark.parametrize("code", ["monthly_limit_exceeded", "daily_limit_exceeded"])
 def test_quota_429_raises_at_once(
     sandbox: Sandbox, client: PostStack, code: str
