@@ -73,3 +73,49 @@ def test_the_worker_uses_postStack_jobs_even_when_the_cli_names_rqs(
 
     custom = PostStackWorker([queue], connection=queue.connection, job_class=Custom)
     assert custom.job_class is Custom
+
+
+def test_redundant_heartbeats_are_skipped_but_never_shorten_the_ttl(
+    queue: Queue,
+) -> None:
+    redis = queue.connection
+    worker = PostStackWorker([queue], connection=redis)
+    worker.register_birth()
+
+    def hsets() -> int:
+        # Each heartbeat that reaches Redis writes the last_heartbeat field.
+        stats = redis.info("commandstats")
+        return int(stats.get("cmdstat_hset", {}).get("calls", 0))
+
+    worker.heartbeat()
+    before = hsets()
+    worker.heartbeat()
+    worker.heartbeat()
+    assert hsets() == before  # nothing to change: skipped
+    assert redis.ttl(worker.key) > worker.worker_ttl
+
+    # A job's short heartbeat (in the caller's pipeline) lowers the TTL ...
+    with redis.pipeline() as pipe:
+        worker.heartbeat(30, pipeline=pipe)
+        pipe.execute()
+    assert redis.ttl(worker.key) <= 30
+    # ... so the next plain heartbeat goes out and restores it.
+    worker.heartbeat()
+    assert hsets() == before + 2  # the pipelined one and this one
+    assert redis.ttl(worker.key) > worker.worker_ttl
+
+    # An explicit TTL is always written.
+    worker.heartbeat(worker.worker_ttl + 60)
+    assert hsets() == before + 3
+
+
+def test_an_unchanged_state_is_not_written_again(queue: Queue) -> None:
+    redis = queue.connection
+    worker = PostStackWorker([queue], connection=redis)
+    worker.register_birth()
+    worker.set_state("idle")
+    redis.hset(worker.key, "state", "marker")
+    worker.set_state("idle")
+    assert redis.hget(worker.key, "state") == b"marker"
+    worker.set_state("busy")
+    assert redis.hget(worker.key, "state") == b"busy"
