@@ -192,7 +192,11 @@ class Api(WebhookRoutes):
             if 200 <= response.status < 300:
                 replay = Replay(digest, response.status, json.loads(response.body))
                 self.store.remember_header(
-                    team, header_key, replay, config.idempotency_header_ttl
+                    team,
+                    header_key,
+                    replay,
+                    config.idempotency_header_ttl,
+                    config.idempotency_header_max_keys,
                 )
             return response
         finally:

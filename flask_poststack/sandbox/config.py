@@ -86,8 +86,14 @@ class SandboxConfig:
     #: A duplicate arriving while the first is in flight: ``wait`` for it and
     #: replay, or ``conflict`` (409).
     idempotency_concurrent: str = "wait"
-    #: How long header keys are remembered; body keys live forever.
+    #: How long header keys are remembered (expired ones are evicted, so a
+    #: long-running sandbox stays bounded); a change applies to keys stored
+    #: afterwards. Body keys live as long as the sandbox.
     idempotency_header_ttl: float = 24 * 3600.0
+    #: At most this many header keys are kept (about 1 kB each); past it, the
+    #: ones closest to expiring go first. The SDK only needs a key for its
+    #: own retries, a few minutes at most.
+    idempotency_header_max_keys: int = 100_000
     #: Seconds a send spends between taking its idempotency keys and
     #: storing the email: a slow database, which widens the window in which
     #: concurrent duplicates meet.

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import heapq
+import itertools
 import math
 import threading
 import time
@@ -119,6 +121,9 @@ class Store:
             self._next_email = 1
             self._next_event = 1
             self.header_keys: dict[tuple[str, str], Replay] = {}
+            #: ``(expires, tiebreak, key, replay)``, soonest first.
+            self._header_expiry: list[tuple[float, int, tuple[str, str], Replay]] = []
+            self._tiebreak = itertools.count()
             self.body_keys: dict[tuple[str, str], Replay] = {}
             self._in_flight: set[tuple[str, str, str]] = set()
             self.counters: collections.Counter[str] = collections.Counter()
@@ -208,18 +213,35 @@ class Store:
             self._in_flight -= keys
             self._idle.notify_all()
 
+    def _evict_headers(self) -> None:
+        """Forget every expired header key (the caller holds the lock)."""
+        now = time.monotonic()
+        while self._header_expiry and self._header_expiry[0][0] <= now:
+            _, _, key, replay = heapq.heappop(self._header_expiry)
+            # The key may have been stored again since (after it expired).
+            if self.header_keys.get(key) is replay:
+                del self.header_keys[key]
+
     def lookup_header(self, scope: str, key: str) -> Replay | None:
         with self.lock:
-            found = self.header_keys.get((scope, key))
-            if found and found.expires is not None and found.expires < time.monotonic():
-                del self.header_keys[(scope, key)]
-                return None
-            return found
+            self._evict_headers()
+            return self.header_keys.get((scope, key))
 
-    def remember_header(self, scope: str, key: str, replay: Replay, ttl: float) -> None:
+    def remember_header(
+        self, scope: str, key: str, replay: Replay, ttl: float, max_keys: int
+    ) -> None:
+        """Remember a header key's answer for ``ttl`` seconds; beyond
+        ``max_keys`` keys, the ones closest to expiring are dropped."""
         with self.lock:
+            self._evict_headers()
             replay.expires = time.monotonic() + ttl
             self.header_keys[(scope, key)] = replay
+            entry = (replay.expires, next(self._tiebreak), (scope, key), replay)
+            heapq.heappush(self._header_expiry, entry)
+            while len(self.header_keys) > max_keys and self._header_expiry:
+                _, _, old, old_replay = heapq.heappop(self._header_expiry)
+                if self.header_keys.get(old) is old_replay:
+                    del self.header_keys[old]
 
     def lookup_body(self, scope: str, key: str) -> Replay | None:
         with self.lock:
@@ -246,6 +268,7 @@ class Store:
 
     def stats(self) -> dict[str, t.Any]:
         with self.lock:
+            self._evict_headers()
             return {
                 "requests": self.counters["requests"],
                 "emails_created": self.counters["emails_created"],
@@ -254,6 +277,8 @@ class Store:
                 "faults_fired": self.counters["faults_fired"],
                 "throttled": self.counters["throttled"],
                 "quota_refused": self.counters["quota_refused"],
+                "header_keys_stored": len(self.header_keys),
+                "body_keys_stored": len(self.body_keys),
                 "webhook_deliveries": self.counters["webhook_deliveries"],
                 "webhook_attempts": self.counters["webhook_attempts"],
                 "responses_by_status": {

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import typing as t
 
 import pytest
@@ -77,6 +78,37 @@ def test_header_key_ttl(sandbox: Sandbox, client: PostStack) -> None:
     again = post(client, "/emails", message(), "hdr-1")
     assert "replayed" not in again
     assert sandbox.stats["emails_created"] == 2
+
+
+def test_expired_header_keys_are_evicted(sandbox: Sandbox, client: PostStack) -> None:
+    sandbox.configure(idempotency_header_ttl=0.5)
+    first = post(client, "/emails", message(idempotency_key="body-1"), "hdr-old")
+    again = post(client, "/emails", message(idempotency_key="body-1"), "hdr-old")
+    assert again == {**first, "replayed": True}
+    for n in range(3):
+        post(client, "/emails", message(), f"hdr-{n}")
+    assert sandbox.stats["header_keys_stored"] == 4
+    time.sleep(0.6)
+    post(client, "/emails", message(), "hdr-new")
+    assert sandbox.stats["header_keys_stored"] == 1
+    assert sandbox.store.header_keys.keys() == {("team", "hdr-new")}
+    # Body keys are not subject to the TTL: the old email still replays.
+    assert sandbox.stats["body_keys_stored"] == 1
+    late = post(client, "/emails", message(idempotency_key="body-1"), "hdr-old")
+    assert late == {**first, "replayed": True}
+    assert sandbox.stats["emails_created"] == 5
+
+
+def test_header_keys_are_capped(sandbox: Sandbox, client: PostStack) -> None:
+    sandbox.configure(idempotency_header_max_keys=2)
+    for key in ("h1", "h2", "h3"):
+        post(client, "/emails", message(), key)
+    assert sandbox.stats["header_keys_stored"] == 2
+    # h1 expired first, so it went first: the same call is a new email now.
+    assert "replayed" not in post(client, "/emails", message(), "h1")
+    assert post(client, "/emails", message(), "h3")["replayed"] is True
+    assert sandbox.stats["header_keys_stored"] == 2
+    assert sandbox.stats["emails_created"] == 4
 
 
 def test_header_keys_are_scoped_per_key_when_asked(sandbox: Sandbox) -> None:
