@@ -235,6 +235,7 @@ def test_get_unknown_and_numeric_ids_404(client: PostStack) -> None:
 
 
 def test_list_filters_and_pages(sandbox: Sandbox, client: PostStack) -> None:
+    sandbox.configure(lifecycle_delay=30)  # keep them queued for status=
     client.emails.send(
         message(to=["Zed@Example.com"], subject="Invoice 1", tags=["bill"])
     )
