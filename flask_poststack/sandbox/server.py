@@ -14,8 +14,10 @@ hide the socket behind its WSGI layer. Connections are HTTP/1.1 keep-alive
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import struct
+import sys
 import threading
 import time
 import typing as t
@@ -29,6 +31,8 @@ from .messages import Request
 
 if t.TYPE_CHECKING:
     from .app import App
+
+log = logging.getLogger("flask_poststack.sandbox")
 
 
 class Server(ThreadingHTTPServer):
@@ -71,6 +75,15 @@ class Server(ThreadingHTTPServer):
             request.close()
         else:
             super().shutdown_request(request)
+
+    def handle_error(self, request: t.Any, client_address: t.Any) -> None:
+        """Print a handler's traceback, as ``socketserver`` does, unless the
+        client just went away (killed, or reset a keep-alive connection)."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):
+            log.debug("client %s closed the connection: %s", client_address, exc)
+            return
+        super().handle_error(request, client_address)
 
     def close_connections(self, timeout: float = 2.0) -> None:
         """Shut down every open connection and wait (bounded) for their
