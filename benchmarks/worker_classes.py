@@ -11,7 +11,10 @@ burst mode and measures from the first job's start to the last job's end
 * ``fork``: our ``send_payload`` on the default forking ``Worker``;
 * ``simple``: our task on ``SimpleWorker``;
 * ``poststack``: our task on ``PostStackWorker``, the documented command;
-* ``pool``: ``rq worker-pool -n 2`` of ``PostStackWorker``.
+* ``pool``: ``rq worker-pool -n 2`` of ``PostStackWorker``;
+* ``loop``: no queue at all, ``benchmarks/sdk_loop.py`` calling the SDK in a
+  loop (one process per "worker"): the practical ceiling on this machine,
+  since even a bare loop pays the HTTP exchange on top of the latency.
 
 The latency bound is workers / 0.020 s: no worker can send faster than one
 email per round trip. Each scenario runs 3 times; medians are reported, a
@@ -60,6 +63,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "simple": ("rq.SimpleWorker", "ours"),
     "poststack": ("flask_poststack.worker.PostStackWorker", "ours"),
     "pool": ("flask_poststack.worker.PostStackWorker", "ours"),
+    "loop": ("(no queue) SDK loop", "loop"),
 }
 
 
@@ -131,6 +135,8 @@ def run_once(
     with httpx.Client(base_url=base_url) as admin:
         admin.post("/_sandbox/reset").raise_for_status()
         admin.post("/_sandbox/config", json={"latency": latency}).raise_for_status()
+    if SCENARIOS[name][1] == "loop":
+        return sdk_loop(base_url, workers, count)
     state = get_state(app)
     state.redis.flushall()
     ids = enqueue(app, SCENARIOS[name][1], count)
@@ -160,6 +166,30 @@ def run_once(
     first = min(t.cast(datetime.datetime, j.started_at) for j in done)
     last = max(t.cast(datetime.datetime, j.ended_at) for j in done)
     return count / (last - first).total_seconds()
+
+
+def sdk_loop(base_url: str, workers: int, count: int) -> float:
+    """Send ``count`` emails from ``workers`` bare SDK loops; return emails/s."""
+    share = count // workers
+    script = str(HERE / "sdk_loop.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, base_url, str(share), str(n * share)],
+            env=worker_env(base_url),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(workers)
+    ]
+    spans = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=DEADLINE)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sdk_loop.py exited with {proc.returncode}")
+        spans.append(json.loads(out))
+    first = min(span["start"] for span in spans)
+    last = max(span["end"] for span in spans)
+    return share * workers / (last - first)
 
 
 def main(argv: list[str] | None = None) -> int:
