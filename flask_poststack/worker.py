@@ -17,11 +17,9 @@ job) with two changes that keep the "never lost, not late" promise:
 - Fewer Redis round trips per job: rq calls the worker's heartbeat several
   times per job, three commands each; here one is one round trip, and one
   that would change nothing (a few seconds after the last) is skipped.
-- On rq 3, rq's bookkeeping overlaps the sends (:attr:`~PostStackWorker.prefetch`):
-  while one email is with the API, a helper thread records the previous
-  job's success and takes the next job off the queue and starts it. Still
-  one email in flight per worker; the API's wait is no longer followed by
-  rq's few milliseconds of Redis round trips.
+- On rq 3, a job's success is recorded in Redis by a helper thread while
+  the next email is with the API (:attr:`~PostStackWorker.background_success`)
+  instead of between the two sends. Still one email in flight per worker.
 
 Start it with::
 
@@ -36,21 +34,19 @@ import inspect
 import threading
 import time
 import typing as t
-from concurrent.futures import Future
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from rq import SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
+from rq.job import JobStatus
 from rq.utils import now
 from rq.worker import WorkerStatus
 
 if t.TYPE_CHECKING:
     from rq.job import Job
     from rq.queue import Queue
-
-    _Prefetched = tuple[Job, Queue, t.Any]  # the job, its queue, its Execution
 
 __all__ = ["PostStackJob", "PostStackWorker"]
 
@@ -97,10 +93,10 @@ class PostStackWorker(SimpleWorker):
     #: is skipped: the worker key's expiry moves by less than that.
     heartbeat_slack = 5.0
 
-    #: Overlap rq's bookkeeping with the sends (rq 3 only; see the module
-    #: docs). Set it to ``False`` in a subclass to run jobs strictly one
-    #: after the other, as :class:`~rq.SimpleWorker` does.
-    prefetch = True
+    #: Record each job's success from a helper thread, during the next
+    #: job's send (rq 3 only). ``False`` in a subclass records it at once,
+    #: as :class:`~rq.SimpleWorker` does.
+    background_success = True
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,17 +105,10 @@ class PostStackWorker(SimpleWorker):
         # time.monotonic() until which the worker key surely lives: only
         # heartbeats this class executed itself count.
         self._alive_until = 0.0
-        # Prefetching: one helper thread runs, in order, "finish job k" and
-        # "dequeue and start job k+1" while the main thread sends.
         self._helper: ThreadPoolExecutor | None = None
-        self._next: Future[_Prefetched | None] | None = None
-        self._prefetched: _Prefetched | None = None
-        self._started_early: Job | None = None
-        # Set while the main thread runs a job: the helper's Redis work then
-        # overlaps the API's wait instead of competing for the GIL between jobs.
-        self._busy = threading.Event()
-        self._jobs_left: int | None = None
-        self._cold = False
+        # Set while the main thread runs a job: the helper's Redis round trips
+        # then overlap the API's wait instead of delaying the next job.
+        self._sending = threading.Event()
 
     def heartbeat(self, timeout: int | None = None, pipeline: t.Any = None) -> None:
         """rq's heartbeat, in one round trip, and skipped when it would be a no-op."""
@@ -195,158 +184,85 @@ class PostStackWorker(SimpleWorker):
                 job, queue, exc_string="Dequeued by a worker that died before it ran"
             )
 
-    def work(self, *args: t.Any, **kwargs: t.Any) -> bool:
-        """rq's work loop; remembers ``max_jobs`` so as not to prefetch past it."""
-        self._jobs_left = kwargs.get("max_jobs")
-        return bool(super().work(*args, **kwargs))
-
-    def dequeue_job_and_maintain_ttl(
-        self, timeout: int | None, max_idle_time: int | None = None
-    ) -> tuple[Job, Queue] | None:
-        """The job the helper already started, if any; else rq's dequeue."""
-        # self._next is cleared only once the result is in: a stop request
-        # raised meanwhile leaves it for teardown(), so the job is not lost.
-        prefetched = self._next.result() if self._next is not None else None
-        self._next = None
-        if prefetched is not None:
-            self.reorder_queues(reference_queue=prefetched[1])
-            return prefetched[0], prefetched[1]
-        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job`` in this process, heartbeating from a thread meanwhile."""
-        prefetched, self._prefetched = self._prefetched, None
-        if prefetched is not None and prefetched[0] is job:
-            execution = prefetched[2]
-            self._started_early = job  # prepare_job_execution is done
-        else:
-            execution = self.prepare_execution(job)
-        if self._jobs_left is not None:
-            self._jobs_left -= 1
-        if self._may_prefetch():
-            self._next = self._run_in_helper(self._prefetch_next)
+        execution = self.prepare_execution(job)
         done = threading.Event()
         beat = threading.Thread(
             target=self._beat, args=(job, execution, done), daemon=True
         )
         beat.start()
-        self._busy.set()
+        self._sending.set()
         try:
             if _PASS_EXECUTION:
                 self.perform_job(job, queue, execution)
             else:
                 self.perform_job(job, queue)  # type: ignore[call-arg]
         finally:
-            self._busy.clear()
+            self._sending.clear()
             done.set()
             beat.join()
-            self._started_early = None
-        if self._next is None:
-            self.set_state(WorkerStatus.IDLE)
+        # Idle again, and alive: one round trip, and rq's own heartbeat right
+        # after this is skipped.
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            super().heartbeat(pipeline=pipe)
+            pipe.execute()
+        self._alive_until = time.monotonic() + self.worker_ttl + 60
 
-    def prepare_job_execution(
-        self, job: Job, remove_from_intermediate_queue: bool = False
+    def handle_execution_ended(
+        self, job: Job, queue: Queue, heartbeat_ttl: int
     ) -> None:
-        """rq's preparation, unless the helper already did it for this job."""
-        if job is not self._started_early:
-            super().prepare_job_execution(job, remove_from_intermediate_queue)
+        """Note the end time; after a success, the job's heartbeat goes with
+        the success record (in the background), not in a round trip of its own."""
+        if self._in_background() and job.get_status(refresh=False) != JobStatus.FAILED:
+            job.ended_at = now()
+        else:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
 
     def handle_job_success(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Record the success in the helper thread, while the next job runs."""
-        if self._helper is None:
-            super().handle_job_success(*args, **kwargs)
-        else:
-            self._busy.clear()
-            self._run_in_helper(self._when_busy, super().handle_job_success,
-                                *args, **kwargs)  # fmt: skip
+        """Record the success; on rq 3, from the helper, during the next send.
 
-    def request_force_stop(self, signum: int, frame: t.Any) -> None:
-        """Cold shutdown: a prefetched job is left for rq's abandoned-job check."""
-        self._cold = True
-        super().request_force_stop(signum, frame)
+        The email is sent already: if the worker dies before this is written,
+        the job runs again and the API answers with a replay.
+        """
+        if not self._in_background():
+            super().handle_job_success(*args, **kwargs)
+            return
+        self._sending.clear()
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="poststack-rq")
+        self._helper.submit(self._record_success, *args, **kwargs)
+
+    def _record_success(self, *args: t.Any, **kwargs: t.Any) -> None:
+        # Wait for the next send to start, but not long: the queue may be
+        # empty, the worker stopping or suspended.
+        self._sending.wait(0.05)
+        job: Job = kwargs["job"] if "job" in kwargs else args[0]
+        try:
+            job.heartbeat(now(), job.success_callback_timeout)
+            super().handle_job_success(*args, **kwargs)
+        except Exception:
+            # The job stays started; rq's abandoned-job check runs it again
+            # and the API replays it (same idempotency key).
+            self.log.exception("Recording a job's success failed")
+
+    def _in_background(self) -> bool:
+        return self.background_success and _PASS_EXECUTION
 
     def teardown(self) -> None:
-        """Run the job the helper already started, finish the helper, then rq's."""
-        pending, self._next = self._next, None
-        prefetched = (
-            pending.result() if pending is not None and not self._cold else None
-        )
-        if prefetched is not None:
-            try:
-                self.execute_job(prefetched[0], prefetched[1])  # started already
-            except Exception:  # rq's abandoned-job check takes it from here
-                self.log.exception("Running prefetched job %s failed", prefetched[0].id)
+        """Wait for the last successes to be recorded, then rq's teardown."""
         if self._helper is not None:
-            self._helper.shutdown(wait=not self._cold)
+            self._helper.shutdown(wait=True)
             self._helper = None
         super().teardown()  # type: ignore[no-untyped-call]
 
-    def _may_prefetch(self) -> bool:
-        return (
-            self.prefetch
-            and _PASS_EXECUTION
-            and not self._stop_requested
-            and not self._cold
-            and (self._jobs_left is None or self._jobs_left > 0)
-        )
-
-    def _run_in_helper(
-        self, fn: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any
-    ) -> Future[t.Any]:
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="poststack-rq")
-        return self._helper.submit(self._logged, fn, *args, **kwargs)
-
-    def _logged(
-        self, fn: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any
-    ) -> t.Any:
-        try:
-            return fn(*args, **kwargs)
-        except Exception:
-            # The job stays in the started registry; rq's abandoned-job check
-            # retries it, and its idempotency key makes that a replay.
-            self.log.exception("PostStackWorker helper: %s failed", fn.__name__)
-            return None
-
-    def _when_busy(
-        self, fn: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any
-    ) -> None:
-        # Wait (briefly: the queue may be empty) for the next job to start.
-        self._busy.wait(0.05)
-        fn(*args, **kwargs)
-
-    def _prefetch_next(self) -> _Prefetched | None:
-        """Take the next job off the queue (without waiting) and start it."""
-        result = self.queue_class.dequeue_any(
-            self._ordered_queues,
-            None,
-            connection=self.connection,
-            job_class=self.job_class,
-            serializer=self.serializer,
-            death_penalty_class=self.death_penalty_class,
-        )
-        if result is None:
-            return None
-        job, queue = result
-        what = job.description if self.log_job_description else job.id
-        self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name, what, job.id)
-        execution = self.prepare_execution(job)
-        super().prepare_job_execution(job, len(self.queues) == 1)
-        self._prefetched = (job, queue, execution)
-        return self._prefetched
-
     def _beat(self, job: Job, execution: t.Any, done: threading.Event) -> None:
         while not done.wait(self.heartbeat_interval):
-            # A prefetched job waits for this one: keep it alive as well.
-            held = [(job, execution)]
-            if self._prefetched is not None:
-                held.append((self._prefetched[0], self._prefetched[2]))
-            for one_job, one_execution in held:
-                try:
-                    if _PASS_EXECUTION:
-                        self.maintain_heartbeats(one_job, one_execution)
-                    else:
-                        self.maintain_heartbeats(one_job)  # type: ignore[call-arg]
-                except Exception:  # a missed beat must never kill the job
-                    self.log.warning("Heartbeat for job %s failed", one_job.id,
-                                     exc_info=True)  # fmt: skip
+            try:
+                if _PASS_EXECUTION:
+                    self.maintain_heartbeats(job, execution)
+                else:
+                    self.maintain_heartbeats(job)  # type: ignore[call-arg]
+            except Exception:  # a missed beat must never kill the job
+                self.log.warning("Heartbeat for job %s failed", job.id, exc_info=True)

@@ -6,11 +6,9 @@ import os
 import signal
 import time
 import typing as t
-import uuid
 
 import pytest
 import redis
-from rq import get_current_job
 from rq import Queue
 from rq import Retry
 from rq.job import Job
@@ -127,33 +125,13 @@ def test_an_unchanged_state_is_not_written_again(queue: Queue) -> None:
     assert redis.hget(worker.key, "state") == b"busy"
 
 
-# -- prefetching (rq 3) --------------------------------------------------------
-
-needs_rq3 = pytest.mark.skipif(
-    not _PASS_EXECUTION, reason="prefetching is off on rq 2.x (by design)"
-)
+# -- success recorded in the background (rq 3; at once on rq 2.x) -------------
 
 
-def status_after(job_id: str, seconds: float) -> str:
-    """A job: wait, then report another job's status."""
+def slow(seconds: float) -> str:
+    """A job that takes a while, as a send to the API does."""
     time.sleep(seconds)
-    job = get_current_job()
-    assert job is not None
-    other = Job.fetch(job_id, connection=job.connection, serializer=JSONSerializer)
-    return JobStatus(other.get_status()).value
-
-
-def registry_after(job_id: str, seconds: float) -> list[bool]:
-    """A job: wait, then say whether ``job_id`` is started and not expired."""
-    time.sleep(seconds)
-    job = get_current_job()
-    assert job is not None
-    queue = Queue(job.origin, connection=job.connection)
-    registry = queue.started_job_registry
-    return [
-        job_id in registry.get_job_ids(),
-        job_id in registry.get_expired_job_ids(),
-    ]
+    return "done"
 
 
 def stop_worker() -> None:
@@ -161,8 +139,8 @@ def stop_worker() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-class SerialWorker(PostStackWorker):
-    prefetch = False
+class AtOnceWorker(PostStackWorker):
+    background_success = False
 
 
 def make_worker(
@@ -176,65 +154,42 @@ def nothing_left_running(queue: Queue) -> None:
     assert queue.connection.llen(queue.intermediate_queue_key) == 0
 
 
-@needs_rq3
-@pytest.mark.parametrize(("worker_class", "seen"), [
-    (PostStackWorker, "started"), (SerialWorker, "queued"),
+@pytest.mark.parametrize(("worker_class", "during"), [
+    (PostStackWorker, True), (AtOnceWorker, False),
 ])  # fmt: skip
-def test_the_next_job_starts_while_one_is_sending(
-    queue: Queue, worker_class: type[PostStackWorker], seen: str
+def test_a_success_is_recorded_while_the_next_job_runs(
+    queue: Queue, worker_class: type[PostStackWorker], during: bool
 ) -> None:
-    second_id = f"probe-{uuid.uuid4().hex}"
-    first = queue.enqueue(
-        "tests.test_worker.status_after", args=(second_id, 0.5), kwargs={}
-    )
-    second = queue.enqueue("json.dumps", args=([2],), kwargs={}, job_id=second_id)
+    first = queue.enqueue("tests.test_worker.slow", args=(0.05,), kwargs={})
+    second = queue.enqueue("tests.test_worker.slow", args=(0.3,), kwargs={})
     make_worker(queue, worker_class).work(burst=True)
-    first.refresh()
+    result = first.latest_result()
     second.refresh()
-    assert first.return_value() == seen
+    assert result is not None and second.started_at and second.ended_at
+    recorded = result.created_at.replace(tzinfo=None)
+    started = second.started_at.replace(tzinfo=None)
+    ended = second.ended_at.replace(tzinfo=None)
+    assert (started < recorded < ended) is (during and _PASS_EXECUTION)
     assert first.get_status() == second.get_status() == "finished"
+    assert len(first.results()) == len(second.results()) == 1
     nothing_left_running(queue)
 
 
-@needs_rq3
-def test_max_jobs_is_kept_and_nothing_is_left_started(queue: Queue) -> None:
-    jobs = [queue.enqueue("json.dumps", args=([n],), kwargs={}) for n in range(4)]
+def test_the_last_success_is_recorded_before_the_worker_quits(queue: Queue) -> None:
+    jobs = [queue.enqueue("json.dumps", args=([n],), kwargs={}) for n in range(3)]
     make_worker(queue).work(burst=True, max_jobs=2)
     statuses = [job.get_status(refresh=True) for job in jobs]
-    assert statuses == ["finished", "finished", "queued", "queued"]
+    assert statuses == ["finished", "finished", "queued"]
     nothing_left_running(queue)
+    assert queue.job_ids == [jobs[2].id]
 
 
-@needs_rq3
-def test_a_warm_shutdown_runs_the_job_already_started(queue: Queue) -> None:
-    first = queue.enqueue("tests.test_worker.stop_worker", kwargs={})
-    later = [queue.enqueue("json.dumps", args=([n],), kwargs={}) for n in range(3)]
-    worker = make_worker(queue)
-    worker.work(burst=False)  # returns on the stop request
-    statuses = [job.get_status(refresh=True) for job in [first, *later]]
-    # The second job was started during the first: it runs, the rest wait.
-    assert statuses == ["finished", "finished", "queued", "queued"]
-    nothing_left_running(queue)
-    assert queue.job_ids == [later[1].id, later[2].id]
-
-
-@needs_rq3
-def test_a_prefetched_job_is_kept_alive_while_a_long_job_runs(
-    queue: Queue, monkeypatch: pytest.MonkeyPatch
+def test_a_warm_shutdown_records_the_success_and_takes_nothing_more(
+    queue: Queue,
 ) -> None:
-    from flask_poststack import tasks
-
-    # Heartbeats every second, so a job unseen for 3 s counts as abandoned.
-    monkeypatch.setenv("POSTSTACK_HEARTBEAT_INTERVAL", "1")
-    monkeypatch.setitem(tasks._process, "settings", None)
-    second_id = f"probe-{uuid.uuid4().hex}"
-    first = queue.enqueue(
-        "tests.test_worker.registry_after", args=(second_id, 4.5), kwargs={}
-    )
-    second = queue.enqueue("json.dumps", args=([2],), kwargs={}, job_id=second_id)
-    make_worker(queue).work(burst=True)
-    # Started during the first job's 4.5 s and never seen as abandoned.
-    assert first.return_value(refresh=True) == [True, False]
-    assert second.get_status(refresh=True) == "finished"
-    assert len(second.results()) == 1
+    first = queue.enqueue("tests.test_worker.stop_worker", kwargs={})
+    later = [queue.enqueue("json.dumps", args=([n],), kwargs={}) for n in range(2)]
+    make_worker(queue).work(burst=False)  # returns on the stop request
+    statuses = [job.get_status(refresh=True) for job in [first, *later]]
+    assert statuses == ["finished", "queued", "queued"]
     nothing_left_running(queue)
