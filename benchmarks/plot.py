@@ -27,6 +27,8 @@ from matplotlib.figure import Figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OURS, BASE = "#1f6feb", "#8c959f"
+#: A reference that is neither ours nor the alternative (a bare SDK loop).
+REF = "#d4a72c"
 
 
 def load(directory: Path, name: str) -> dict[str, t.Any] | None:
@@ -227,7 +229,12 @@ def worker_classes(data: dict[str, t.Any]) -> Figure:
         f"{r['scenario']}\n{r['workers']} worker{'s' if r['workers'] > 1 else ''}"
         for r in rows
     ]
-    colors = [BASE if r["scenario"] in ("seed", "fork") else OURS for r in rows]
+    colors = [
+        BASE if r["scenario"] in ("seed", "fork")
+        else REF if r["scenario"] == "loop"
+        else OURS
+        for r in rows
+    ]  # fmt: skip
     bars = ax.bar(labels, [r["emails_per_s"] for r in rows], color=colors)
     for bar, r in zip(bars, rows, strict=True):
         ax.annotate(
