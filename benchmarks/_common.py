@@ -148,6 +148,7 @@ def worker_env(base_url: str) -> dict[str, str]:
     """A minimal environment for a worker: ``POSTSTACK_*`` and nothing secret."""
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     env.update(POSTSTACK_API_KEY=API_KEY, POSTSTACK_BASE_URL=base_url)
+    env["PYTHONPATH"] = str(HERE)  # for job modules kept here (seed_task)
     return env
 
 
@@ -263,16 +264,11 @@ def machine() -> dict[str, t.Any]:
     }
 
 
-def write_results(name: str, data: dict[str, t.Any], *, quick: bool = False) -> Path:
-    """Write ``benchmarks/results/NAME.json`` with the machine and the date.
-
-    A ``--quick`` run writes to ``benchmarks/results/quick/`` instead (not
-    kept in git), so it never replaces the figures of a full run.
-    """
-    directory = QUICK_RESULTS if quick else RESULTS
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.json"
-    document = {
+def document(
+    name: str, data: dict[str, t.Any], *, quick: bool = False
+) -> dict[str, t.Any]:
+    """``data`` with the benchmark's name, the date and the machine."""
+    return {
         "benchmark": name,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
@@ -281,9 +277,24 @@ def write_results(name: str, data: dict[str, t.Any], *, quick: bool = False) -> 
         "machine": machine(),
         **data,
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwrote {path.relative_to(HERE.parent)}")
+
+
+def write_json(path: Path, data: dict[str, t.Any]) -> Path:
+    """Write ``data`` to ``path`` as indented JSON and say so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    print(f"\nwrote {path}")
     return path
+
+
+def write_results(name: str, data: dict[str, t.Any], *, quick: bool = False) -> Path:
+    """Write ``benchmarks/results/NAME.json`` with the machine and the date.
+
+    A ``--quick`` run writes to ``benchmarks/results/quick/`` instead (not
+    kept in git), so it never replaces the figures of a full run.
+    """
+    directory = QUICK_RESULTS if quick else RESULTS
+    return write_json(directory / f"{name}.json", document(name, data, quick=quick))
 
 
 def print_table(headers: t.Sequence[str], rows: t.Iterable[t.Sequence[t.Any]]) -> None:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import typing as t
 import zlib
@@ -22,6 +19,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+import _common  # noqa: E402  (after the path is set)
 
 RESULTS = HERE / "results"
 
@@ -112,30 +111,8 @@ def secret_scan(
 
 
 def machine() -> dict[str, t.Any]:
-    redis_version = ""
-    try:
-        from flask_poststack.redis_server import find_redis_server
-
-        redis_version = subprocess.run(
-            [find_redis_server(), "--version"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split()[2]
-    except Exception:  # informative only
-        pass
-    import rq
-
-    return {
-        "date": datetime.date.today().isoformat(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "rq": rq.__version__,
-        "redis_server": redis_version.removeprefix("v="),
-    }
+    """Where and with what the figures were taken, and when."""
+    return {"date": datetime.date.today().isoformat(), **_common.machine()}
 
 
-def write_json(path: Path, data: dict[str, t.Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+write_json = _common.write_json

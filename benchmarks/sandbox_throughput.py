@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import threading
 import time
 import typing as t
 
 import httpx
+from _common import sandbox_process
 from poststack import PostStack
 
 MESSAGE = {
@@ -35,20 +35,6 @@ MESSAGE = {
 }
 #: No scenario may run longer than this, whatever the count.
 DEADLINE = 120.0
-
-
-def start_sandbox() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flask_poststack.sandbox", "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if " on http://127.0.0.1:" not in line:
-        process.kill()
-        raise RuntimeError(f"the sandbox did not start: {line!r}")
-    return process, line.split(" on ")[1].strip()
 
 
 def run(base_url: str, threads: int, count: int, latency: float) -> float:
@@ -94,13 +80,12 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
     count = min(args.count, 20_000)
-    process, base_url = start_sandbox()
     scenarios = [
         (1, 0.0, count),
         (4, 0.0, count),
         (2, 0.020, min(count, 600)),
     ]
-    try:
+    with sandbox_process() as base_url:
         print(
             f"| threads | latency | emails/s (median of {args.runs}) | of the bound |"
         )
@@ -113,9 +98,6 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                 f"| {threads} | {latency * 1000:.0f} ms | {rate:.0f} | {bound} |",
                 flush=True,
             )
-    finally:
-        process.terminate()
-        process.wait(10)
     return 0
 
 

@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -39,20 +38,23 @@ import typing as t
 from pathlib import Path
 
 import httpx
+from _common import document
+from _common import HERE
+from _common import make_app
+from _common import redis_process
+from _common import sandbox_process
+from _common import worker_env
+from _common import write_json
 from flask import Flask
 from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
-from flask_poststack import PostStack
 from flask_poststack.cli import worker_command
 from flask_poststack.extension import get_state
-from flask_poststack.redis_server import RedisServer
 
-HERE = Path(__file__).resolve().parent
 LATENCY = 0.020
-API_KEY = "sk_test_benchmark"
 #: No scenario may run longer than this, whatever the count.
 DEADLINE = 150.0
 
@@ -65,30 +67,6 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "pool": ("flask_poststack.worker.PostStackWorker", "ours"),
     "loop": ("(no queue) SDK loop", "loop"),
 }
-
-
-def start_sandbox() -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flask_poststack.sandbox", "--port", "0", "--quiet"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if " on http://127.0.0.1:" not in line:
-        process.kill()
-        raise RuntimeError(f"the sandbox did not start: {line!r}")
-    return process, line.split(" on ")[1].strip()
-
-
-def worker_env(base_url: str) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    env.update(
-        POSTSTACK_API_KEY=API_KEY,
-        POSTSTACK_BASE_URL=base_url,
-        PYTHONPATH=str(HERE),  # for seed_task
-    )
-    return env
 
 
 def enqueue(app: Flask, kind: str, count: int) -> list[str]:
@@ -209,18 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     latency = args.latency / 1000
 
-    sandbox, base_url = start_sandbox()
-    redis_server = RedisServer().start()
-    app = Flask(__name__)
-    app.config.update(
-        POSTSTACK_API_KEY=API_KEY,
-        POSTSTACK_BASE_URL=base_url,
-        POSTSTACK_REDIS_URL=redis_server.url,
-        POSTSTACK_DEFAULT_FROM="hello@example.com",
-    )
-    PostStack(app)
     rows: list[dict[str, t.Any]] = []
-    try:
+    with sandbox_process() as base_url, redis_process() as redis_server:
+        app = make_app(redis_server.url, base_url)
         for name in args.only or SCENARIOS:
             for workers in (1, 2):
                 if name == "pool" and workers == 1:
@@ -250,10 +219,6 @@ def main(argv: list[str] | None = None) -> int:
                     f" of {bound:.0f}/s)",
                     flush=True,
                 )
-    finally:
-        redis_server.stop()
-        sandbox.terminate()
-        sandbox.wait(timeout=10)
 
     print()
     print("| scenario | worker class | workers | emails/s | per worker | % of bound |")
@@ -263,16 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {row['scenario']} | `{row['worker_class']}` | {row['workers']}"
             f" | {row['emails_per_s']} | {row['per_worker']} | {row['pct_of_bound']}% |"
         )
-    result = {
-        "date": datetime.date.today().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "latency_s": latency,
-        "runs": args.runs,
-        "results": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    result = {"latency_s": latency, "runs": args.runs, "results": rows}
+    write_json(args.out, document("worker_classes", result))
     return 0
 
 
