@@ -41,8 +41,10 @@ from rq import SimpleWorker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.registry import clean_registries
 from rq.utils import now
 from rq.worker import WorkerStatus
+from rq.worker_registration import clean_worker_registry
 
 if t.TYPE_CHECKING:
     from rq.job import Job
@@ -89,6 +91,10 @@ class PostStackWorker(SimpleWorker):
     class than rq's own.
     """
 
+    #: How long a worker may hold a queue's cleaning lock if it dies while
+    #: cleaning (rq's own: 899 s). Cleaning takes seconds at most.
+    cleaning_lock_seconds = 60
+
     #: A plain heartbeat this many seconds after one that set the same TTL
     #: is skipped: the worker key's expiry moves by less than that.
     heartbeat_slack = 5.0
@@ -97,6 +103,10 @@ class PostStackWorker(SimpleWorker):
     #: job's send (rq 3 only). ``False`` in a subclass records it at once,
     #: as :class:`~rq.SimpleWorker` does.
     background_success = True
+
+    #: Seconds a success waits for the next send to start before it is
+    #: recorded anyway (the queue may be empty, the worker stopping).
+    background_wait = 0.05
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
@@ -149,14 +159,31 @@ class PostStackWorker(SimpleWorker):
         return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
 
     def clean_registries(self) -> None:
-        """rq's clean-up, plus jobs stranded by a worker killed mid-dequeue."""
-        super().clean_registries()  # type: ignore[no-untyped-call]
+        """rq's clean-up, plus jobs stranded by a worker killed mid-dequeue.
+
+        rq takes its per-queue cleaning lock for 899 s and releases it only
+        when cleaning succeeds, so an error, or a worker killed while it
+        cleans, would stop abandoned jobs from coming back for 15 minutes.
+        Here the lock lasts :attr:`cleaning_lock_seconds` and is always
+        released.
+        """
         for queue in self.queues:
+            key = queue.registry_cleaning_key
+            if not self.connection.set(key, 1, nx=True, ex=self.cleaning_lock_seconds):
+                continue  # another worker is cleaning this queue
             try:
+                self.log.info("Worker %s: cleaning registries for queue: %s",
+                              self.name, queue.name)  # fmt: skip
+                clean_registries(queue, self._exc_handlers)
+                clean_worker_registry(queue)
+                queue.intermediate_queue.cleanup(self, queue)
                 self._retry_stranded(queue)
             except Exception:  # maintenance must never stop the worker
-                self.log.warning("Checking %s for stranded jobs failed", queue.name,
+                self.log.warning("Cleaning the registries of %s failed", queue.name,
                                  exc_info=True)  # fmt: skip
+            finally:
+                self.connection.delete(key)
+        self.last_cleaned_at = now()  # type: ignore[assignment]
 
     def _retry_stranded(self, queue: Queue) -> None:
         """Retry jobs dequeued by a worker that died before it started them."""
@@ -235,9 +262,7 @@ class PostStackWorker(SimpleWorker):
         self._helper.submit(self._record_success, *args, **kwargs)
 
     def _record_success(self, *args: t.Any, **kwargs: t.Any) -> None:
-        # Wait for the next send to start, but not long: the queue may be
-        # empty, the worker stopping or suspended.
-        self._sending.wait(0.05)
+        self._sending.wait(self.background_wait)
         job: Job = kwargs["job"] if "job" in kwargs else args[0]
         try:
             job.heartbeat(now(), job.success_callback_timeout)
@@ -253,6 +278,7 @@ class PostStackWorker(SimpleWorker):
     def teardown(self) -> None:
         """Wait for the last successes to be recorded, then rq's teardown."""
         if self._helper is not None:
+            self._sending.set()  # no next send to wait for: record them now
             self._helper.shutdown(wait=True)
             self._helper = None
         super().teardown()  # type: ignore[no-untyped-call]
