@@ -36,13 +36,13 @@ from pathlib import Path
 import httpx
 from flask import Flask
 from poststack import PostStack
+from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server
 from werkzeug.serving import WSGIRequestHandler
 
 from flask_poststack.cli import worker_command
 from flask_poststack.cli import worker_environ
 from flask_poststack.extension import get_state
-from flask_poststack.redis_server import free_port
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 
@@ -122,11 +122,12 @@ def demo(stack: contextlib.ExitStack, *, keep: bool, timeout: float) -> None:
     stack.callback(redis_server.stop)
     print(f"Redis:    {redis_server.url} (appendonly)")
 
-    # The webhook points at the app, so the app's port is chosen first, and
-    # the app is configured with the webhook's signing secret before serving.
+    # The webhook points at the app, so the app's socket is bound first (to a
+    # port the OS picks, so no other process can take it meanwhile), and the
+    # app, configured with the webhook's signing secret, is served from it.
     client = stack.enter_context(PostStack(API_KEY, base_url=sandbox.base_url))
-    port = free_port()
-    app_url = f"http://127.0.0.1:{port}"
+    server = listen(stack)
+    app_url = f"http://127.0.0.1:{server.server_port}"
     webhook = client.webhooks.create(
         {"url": app_url + WEBHOOK_PATH, "events": WEBHOOK_EVENTS}
     )
@@ -144,7 +145,7 @@ def demo(stack: contextlib.ExitStack, *, keep: bool, timeout: float) -> None:
         }
     )
     worker = start_worker(app, workdir / "worker.log", stack)
-    serve(app, port, stack)
+    server.app = app
     print(f"App:      {app_url}/")
 
     http = stack.enter_context(httpx.Client(base_url=app_url, timeout=10))
@@ -207,14 +208,12 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def serve(app: Flask, port: int, stack: contextlib.ExitStack) -> None:
-    """Serve ``app`` on 127.0.0.1:``port`` from a thread, until ``stack`` closes."""
-    try:
-        server = make_server(
-            "127.0.0.1", port, app, threaded=True, request_handler=QuietHandler
-        )
-    except OSError as exc:
-        raise DemoError(f"cannot serve the app on port {port}: {exc}") from None
+def listen(stack: contextlib.ExitStack) -> BaseWSGIServer:
+    """Serve on 127.0.0.1, a port the OS picks, from a thread, until ``stack``
+    closes. It answers 503 until its ``app`` is set."""
+    server = make_server(
+        "127.0.0.1", 0, not_ready, threaded=True, request_handler=QuietHandler
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 
@@ -224,6 +223,14 @@ def serve(app: Flask, port: int, stack: contextlib.ExitStack) -> None:
         server.server_close()
 
     stack.callback(stop)
+    return server
+
+
+def not_ready(
+    environ: dict[str, t.Any], start_response: t.Callable[..., t.Any]
+) -> list[bytes]:
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+    return [b"The demo app is starting.\n"]
 
 
 class QuietHandler(WSGIRequestHandler):
