@@ -438,7 +438,7 @@ def _scheduled_at(value: object) -> str:
     if isinstance(value, dt.datetime):
         when = value
     elif isinstance(value, str):
-        when = _parse_scheduled_at(value)
+        when = parse_iso_datetime(value)
     else:
         raise InvalidEmailError(
             "scheduled_at",
@@ -458,8 +458,12 @@ def _scheduled_at(value: object) -> str:
     return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-def _parse_scheduled_at(value: str) -> dt.datetime:
-    """Parse ``value`` per :data:`_SCHEDULED_AT`; naive if it has no offset."""
+def parse_iso_datetime(value: str) -> dt.datetime:
+    """Parse ``value`` per :data:`_SCHEDULED_AT`; naive if it has no offset.
+
+    The same forms on every Python (``fromisoformat`` varies). Raises
+    :exc:`InvalidEmailError` naming ``scheduled_at``.
+    """
     match = _SCHEDULED_AT.fullmatch(value.strip())
     if match is None:
         raise InvalidEmailError(

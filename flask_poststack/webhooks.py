@@ -54,6 +54,7 @@ from . import signals
 from .errors import redact_url
 from .errors import WebhookVerificationError
 from .extension import get_state
+from .message import parse_iso_datetime
 
 if t.TYPE_CHECKING:
     import redis
@@ -237,14 +238,13 @@ def _to_datetime(value: object) -> datetime | None:
             seconds = value / 1000 if value > 100_000_000_000 else value
             return datetime.fromtimestamp(seconds, tz=timezone.utc)
         if isinstance(value, str) and value.strip():
-            text = value.strip()
-            if text.endswith(("Z", "z")):
-                text = text[:-1] + "+00:00"
-            when = datetime.fromisoformat(text)
+            # Our parser, not fromisoformat: that accepts different forms on
+            # Python 3.10 and 3.11+.
+            when = parse_iso_datetime(value)
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
             return when.astimezone(timezone.utc)
-    except (ValueError, OverflowError, OSError):
+    except (ValueError, OverflowError, OSError):  # InvalidEmailError included
         pass
     return None
 

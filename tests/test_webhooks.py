@@ -354,6 +354,17 @@ def test_parse_other_envelopes(
         (1767225600000, datetime(2026, 1, 1, tzinfo=timezone.utc)),
         ("2026-01-01T00:00:00", datetime(2026, 1, 1, tzinfo=timezone.utc)),
         ("2026-01-01T01:00:00+01:00", datetime(2026, 1, 1, tzinfo=timezone.utc)),
+        # The same answers on every Python (fromisoformat differs by version).
+        (
+            "2026-01-02T03:04:05.12Z",
+            datetime(2026, 1, 2, 3, 4, 5, 120000, timezone.utc),
+        ),
+        (
+            "2026-01-02T03:04:05.1234567Z",
+            datetime(2026, 1, 2, 3, 4, 5, 123456, timezone.utc),
+        ),
+        ("20260102T030405Z", None),
+        ("2026-13-01T00:00:00Z", None),
         ("yesterday", None),
         (10**30, None),
         (float("nan"), None),
