@@ -195,7 +195,9 @@ class Sandbox:
     @property
     def stats(self) -> dict[str, t.Any]:
         """Counters: ``requests``, ``emails_created``, ``replays``,
-        ``faults_fired``, ``attempts_by_idempotency_key`` and more."""
+        ``faults_fired``, ``idempotency_key_attempts``,
+        ``attempts_by_idempotency_key`` (at most
+        ``idempotency_attempts_max_keys`` keys) and more."""
         return self.store.stats()
 
     @property

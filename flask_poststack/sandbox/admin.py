@@ -37,6 +37,19 @@ def email_detail(email: StoredEmail) -> dict[str, t.Any]:
     return row
 
 
+def _flag(value: str, name: str) -> bool:
+    """A boolean query parameter: ``1``/``true`` or ``0``/``false``.
+
+    :raises ValueError: for anything else (a 400).
+    """
+    lowered = value.lower()
+    if lowered in ("1", "true"):
+        return True
+    if lowered in ("0", "false"):
+        return False
+    raise ValueError(f"{name!r} must be 0, 1, true or false, not {value!r}")
+
+
 class Admin:
     """Handlers for ``/_sandbox/...`` and the inbox."""
 
@@ -57,7 +70,8 @@ class Admin:
         if method == "GET" and name in ("", "health"):
             return json_response(200, {"ok": True, "base_url": sb.base_url})
         if method == "GET" and name == "stats":
-            return json_response(200, sb.stats)
+            keys = _flag(req.query.get("keys", "1"), "keys")
+            return json_response(200, sb.store.stats(keys=keys))
         if method == "POST" and name == "reset":
             sb.reset()
             return json_response(200, {"success": True})

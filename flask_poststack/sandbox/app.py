@@ -191,7 +191,9 @@ class App:
             "fault": fault.kind if fault is not None and fault.kind != "pass" else None,
             "duration_ms": round(seconds * 1000, 3),
         }
-        self.sandbox.store.log_request(entry)
+        self.sandbox.store.log_request(
+            entry, self.sandbox.config.idempotency_attempts_max_keys
+        )
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "%s %s %s %s key=%s ua=%s%s",

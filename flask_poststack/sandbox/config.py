@@ -94,6 +94,11 @@ class SandboxConfig:
     #: ones closest to expiring go first. The SDK only needs a key for its
     #: own retries, a few minutes at most.
     idempotency_header_max_keys: int = 100_000
+    #: At most this many keys are kept in the ``attempts_by_idempotency_key``
+    #: stat; past it, the least recently attempted go first (a change
+    #: applies from the next attempt). ``idempotency_key_attempts`` counts
+    #: every attempt, evicted or not.
+    idempotency_attempts_max_keys: int = 100_000
     #: Seconds a send spends between taking its idempotency keys and
     #: storing the email: a slow database, which widens the window in which
     #: concurrent duplicates meet.

@@ -128,7 +128,11 @@ class Store:
             self._in_flight: set[tuple[str, str, str]] = set()
             self.counters: collections.Counter[str] = collections.Counter()
             self.statuses: collections.Counter[int] = collections.Counter()
-            self.attempts_by_key: collections.Counter[str] = collections.Counter()
+            #: Attempts per ``Idempotency-Key`` header, least recently
+            #: attempted first, so the oldest are cheap to evict.
+            self.attempts_by_key: collections.OrderedDict[str, int] = (
+                collections.OrderedDict()
+            )
             self.log: collections.deque[dict[str, t.Any]] = collections.deque(
                 maxlen=self._log_size
             )
@@ -257,19 +261,29 @@ class Store:
         with self.lock:
             self.counters[name] += amount
 
-    def log_request(self, entry: dict[str, t.Any]) -> None:
+    def log_request(self, entry: dict[str, t.Any], max_keys: int) -> None:
+        """Log a request and count its ``Idempotency-Key`` attempt; beyond
+        ``max_keys`` keys, the least recently attempted are dropped from the
+        per-key counts (never from the totals)."""
         with self.lock:
             self.counters["requests"] += 1
             self.statuses[entry["status"]] += 1
             key = entry.get("idempotency_key")
             if key:
-                self.attempts_by_key[key] += 1
+                self.counters["idempotency_key_attempts"] += 1
+                attempts = self.attempts_by_key
+                attempts[key] = attempts.pop(key, 0) + 1
+                while len(attempts) > max_keys:
+                    attempts.popitem(last=False)
+                    self.counters["attempt_keys_evicted"] += 1
             self.log.append(entry)
 
-    def stats(self) -> dict[str, t.Any]:
+    def stats(self, *, keys: bool = True) -> dict[str, t.Any]:
+        """The counters; ``keys=False`` leaves out the per-key attempt
+        counts (up to ``idempotency_attempts_max_keys`` entries)."""
         with self.lock:
             self._evict_headers()
-            return {
+            stats: dict[str, t.Any] = {
                 "requests": self.counters["requests"],
                 "emails_created": self.counters["emails_created"],
                 "emails_stored": len(self.emails),
@@ -284,8 +298,13 @@ class Store:
                 "responses_by_status": {
                     str(k): v for k, v in sorted(self.statuses.items())
                 },
-                "attempts_by_idempotency_key": dict(self.attempts_by_key),
+                "idempotency_key_attempts": self.counters["idempotency_key_attempts"],
+                "attempt_keys_stored": len(self.attempts_by_key),
+                "attempt_keys_evicted": self.counters["attempt_keys_evicted"],
             }
+            if keys:
+                stats["attempts_by_idempotency_key"] = dict(self.attempts_by_key)
+            return stats
 
     # Throttle and quota ---------------------------------------------------
 

@@ -111,6 +111,52 @@ def test_header_keys_are_capped(sandbox: Sandbox, client: PostStack) -> None:
     assert sandbox.stats["emails_created"] == 4
 
 
+def test_attempt_counts_are_capped(sandbox: Sandbox, client: PostStack) -> None:
+    sandbox.configure(idempotency_attempts_max_keys=2)
+    for key in ("a1", "a2", "a1", "a3"):
+        post(client, "/emails", message(), key)
+    # a2 was the least recently attempted, so it went first.
+    stats = sandbox.stats
+    assert stats["attempts_by_idempotency_key"] == {"a1": 2, "a3": 1}
+    assert stats["attempt_keys_stored"] == 2
+    assert stats["attempt_keys_evicted"] == 1
+    # The total keeps every attempt, the evicted key's included.
+    assert stats["idempotency_key_attempts"] == 4
+    # A key being retried by the SDK is the newest, so its count survives.
+    sandbox.faults.sequence(
+        [{"kind": "error", "status": 503, "retry_after": 0}] * 2 + ["pass"],
+        method="POST",
+        path="/emails",
+    )
+    result = client.emails.send(message(subject="Retried"))
+    stats = sandbox.stats
+    counts = stats["attempts_by_idempotency_key"]
+    assert counts.pop("a3") == 1  # a1 went this time
+    assert list(counts.values()) == [3]
+    assert [e.id for e in sandbox.emails if e.subject == "Retried"] == [result["id"]]
+    assert stats["idempotency_key_attempts"] == 4 + 3
+    assert stats["attempt_keys_evicted"] == 2
+    sandbox.reset()
+    assert sandbox.stats["idempotency_key_attempts"] == 0
+    assert sandbox.stats["attempt_keys_evicted"] == 0
+
+
+def test_attempt_counts_cap_is_a_setting(sandbox: Sandbox) -> None:
+    assert sandbox.config.idempotency_attempts_max_keys == 100_000
+    with Sandbox(idempotency_attempts_max_keys=1) as small:
+        with PostStack(TEST_KEY, base_url=small.base_url) as client:
+            for key in ("b1", "b2", "b3"):
+                post(client, "/emails", message(), key)
+        assert small.stats["attempts_by_idempotency_key"] == {"b3": 1}
+        assert small.stats["idempotency_key_attempts"] == 3
+        small.configure(idempotency_attempts_max_keys=0)
+        with PostStack(TEST_KEY, base_url=small.base_url) as client:
+            client.emails.send(message())
+        assert small.stats["attempts_by_idempotency_key"] == {}
+        assert small.stats["idempotency_key_attempts"] == 4
+        assert small.stats["attempt_keys_evicted"] == 2 + 2
+
+
 def test_header_keys_are_scoped_per_key_when_asked(sandbox: Sandbox) -> None:
     with (
         PostStack(TEST_KEY, base_url=sandbox.base_url) as one,

@@ -127,6 +127,33 @@ def test_admin_api(sandbox: Sandbox, client: PostStack) -> None:
     assert sandbox.outcomes.rules == [] and sandbox.emails == []
 
 
+def test_admin_stats_can_leave_out_per_key_attempts(
+    sandbox: Sandbox, client: PostStack
+) -> None:
+    with httpx.Client(base_url=sandbox.base_url) as admin:
+        config = admin.post(
+            "/_sandbox/config", json={"idempotency_attempts_max_keys": 1}
+        )
+        assert config.json()["idempotency_attempts_max_keys"] == 1
+        client.emails.send(message())
+        client.emails.send(message())
+        full = admin.get("/_sandbox/stats").json()
+        assert list(full["attempts_by_idempotency_key"].values()) == [1]
+        assert full["idempotency_key_attempts"] == 2
+        assert full["attempt_keys_evicted"] == 1
+        assert admin.get("/_sandbox/stats?keys=1").json() == full
+        assert admin.get("/_sandbox/stats?keys=true").json() == full
+        summary = admin.get("/_sandbox/stats", params={"keys": "0"}).json()
+        assert "attempts_by_idempotency_key" not in summary
+        del full["attempts_by_idempotency_key"]
+        assert summary == full
+        assert admin.get("/_sandbox/stats?keys=False").json() == summary
+        bad = admin.get("/_sandbox/stats?keys=maybe")
+        assert bad.status_code == 400 and "'keys'" in bad.json()["error"]
+        bad = admin.post("/_sandbox/config", json={"idempotency_attempts_max_keys": -1})
+        assert bad.status_code == 400
+
+
 def test_admin_routes_skip_faults_and_auth(sandbox: Sandbox) -> None:
     sandbox.faults.add("error", status=503)
     sandbox.configure(latency=0.5)
