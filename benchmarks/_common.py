@@ -112,7 +112,8 @@ class Admin:
         self.http.post("/_sandbox/config", json=config).raise_for_status()
 
     def stats(self) -> dict[str, t.Any]:
-        response = self.http.get("/_sandbox/stats")
+        # Without the per-key attempt counts: they grow with every request.
+        response = self.http.get("/_sandbox/stats", params={"keys": "0"})
         response.raise_for_status()
         return t.cast(dict[str, t.Any], response.json())
 
