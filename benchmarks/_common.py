@@ -154,22 +154,11 @@ def worker_env(base_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def workers(
-    app: Flask,
-    base_url: str,
-    count: int,
-    *,
-    worker_class: str | None = None,
-    burst: bool = False,
+def spawn(
+    argvs: t.Sequence[t.Sequence[str]], base_url: str
 ) -> t.Iterator[list[subprocess.Popen[bytes]]]:
-    """``count`` worker subprocesses on the documented command line
-    (:func:`~flask_poststack.cli.worker_command`), killed afterwards.
-
-    ``worker_class`` swaps ``--worker-class`` (e.g. ``rq.Worker``).
-    """
-    argv = worker_command(get_state(app).settings, burst=burst)
-    if worker_class is not None:
-        argv[argv.index("--worker-class") + 1] = worker_class
+    """One worker subprocess per command line, with :func:`worker_env`, each
+    in its own session; stopped (and its scheduler with it) afterwards."""
     procs = [
         subprocess.Popen(
             argv,
@@ -178,7 +167,7 @@ def workers(
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        for _ in range(count)
+        for argv in argvs
     ]
     try:
         yield procs
@@ -192,6 +181,27 @@ def workers(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+@contextlib.contextmanager
+def workers(
+    app: Flask,
+    base_url: str,
+    count: int,
+    *,
+    worker_class: str | None = None,
+    burst: bool = False,
+) -> t.Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` worker subprocesses on the documented command line
+    (:func:`~flask_poststack.cli.worker_command`), stopped afterwards.
+
+    ``worker_class`` swaps ``--worker-class`` (e.g. ``rq.Worker``).
+    """
+    argv = worker_command(get_state(app).settings, burst=burst)
+    if worker_class is not None:
+        argv[argv.index("--worker-class") + 1] = worker_class
+    with spawn([argv] * count, base_url) as procs:
+        yield procs
 
 
 def wait_for_workers(app: Flask, count: int, timeout: float = 30.0) -> None:

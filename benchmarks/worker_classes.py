@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +41,7 @@ from _common import HERE
 from _common import make_app
 from _common import redis_process
 from _common import sandbox_process
+from _common import spawn
 from _common import worker_env
 from _common import write_json
 from flask import Flask
@@ -118,25 +117,10 @@ def run_once(
     state = get_state(app)
     state.redis.flushall()
     ids = enqueue(app, SCENARIOS[name][1], count)
-    procs = [
-        subprocess.Popen(
-            argv,
-            env=worker_env(base_url),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        for argv in commands(name, app, workers)
-    ]
-    try:
+    with spawn(commands(name, app, workers), base_url) as procs:
         deadline = time.monotonic() + DEADLINE
         for proc in procs:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
     jobs = Job.fetch_many(ids, connection=state.redis, serializer=JSONSerializer)
     done = [j for j in jobs if j is not None and j.get_status() == "finished"]
     if len(done) != count:
