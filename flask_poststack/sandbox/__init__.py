@@ -26,6 +26,7 @@ from .config import SandboxConfig
 from .faults import Fault
 from .faults import FaultRule
 from .faults import Faults
+from .faults import Holds
 from .lifecycle import Lifecycle
 from .lifecycle import Outcomes
 from .lifecycle import Scheduler
@@ -78,6 +79,7 @@ class Sandbox:
         self.store = Store(self.config.request_log_size)
         #: Fault rules, see :class:`Faults`.
         self.faults = Faults(seed)
+        self._holds = Holds(lambda: self.store.count("requests_held"))
         #: Injected delivery outcomes, see :class:`Outcomes`.
         self.outcomes = Outcomes()
         self.scheduler = Scheduler()
@@ -101,6 +103,7 @@ class Sandbox:
             (self.host, self.port), App(self), lambda: self.config.max_body_bytes
         )
         self.port = server.server_address[1]
+        self._holds.open()
         self.scheduler.start()
         self.webhooks.start()
         self._server = server
@@ -128,6 +131,7 @@ class Sandbox:
     def stop(self) -> None:
         """Stop serving and close every connection and background thread."""
         server, self._server = self._server, None
+        self._holds.close()
         if server is not None:
             server.shutdown()
             server.close_connections()
@@ -163,9 +167,11 @@ class Sandbox:
 
     def reset(self) -> None:
         """Forget all emails, keys, counters, logs, webhooks, faults and
-        outcomes, and restore the settings the sandbox was created with."""
+        outcomes, release every held request, and restore the settings the
+        sandbox was created with."""
         self.scheduler.clear()
         self.faults.clear()
+        self._holds.release()
         self.faults.seed(self._seed)
         self.outcomes.clear()
         self.webhooks.reset()
@@ -195,7 +201,7 @@ class Sandbox:
     @property
     def stats(self) -> dict[str, t.Any]:
         """Counters: ``requests``, ``emails_created``, ``replays``,
-        ``faults_fired``, ``idempotency_key_attempts``,
+        ``faults_fired``, ``requests_held``, ``idempotency_key_attempts``,
         ``attempts_by_idempotency_key`` (at most
         ``idempotency_attempts_max_keys`` keys) and more."""
         return self.store.stats()
@@ -215,6 +221,28 @@ class Sandbox:
                 {**d.to_dict(), "signatures": list(d.signatures), "error": d.error}
                 for d in self.webhooks.list_deliveries()
             ]
+
+    @property
+    def held(self) -> list[dict[str, t.Any]]:
+        """The requests whose answer a ``hold_after_store`` fault is holding
+        now, oldest first: ``id`` (for :meth:`release`), ``method``, ``path``,
+        ``request_id``, ``idempotency_key`` (the header), ``status`` and
+        ``email_id`` of the answer held, ``seconds`` (the bound) and
+        ``held_for``."""
+        return [held.to_dict() for held in self._holds.held]
+
+    def wait_held(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, t.Any]]:
+        """Wait until at least ``count`` requests are held and return
+        :attr:`held`.
+
+        :raises TimeoutError: if fewer are held after ``timeout`` seconds.
+        """
+        return [held.to_dict() for held in self._holds.wait(count, timeout)]
+
+    def release(self, hold_id: int | None = None) -> int:
+        """Send the held answer of one request (its ``id`` in :attr:`held`),
+        or of every held request; returns how many were released."""
+        return self._holds.release(hold_id)
 
     def wait_for(
         self,

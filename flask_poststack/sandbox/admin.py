@@ -96,6 +96,8 @@ class Admin:
             return self._faults(req, path[1:])
         if name == "outcomes":
             return self._outcomes(req)
+        if name == "held":
+            return self._held(req, path[1:])
         return error_response(404, "No such admin route", "not_found")
 
     def _emails(self, req: Request, path: list[str]) -> Response:
@@ -142,6 +144,21 @@ class Admin:
             return json_response(200, {"success": True})
         if req.method == "DELETE" and len(path) == 1 and path[0].isdigit():
             return json_response(200, {"success": faults.remove(int(path[0]))})
+        return error_response(404, "No such admin route", "not_found")
+
+    def _held(self, req: Request, path: list[str]) -> Response:
+        sb = self.sandbox
+        if req.method == "GET" and not path:
+            return json_response(200, {"held": sb.held})
+        if req.method == "POST" and path == ["release"]:
+            return json_response(200, {"released": sb.release()})
+        if (
+            req.method == "POST"
+            and len(path) == 2
+            and path[0].isdigit()
+            and path[1] == "release"
+        ):
+            return json_response(200, {"released": sb.release(int(path[0]))})
         return error_response(404, "No such admin route", "not_found")
 
     def _outcomes(self, req: Request) -> Response:

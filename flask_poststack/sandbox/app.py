@@ -7,6 +7,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import http
+import json
 import logging
 import time
 import typing as t
@@ -67,6 +68,32 @@ def fault_response(fault: Fault) -> Response:
     return error_response(status, fault.message or reason, code, headers)
 
 
+def idempotency_keys(req: Request) -> list[str]:
+    """The request's ``Idempotency-Key`` header and body ``idempotency_key``,
+    for the fault rules that filter on them."""
+    keys = []
+    header = req.headers.get("Idempotency-Key")
+    if header:
+        keys.append(header)
+    try:
+        body = req.json()
+    except (InvalidRequest, RecursionError):  # the API answers these later
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("idempotency_key"), str):
+        keys.append(body["idempotency_key"])
+    return keys
+
+
+def _email_id(response: Response) -> str | None:
+    """The ``em_`` id in a send's answer, if it has one."""
+    try:
+        data = json.loads(response.body)
+    except ValueError:
+        return None
+    email_id = data.get("id") if isinstance(data, dict) else None
+    return email_id if isinstance(email_id, str) else None
+
+
 class App:
     """Turns a :class:`Request` into a :class:`Reply`."""
 
@@ -80,7 +107,15 @@ class App:
         if segments and segments[0] == "_sandbox":
             return Reply(self.sandbox._admin.handle(req))
         started = time.monotonic()
-        fault = self.sandbox.faults.pick(req.method, req.path)
+        keys: list[str] | None = None
+
+        def request_keys() -> list[str]:
+            nonlocal keys
+            if keys is None:
+                keys = idempotency_keys(req)
+            return keys
+
+        fault = self.sandbox.faults.pick(req.method, req.path, request_keys)
         reply = self._api(req, fault)
         self._log(req, reply, fault, time.monotonic() - started)
         return reply
@@ -122,6 +157,16 @@ class App:
             and 200 <= response.status < 300
         ):
             return Reply(response, empty_body=True)
+        if fault is not None and fault.kind == "hold_after_store":
+            sandbox._holds.hold(
+                t.cast(float, fault.seconds),
+                method=req.method,
+                path=req.path,
+                request_id=req.request_id,
+                idempotency_key=req.headers.get("Idempotency-Key"),
+                status=response.status,
+                email_id=_email_id(response),
+            )
         return Reply(response)
 
     def _authenticate(self, req: Request) -> Auth:

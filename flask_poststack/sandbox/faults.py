@@ -3,14 +3,18 @@
 A rule matches requests by method and path (a glob such as ``/emails*``) and
 holds one fault, or a sequence of faults played in order. Rules are tried in
 the order they were added; the first one that fires decides the request.
+
+:class:`Holds` keeps the requests a ``hold_after_store`` fault is holding.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import random
 import threading
+import time
 import typing as t
 
 #: Every fault kind, see :class:`Fault`.
@@ -24,7 +28,12 @@ KINDS = (
     "drop_before",
     "drop_after",
     "empty_2xx",
+    "hold_after_store",
 )
+#: The longest a ``hold_after_store`` fault may hold an answer, in seconds.
+MAX_HOLD_SECONDS = 600.0
+#: How long a ``hold_after_store`` fault holds by default, in seconds.
+DEFAULT_HOLD_SECONDS = 10.0
 DROP_MODES = ("reset", "close", "headers")
 BODIES = ("json", "html", "text", "empty")
 QUOTA_CODES = (
@@ -67,6 +76,13 @@ class Fault:
     ``empty_2xx``
         process the request, then answer its 2xx with an empty body that
         claims to be JSON.
+    ``hold_after_store``
+        process the request (the email is stored), then hold the answer until
+        it is released (:meth:`Sandbox.release
+        <flask_poststack.sandbox.Sandbox.release>`, ``reset()``, ``stop()``)
+        or ``seconds`` pass (default 10, at most 600), then send it. The
+        request is listed by :attr:`Sandbox.held
+        <flask_poststack.sandbox.Sandbox.held>` while it is held.
 
     Every kind also waits ``delay`` (+ ``jitter``) seconds first.
 
@@ -85,6 +101,7 @@ class Fault:
     delay: float = 0.0
     jitter: float = 0.0
     mode: str = "reset"
+    seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -116,6 +133,19 @@ class Fault:
                 raise ValueError(f"a quota fault's code must be one of {QUOTA_CODES}")
         elif self.kind == "bare_429":
             self.status, self.code, self.body = 429, None, "html"
+        if self.kind == "hold_after_store":
+            if self.seconds is None:
+                self.seconds = DEFAULT_HOLD_SECONDS
+            if (
+                isinstance(self.seconds, bool)
+                or not isinstance(self.seconds, (int, float))
+                or not 0 <= self.seconds <= MAX_HOLD_SECONDS
+            ):
+                raise ValueError(
+                    f"seconds must be a number between 0 and {MAX_HOLD_SECONDS:g}"
+                )
+        elif self.seconds is not None:
+            raise ValueError("seconds is only for a hold_after_store fault")
 
     @property
     def responds(self) -> bool:
@@ -155,6 +185,9 @@ class FaultRule:
         means forever.
     :param probability: chance that a matching request fires the rule.
     :param after: let this many matching requests through first.
+    :param idempotency_key: a glob; when set, only requests whose
+        ``Idempotency-Key`` header or body ``idempotency_key`` matches it
+        match the rule.
     """
 
     id: int
@@ -164,6 +197,7 @@ class FaultRule:
     times: int | None = None
     probability: float = 1.0
     after: int = 0
+    idempotency_key: str | None = None
     seen: int = 0
     fired: int = 0
 
@@ -171,10 +205,22 @@ class FaultRule:
     def exhausted(self) -> bool:
         return self.times is not None and self.fired >= self.times * len(self.steps)
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(
+        self,
+        method: str,
+        path: str,
+        keys: t.Callable[[], t.Sequence[str]] | None = None,
+    ) -> bool:
+        """Whether a request matches; ``keys`` gives its idempotency keys
+        (called only when the rule filters on them)."""
         if self.method != "*" and self.method.upper() != method:
             return False
-        return fnmatch.fnmatchcase(path, self.path)
+        if not fnmatch.fnmatchcase(path, self.path):
+            return False
+        if self.idempotency_key is None:
+            return True
+        pattern = self.idempotency_key
+        return any(fnmatch.fnmatchcase(k, pattern) for k in (keys() if keys else ()))
 
     def to_dict(self) -> dict[str, t.Any]:
         return {
@@ -184,6 +230,7 @@ class FaultRule:
             "times": self.times,
             "probability": self.probability,
             "after": self.after,
+            "idempotency_key": self.idempotency_key,
             "fired": self.fired,
             "exhausted": self.exhausted,
             "steps": [step.to_dict() for step in self.steps],
@@ -212,13 +259,20 @@ class Faults:
         times: int | None = None,
         probability: float = 1.0,
         after: int = 0,
+        idempotency_key: str | None = None,
         **fields: t.Any,
     ) -> FaultRule:
         """Add a rule firing one fault of ``kind`` (see :class:`Fault` for
         the ``fields``), e.g. ``add("error", status=503, path="/emails",
         times=2)``."""
         return self._add(
-            [Fault(kind, **fields)], method, path, times, probability, after
+            [Fault(kind, **fields)],
+            method,
+            path,
+            times,
+            probability,
+            after,
+            idempotency_key,
         )
 
     def sequence(
@@ -230,6 +284,7 @@ class Faults:
         times: int | None = 1,
         probability: float = 1.0,
         after: int = 0,
+        idempotency_key: str | None = None,
     ) -> FaultRule:
         """Add a rule that plays ``steps`` in order, one per matching
         request, e.g. ``sequence([503, 503, "pass"], path="/emails")``. A step
@@ -237,7 +292,9 @@ class Faults:
         faults = [Fault.coerce(step) for step in steps]
         if not faults:
             raise ValueError("a sequence needs at least one step")
-        return self._add(faults, method, path, times, probability, after)
+        return self._add(
+            faults, method, path, times, probability, after, idempotency_key
+        )
 
     def add_spec(self, spec: t.Mapping[str, t.Any]) -> FaultRule:
         """Add a rule from its JSON form (the admin API's ``POST
@@ -246,7 +303,14 @@ class Faults:
         spec = dict(spec)
         rule_args = {
             name: spec.pop(name)
-            for name in ("method", "path", "times", "probability", "after")
+            for name in (
+                "method",
+                "path",
+                "times",
+                "probability",
+                "after",
+                "idempotency_key",
+            )
             if name in spec
         }
         if "steps" in spec:
@@ -265,14 +329,26 @@ class Faults:
         times: int | None = None,
         probability: float = 1.0,
         after: int = 0,
+        idempotency_key: str | None = None,
     ) -> FaultRule:
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
         if not 0.0 <= probability <= 1.0:
             raise ValueError("probability must be between 0 and 1")
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not idempotency_key
+        ):
+            raise ValueError("idempotency_key must be a non-empty glob")
         with self._lock:
             rule = FaultRule(
-                self._next_id, steps, method, path, times, probability, after
+                self._next_id,
+                steps,
+                method,
+                path,
+                times,
+                probability,
+                after,
+                idempotency_key,
             )
             self._next_id += 1
             self._rules.append(rule)
@@ -300,12 +376,18 @@ class Faults:
         with self._lock:
             return list(self._rules)
 
-    def pick(self, method: str, path: str) -> Fault | None:
+    def pick(
+        self,
+        method: str,
+        path: str,
+        keys: t.Callable[[], t.Sequence[str]] | None = None,
+    ) -> Fault | None:
         """The fault for a request, consuming one step of the rule that
-        fires, or ``None``."""
+        fires, or ``None``. ``keys`` gives the request's idempotency keys,
+        for rules that filter on them."""
         with self._lock:
             for rule in self._rules:
-                if rule.exhausted or not rule.matches(method, path):
+                if rule.exhausted or not rule.matches(method, path, keys):
                     continue
                 rule.seen += 1
                 if rule.seen <= rule.after:
@@ -320,3 +402,140 @@ class Faults:
     def jitter(self, upper: float) -> float:
         with self._lock:
             return self.rng.uniform(0.0, upper) if upper > 0 else 0.0
+
+
+@dataclasses.dataclass
+class Held:
+    """A request whose answer a ``hold_after_store`` fault is holding."""
+
+    id: int
+    method: str
+    path: str
+    request_id: str
+    #: The ``Idempotency-Key`` header, if any.
+    idempotency_key: str | None
+    #: The status of the answer being held.
+    status: int
+    #: The ``em_`` id in the answer (a single send), if any.
+    email_id: str | None
+    #: The longest it is held, in seconds.
+    seconds: float
+    since: float = dataclasses.field(default_factory=time.monotonic)
+    released: threading.Event = dataclasses.field(
+        default_factory=threading.Event, repr=False, compare=False
+    )
+
+    def to_dict(self) -> dict[str, t.Any]:
+        return {
+            "id": self.id,
+            "method": self.method,
+            "path": self.path,
+            "request_id": self.request_id,
+            "idempotency_key": self.idempotency_key,
+            "status": self.status,
+            "email_id": self.email_id,
+            "seconds": self.seconds,
+            "held_for": round(time.monotonic() - self.since, 3),
+        }
+
+
+class Holds:
+    """The requests held by ``hold_after_store`` faults. Every hold is
+    bounded by its ``seconds``; :meth:`release` ends holds early and
+    :meth:`close` ends them all and refuses new ones until :meth:`open`.
+
+    :param on_hold: called each time a request starts being held, once it is
+        listed in :attr:`held`.
+    """
+
+    def __init__(self, on_hold: t.Callable[[], None] | None = None) -> None:
+        self._on_hold = on_hold
+        self._cond = threading.Condition()
+        self._held: dict[int, Held] = {}
+        self._next_id = 1
+        self._closed = False
+
+    def hold(
+        self,
+        seconds: float,
+        *,
+        method: str,
+        path: str,
+        request_id: str,
+        idempotency_key: str | None,
+        status: int,
+        email_id: str | None,
+    ) -> bool:
+        """Block until released or ``seconds`` pass; ``True`` if released
+        early (or closed)."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("a hold needs a finite number of seconds")
+        with self._cond:
+            if self._closed:
+                return True
+            held = Held(
+                self._next_id,
+                method,
+                path,
+                request_id,
+                idempotency_key,
+                status,
+                email_id,
+                seconds,
+            )
+            self._next_id += 1
+            self._held[held.id] = held
+            if self._on_hold is not None:
+                self._on_hold()  # under the lock: counted once listed
+            self._cond.notify_all()
+        try:
+            return held.released.wait(seconds)
+        finally:
+            with self._cond:
+                self._held.pop(held.id, None)
+                self._cond.notify_all()
+
+    @property
+    def held(self) -> list[Held]:
+        """The requests held now, oldest first."""
+        with self._cond:
+            return list(self._held.values())
+
+    def release(self, hold_id: int | None = None) -> int:
+        """Send the answer of one held request (``hold_id``), or of every
+        one; returns how many were released."""
+        with self._cond:
+            if hold_id is None:
+                chosen = list(self._held.values())
+            else:
+                chosen = [self._held[hold_id]] if hold_id in self._held else []
+            for held in chosen:
+                held.released.set()
+                del self._held[held.id]
+            self._cond.notify_all()
+        return len(chosen)
+
+    def wait(self, count: int = 1, timeout: float = 5.0) -> list[Held]:
+        """Wait until at least ``count`` requests are held and return them.
+
+        :raises TimeoutError: if fewer are held after ``timeout`` seconds.
+        """
+        if count < 1:
+            raise ValueError("count must be >= 1")
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._held) >= count, timeout):
+                raise TimeoutError(
+                    f"{len(self._held)} requests held after {timeout}s, not {count}"
+                )
+            return list(self._held.values())
+
+    def close(self) -> int:
+        """Release every held request and hold no new ones."""
+        with self._cond:
+            self._closed = True
+        return self.release()
+
+    def open(self) -> None:
+        """Hold requests again (after :meth:`close`)."""
+        with self._cond:
+            self._closed = False

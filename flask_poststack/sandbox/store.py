@@ -289,6 +289,7 @@ class Store:
                 "emails_stored": len(self.emails),
                 "replays": self.counters["replays"],
                 "faults_fired": self.counters["faults_fired"],
+                "requests_held": self.counters["requests_held"],
                 "throttled": self.counters["throttled"],
                 "quota_refused": self.counters["quota_refused"],
                 "header_keys_stored": len(self.header_keys),
