@@ -15,7 +15,6 @@ back within about a minute.
 from __future__ import annotations
 
 import contextlib
-import queue as queue_module
 import subprocess
 import time
 import typing as t
@@ -33,7 +32,6 @@ from rq.serializers import JSONSerializer
 from flask_poststack.extension import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
-from flask_poststack.sandbox import StoredEmail
 from tests.harness import API_KEY
 from tests.harness import assert_delivered_once
 from tests.harness import diagnose_unfinished
@@ -95,13 +93,24 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
     redis_url: str,
     sandbox: Sandbox,
     workers: Workers,
-    monkeypatch: pytest.MonkeyPatch,
     record_property: t.Callable[[str, object], None],
 ) -> None:
     count = 150
     app = make_app(redis_url, sandbox)
     settings = settings_of(app)
     conn = get_state(app).redis
+    jobs = enqueue(app, count)
+    job_of_key = {job.meta["idempotency_key"]: job.id for job in jobs}
+    # The nastiest moment: the API has stored the email and the worker dies
+    # before it hears back. drop_after (below) loses the answer but leaves the
+    # worker alive; to kill a worker right then, for a few chosen emails the
+    # sandbox holds its answer after storing the email (hold_after_store, on
+    # the first request with the email's key), and the test SIGKILLs the
+    # worker that sent it (so the answer is never read).
+    victims = {jobs[i].meta["idempotency_key"] for i in (15, 55, 95)}
+    for key in victims:
+        sandbox.faults.add("hold_after_store", method="POST", path="/emails",
+                           idempotency_key=key, seconds=5, times=1)  # fmt: skip
     # Some latency, and now and then a slow request, so that kills land
     # mid-send; drop_after stores the email and then resets the connection.
     sandbox.configure(latency=0.03)
@@ -109,26 +118,6 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
     sandbox.faults.add("latency", method="POST", path="/emails", delay=0.3,
                        probability=0.05)  # fmt: skip
     sandbox.faults.add("drop_after", method="POST", path="/emails", probability=0.05)
-
-    jobs = enqueue(app, count)
-    job_of_key = {job.meta["idempotency_key"]: job.id for job in jobs}
-    # The nastiest moment: the API has stored the email and the worker dies
-    # before it hears back. drop_after (above) loses the answer but leaves the
-    # worker alive; to kill a worker right then, for a few chosen emails the
-    # sandbox holds its answer for a moment after storing the email, and the
-    # test SIGKILLs the worker that sent it (so the answer is never read).
-    victims = {jobs[i].meta["idempotency_key"] for i in (15, 55, 95)}
-    stored: queue_module.Queue[str] = queue_module.Queue()
-    real_add = sandbox.store.add_email
-
-    def add_email(data: t.Any, *, test_mode: bool) -> StoredEmail:
-        email = real_add(data, test_mode=test_mode)
-        if data.idempotency_key in victims:
-            stored.put(data.idempotency_key)
-            time.sleep(0.5)
-        return email
-
-    monkeypatch.setattr(sandbox.store, "add_email", add_email)
 
     live = [workers.start(settings, sandbox), workers.start(settings, sandbox)]
     started = time.monotonic()
@@ -155,15 +144,18 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
                 + "\n"
                 + workers.logs()[-6000:]
             )
-        with contextlib.suppress(queue_module.Empty):
-            key = stored.get(timeout=0.02)
+        with contextlib.suppress(TimeoutError):
+            held = sandbox.wait_held(timeout=0.02)[0]
+            key = sandbox.get_email(held["email_id"]).input.idempotency_key
+            assert key is not None
             proc = worker_running(job_of_key[key])
             # None: a periodic kill got its worker while the sandbox was
-            # still working on the request; the answer has no reader either way.
+            # still holding the answer; the answer has no reader either way.
             if proc is not None:
                 restart(proc)
                 kills += 1
             killed_victims.append(key)
+            sandbox.release(held["id"])  # into a dead connection
         if periodic < 6 and time.monotonic() >= next_kill:
             proc = live[periodic % 2]
             periodic += 1
