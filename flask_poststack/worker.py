@@ -11,9 +11,10 @@ job) with two changes that keep the "never lost, not late" promise:
 - An idle worker wakes up at least every ``--maintenance-interval`` seconds,
   so abandoned jobs are put back promptly even when no new job arrives.
 - A job that a worker took off the queue but died before starting (it is
-  left in rq's intermediate queue, outside the started registry) is retried
-  once it has been stranded for ``3 * heartbeat_interval`` seconds, not
-  after rq's fixed minute plus two maintenance passes.
+  left in rq's intermediate queue, outside the started registry) goes back
+  to the front of its queue once it has been stranded for
+  ``3 * heartbeat_interval`` seconds, without using up a retry; rq fails
+  it after a minute plus two maintenance passes.
 - Fewer Redis round trips per job: rq calls the worker's heartbeat several
   times per job, three commands each; here one is one round trip, and one
   that would change nothing (a few seconds after the last) is skipped.
@@ -38,7 +39,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from rq import SimpleWorker
-from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import clean_registries
@@ -55,6 +55,17 @@ __all__ = ["PostStackJob", "PostStackWorker"]
 # rq 3 passes the job's Execution to perform_job and maintain_heartbeats;
 # rq 2.x keeps it on the worker (self.execution) and takes no argument.
 _PASS_EXECUTION = "execution" in inspect.signature(SimpleWorker.perform_job).parameters
+
+
+# Move a job id from the intermediate list back to the front of its queue,
+# only if it is still there: two workers cannot both put it back.
+_PUT_BACK = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[1])
+    return 1
+end
+return 0
+"""
 
 
 class PostStackJob(RQJob):
@@ -176,8 +187,10 @@ class PostStackWorker(SimpleWorker):
                               self.name, queue.name)  # fmt: skip
                 clean_registries(queue, self._exc_handlers)
                 clean_worker_registry(queue)
-                queue.intermediate_queue.cleanup(self, queue)
+                # Ours first: rq's own pass would fail such a job (using up
+                # a retry) once it has been stranded for a minute.
                 self._retry_stranded(queue)
+                queue.intermediate_queue.cleanup(self, queue)
             except Exception:  # maintenance must never stop the worker
                 self.log.warning("Cleaning the registries of %s failed", queue.name,
                                  exc_info=True)  # fmt: skip
@@ -186,7 +199,12 @@ class PostStackWorker(SimpleWorker):
         self.last_cleaned_at = now()  # type: ignore[assignment]
 
     def _retry_stranded(self, queue: Queue) -> None:
-        """Retry jobs dequeued by a worker that died before it started them."""
+        """Put back jobs dequeued by a worker that died before it started them.
+
+        Such a job never ran (rq takes it out of the intermediate queue in
+        the transaction that starts it), so it goes back to the front of its
+        queue as it was: no retry is used up and none is needed.
+        """
         stranded = queue.intermediate_queue
         limit = timedelta(seconds=3 * self.heartbeat_interval)
         for job_id in stranded.get_job_ids():
@@ -197,19 +215,12 @@ class PostStackWorker(SimpleWorker):
             first_seen = stranded.get_first_seen(job_id)
             if first_seen is None or now() - first_seen <= limit:
                 continue
-            if not self.connection.lrem(stranded.key, 1, job_id):
+            keys = [stranded.key, queue.key]
+            if not self.connection.eval(_PUT_BACK, len(keys), *keys, job_id):
                 continue  # another worker got there first
-            try:
-                job = self.job_class.fetch(
-                    job_id, connection=self.connection, serializer=self.serializer
-                )
-            except NoSuchJobError:
-                continue
-            self.log.warning("Job %s was dequeued by a worker that died; retrying",
-                             job_id)  # fmt: skip
-            self.handle_job_failure(
-                job, queue, exc_string="Dequeued by a worker that died before it ran"
-            )
+            self.connection.delete(stranded.get_first_seen_key(job_id))
+            self.log.warning("Job %s was dequeued by a worker that died before it"
+                             " ran; putting it back", job_id)  # fmt: skip
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job`` in this process, heartbeating from a thread meanwhile."""

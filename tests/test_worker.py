@@ -239,3 +239,31 @@ def test_a_queue_another_worker_is_cleaning_is_left_alone(
     queue.connection.delete(queue.registry_cleaning_key)
     make_worker(queue).clean_registries()
     assert calls == [queue] or [c.name for c in calls] == ["poststack"]
+
+
+# -- jobs stranded between dequeue and start -----------------------------------
+
+
+def test_a_job_that_never_started_goes_back_without_using_a_retry(
+    queue: Queue,
+) -> None:
+    # No retries at all: failing it, as rq's own clean-up does, would lose it.
+    job = queue.enqueue("json.dumps", args=([1],), kwargs={})
+    other = queue.enqueue("json.dumps", args=([2],), kwargs={})
+    conn = queue.connection
+    stranded = queue.intermediate_queue
+    # A worker took the job (BLMOVE) and died before starting it.
+    assert conn.lmove(queue.key, stranded.key) == job.id.encode()
+    worker = make_worker(queue)
+    worker._retry_stranded(queue)  # first seen now: left alone
+    assert stranded.get_job_ids() == [job.id]
+    conn.set(stranded.get_first_seen_key(job.id), time.time() - 3600)
+    worker._retry_stranded(queue)
+    worker._retry_stranded(queue)  # twice: still put back once
+    assert stranded.get_job_ids() == []
+    assert queue.job_ids == [job.id, other.id]  # at the front, as it was
+    assert job.get_status(refresh=True) == "queued"
+    assert not conn.exists(stranded.get_first_seen_key(job.id))
+    make_worker(queue).work(burst=True)
+    assert job.get_status(refresh=True) == other.get_status(refresh=True) == "finished"
+    assert len(job.results()) == 1
