@@ -330,8 +330,10 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
                 and error.get("status") == 422
                 and error.get("retryable") is False
                 and error.get("request_id") in answers_422
-                and len(lines_422) == 1
-                and lines_422[0]["retry"] == "no"
+                # One 422, never retried; two only if a kill hit the job
+                # between the 422 and its record (it then runs again, once).
+                and len(lines_422) in ((1, 2) if job.id in interrupted else (1,))
+                and all(line["retry"] == "no" for line in lines_422)
             )
             if ok:
                 refused_ok.append(job.id)
