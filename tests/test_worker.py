@@ -255,11 +255,11 @@ def test_a_job_that_never_started_goes_back_without_using_a_retry(
     # A worker took the job (BLMOVE) and died before starting it.
     assert conn.lmove(queue.key, stranded.key) == job.id.encode()
     worker = make_worker(queue)
-    worker._retry_stranded(queue)  # first seen now: left alone
+    worker._put_back_stranded(queue)  # first seen now: left alone
     assert stranded.get_job_ids() == [job.id]
     conn.set(stranded.get_first_seen_key(job.id), time.time() - 3600)
-    worker._retry_stranded(queue)
-    worker._retry_stranded(queue)  # twice: still put back once
+    worker._put_back_stranded(queue)
+    worker._put_back_stranded(queue)  # twice: still put back once
     assert stranded.get_job_ids() == []
     assert queue.job_ids == [job.id, other.id]  # at the front, as it was
     assert job.get_status(refresh=True) == "queued"
