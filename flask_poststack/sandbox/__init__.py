@@ -54,7 +54,8 @@ class Sandbox:
     :param host: the address to bind; keep the default loopback address
         unless you mean to expose the sandbox.
     :param port: the port; ``0`` picks a free one (see :attr:`port`).
-    :param latency: seconds added to every API response.
+    :param latency: the API's response time in seconds, counted from the
+        request's arrival and including the sandbox's own work.
     :param lifecycle_delay: seconds between an email's lifecycle steps.
     :param seed: seeds the RNG behind fault probabilities and jitter.
     :param settings: any other :class:`SandboxConfig` field.

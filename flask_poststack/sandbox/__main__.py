@@ -23,7 +23,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         type=float,
         default=0.0,
         metavar="MS",
-        help="added to every API response",
+        help="API response time, counted from the request's arrival",
     )
     parser.add_argument(
         "--lifecycle-delay",

@@ -33,7 +33,9 @@ class SandboxConfig:
     or ``POST /_sandbox/config``; :meth:`Sandbox.reset` restores the values
     the sandbox was created with. Times are in seconds."""
 
-    #: Added to every API response (not to the admin API or the inbox).
+    #: The API's response time: every API answer leaves this long after its
+    #: request came in, the sandbox's own work included (not the admin API
+    #: or the inbox).
     latency: float = 0.0
     #: Up to this much more, uniformly at random (from the seeded RNG).
     latency_jitter: float = 0.0

@@ -55,7 +55,8 @@ class Fault:
     ``pass``
         nothing (a gap in a sequence).
     ``latency``
-        wait ``delay`` (+ up to ``jitter``) seconds, then answer normally.
+        wait ``delay`` (+ up to ``jitter``) seconds before processing the
+        request (on top of the global latency), then answer normally.
     ``error``
         answer ``status`` (default 500; any 4xx or 5xx, e.g. 408, 502, 521)
         with a ``json``, ``html``, ``text`` or ``empty`` ``body``, an optional

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import http
 import json
+import time
 import typing as t
 import urllib.parse
 
@@ -38,6 +39,8 @@ class Request:
     auth: Auth | None = None
     #: Cleared when the idempotency precedence ignores body keys.
     use_body_keys: bool = True
+    #: ``time.monotonic()`` when the request line came in.
+    arrived: float = dataclasses.field(default_factory=time.monotonic)
 
     @property
     def segments(self) -> list[str]:

@@ -119,6 +119,12 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.server.track(self.connection, add=False)
 
+    def parse_request(self) -> bool:
+        # Called as soon as the request line is read: the sandbox's latency
+        # counts from here, so it covers reading the headers and body too.
+        self.arrived = time.monotonic()
+        return super().parse_request()
+
     def log_message(self, format: str, *args: t.Any) -> None:
         pass  # the app keeps its own request log
 
@@ -141,7 +147,15 @@ class Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         headers = {name.title(): value for name, value in self.headers.items()}
-        req = Request(self.command, url.path or "/", query, headers, body, request_id)
+        req = Request(
+            self.command,
+            url.path or "/",
+            query,
+            headers,
+            body,
+            request_id,
+            arrived=self.arrived,
+        )
         reply = self.server.app.handle(req)
         response = reply.response
         if reply.drop == "reset" or response is None:
