@@ -26,8 +26,10 @@ from poststack import PostStackError
 
 from . import signals
 from .delivery import error_fields
+from .delivery import invalid_response
 from .delivery import QUOTA_CODES
 from .delivery import raise_injected_failure
+from .delivery import read_answer
 from .delivery import SendResult
 from .errors import InvalidEmailError
 from .extension import app_client
@@ -128,10 +130,14 @@ def send_chunk(
         as a whole failed (after the SDK's retries).
     """
     raise_injected_failure()
-    response = client.emails.batch({"emails": list(payloads)})
-    answers = list(response.get("data") or [])
-    if len(answers) != len(payloads):
-        raise PostStackError(502, "The batch answer does not match the request.")
+    response = read_answer(lambda: client.emails.batch({"emails": list(payloads)}))
+    answers = response.get("data")
+    if (
+        not isinstance(answers, list)
+        or len(answers) != len(payloads)
+        or not all(isinstance(answer, Mapping) for answer in answers)
+    ):
+        raise invalid_response("does not match the batch")
     for payload, answer in zip(payloads, answers, strict=True):
         if "id" in answer:
             result = SendResult.from_response(answer)

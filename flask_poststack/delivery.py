@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import json
 import logging
 import secrets
 import threading
@@ -77,9 +78,40 @@ class SendResult:
 def deliver(client: poststack.PostStack, payload: Mapping[str, t.Any]) -> SendResult:
     """Send one wire payload with ``client``; the one place that calls the API.
 
-    :raises poststack.PostStackError: unchanged, when the API refuses it.
+    :raises poststack.PostStackError: unchanged, when the API refuses it; a
+        502 ``invalid_response`` when it accepted it with an unreadable answer.
     """
-    return SendResult.from_response(client.emails.send(dict(payload)))
+    answer = read_answer(lambda: client.emails.send(dict(payload)))
+    if not isinstance(answer.get("id"), str):
+        raise invalid_response("has no email id")
+    return SendResult.from_response(answer)
+
+
+def read_answer(call: t.Callable[[], t.Any]) -> Mapping[str, t.Any]:
+    """``call()``'s answer, which must be a JSON object.
+
+    The SDK hands back whatever a 2xx carried: an empty or non-JSON body
+    raises :exc:`json.JSONDecodeError` or comes back as ``None`` or text. The
+    request may have been processed, so this is a 502 (retryable): a retry
+    with the same idempotency key gets the stored answer, a replay.
+    """
+    try:
+        answer = call()
+    except json.JSONDecodeError:
+        raise invalid_response("is not JSON") from None
+    if not isinstance(answer, Mapping):
+        raise invalid_response("is not a JSON object")
+    return answer
+
+
+def invalid_response(problem: str) -> PostStackError:
+    """The error for a 2xx answer that cannot be used."""
+    return PostStackError(
+        502,
+        f"The API accepted the request, but its answer {problem}. It may have"
+        " been processed: retry with the same idempotency key to get a replay.",
+        code="invalid_response",
+    )
 
 
 def error_fields(exc: BaseException) -> dict[str, t.Any]:

@@ -81,9 +81,11 @@ def _check_pid() -> None:
 def is_retryable(exc: BaseException) -> bool:
     """Whether retrying the send later can help.
 
-    True for network errors, 408, 5xx and throttling 429s; false for other
-    4xx and for quota 429s (a quota code, or a code without ``Retry-After``,
-    which is how the API marks a limit that waiting seconds cannot lift).
+    True for network errors, 408, 409, 5xx and throttling 429s; false for
+    other 4xx and for quota 429s (a quota code, or a code without
+    ``Retry-After``, which is how the API marks a limit that waiting seconds
+    cannot lift). A 409 on a send means another request with the same
+    idempotency key was still in flight: the retry gets its answer, a replay.
     """
     if isinstance(exc, httpx.TransportError):
         return True
@@ -98,7 +100,7 @@ def is_retryable(exc: BaseException) -> bool:
         if exc.code in QUOTA_CODES:
             return False
         return exc.retry_after is not None or exc.code is None
-    return status == 408 or status >= 500
+    return status in (408, 409) or status >= 500
 
 
 def send_payload(payload: dict[str, t.Any]) -> str | None:

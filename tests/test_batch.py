@@ -169,6 +169,20 @@ def test_a_batch_retry_replays_instead_of_sending_twice(
     assert sandbox.stats["replays"] == 40
 
 
+def test_an_unreadable_batch_answer_is_retried_and_replayed(
+    app: Flask, sandbox: Sandbox, redis_url: str
+) -> None:
+    sandbox.faults.add("empty_2xx", path="/emails/batch", times=1)
+    with app.app_context():
+        (job,) = enqueue_batch(messages(3))
+    work(redis_url)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == 1
+    assert len(sandbox.emails) == 3
+    assert [r["id"] for r in job.return_value() or []] == [e.id for e in sandbox.emails]
+
+
 def test_refused_emails_of_a_batch_job_are_not_retried(
     app: Flask, sandbox: Sandbox, redis_url: str
 ) -> None:

@@ -204,6 +204,22 @@ def test_transient_errors_are_retried_by_the_sdk(app: Flask, sandbox: Sandbox) -
     assert [e.id for e in sandbox.emails] == [result.id]
 
 
+def test_an_unreadable_answer_is_a_502_and_a_retry_with_the_key_replays(
+    app: Flask, sandbox: Sandbox
+) -> None:
+    sandbox.faults.add("empty_2xx", path="/emails", times=1)
+    with app.app_context():
+        with pytest.raises(PostStackError) as info:
+            send_email(to="a@example.com", subject="s", text="t", idempotency_key="k")
+        assert (info.value.status_code, info.value.code) == (502, "invalid_response")
+        assert "idempotency key" in str(info.value)
+        again = send_email(
+            to="a@example.com", subject="s", text="t", idempotency_key="k"
+        )
+    assert [e.id for e in sandbox.emails] == [again.id]
+    assert again.replayed
+
+
 def test_same_idempotency_key_replays(app: Flask, sandbox: Sandbox) -> None:
     with app.app_context():
         first = send_email(

@@ -121,6 +121,10 @@ def test_the_recommended_worker_class_delivers(
         ("throttle", {"retry_after": 0}),
         ("bare_429", {}),
         ("drop_before", {}),
+        # Another request with the same key in flight (a fake may say 409).
+        ("error", {"status": 409, "code": "conflict"}),
+        # Stored, but the answer is unreadable: the retry replays it.
+        ("empty_2xx", {}),
     ],
 )
 def test_transient_failures_are_retried_by_rq(
