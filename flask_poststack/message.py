@@ -66,8 +66,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")
 _TOKEN = re.compile(r"^[!-~]+$")
 
-Scalar: t.TypeAlias = str | int | float | bool
-
 #: The JSON body of ``POST /emails``, as :func:`build_payload` returns it.
 Payload = t.TypedDict(
     "Payload",
@@ -84,7 +82,7 @@ Payload = t.TypedDict(
         "tags": list[str],
         "attachments": list[AttachmentPayload],
         "template_id": str,
-        "variables": dict[str, Scalar],
+        "variables": dict[str, str],
         "scheduled_at": str,
         "idempotency_key": str,
     },
@@ -141,8 +139,8 @@ def build_payload(
         ``.txt`` and ``.subject.txt`` files are rendered, whichever exist.
     :param context: the variables for ``template``.
     :param template_id: a server-side template (``tpl_...``).
-    :param variables: the variables for ``template_id``: string keys, scalar
-        values.
+    :param variables: the variables for ``template_id``: string keys;
+        string, number or boolean values, sent as strings.
     :param scheduled_at: when to send: an aware datetime or an ISO-8601 string
         with an offset or ``Z``.
     :param idempotency_key: makes repeated sends of this email replay instead.
@@ -396,12 +394,14 @@ def _token(argument: str, value: object, max_length: int = 255) -> str:
     return value
 
 
-def _variables(variables: object) -> dict[str, Scalar]:
+def _variables(variables: object) -> dict[str, str]:
+    # The API takes strings only (object<string,string>): numbers go as
+    # str() writes them, booleans as JSON does, "true" and "false".
     if not isinstance(variables, cabc.Mapping):
         raise InvalidEmailError(
             "variables", f"must be a dict, not {type(variables).__name__}."
         )
-    result: dict[str, Scalar] = {}
+    result: dict[str, str] = {}
     for key, value in variables.items():
         if not isinstance(key, str):
             raise InvalidEmailError("variables", f"the key {key!r} is not a string.")
@@ -413,7 +413,10 @@ def _variables(variables: object) -> dict[str, Scalar]:
                 f"the value of {key!r} must be a string, number or boolean,"
                 f" not {value!r}.",
             )
-        result[key] = value
+        if isinstance(value, bool):
+            result[key] = "true" if value else "false"
+        else:
+            result[key] = str(value)
     return result
 
 

@@ -219,6 +219,14 @@ def test_variables_are_string_keys_to_scalars(variables: t.Any) -> None:
     invalid("variables", template_id="tpl_1", variables=variables)
 
 
+def test_variables_go_on_the_wire_as_strings() -> None:
+    variables = {"name": "Ada", "n": 3, "ok": True, "no": False, "p": 1.5}
+    payload = build(subject=None, template_id="tpl_1", variables=variables)
+    assert payload["variables"] == {
+        "name": "Ada", "n": "3", "ok": "true", "no": "false", "p": "1.5"
+    }  # fmt: skip
+
+
 def test_headers_are_passed_through() -> None:
     headers = {"X-Entity-Ref-ID": "42", "List-Unsubscribe": "<mailto:u@acme.test>"}
     assert build(headers=headers)["headers"] == headers

@@ -232,8 +232,11 @@ def parse_send(body: t.Any, config: SandboxConfig) -> EmailInput:
     ):
         raise InvalidRequest("'tags' must be an array of strings")
     variables = body.get("variables")
-    if variables is not None and not isinstance(variables, dict):
-        raise InvalidRequest("'variables' must be an object")
+    if variables is not None and (
+        not isinstance(variables, dict)
+        or not all(isinstance(v, str) for v in variables.values())
+    ):
+        raise InvalidRequest("'variables' must be an object of strings")
     unsubscribe = body.get("unsubscribe", False)
     if not isinstance(unsubscribe, bool):
         raise InvalidRequest("'unsubscribe' must be a boolean")

@@ -113,6 +113,7 @@ BIG = 10 * 1024 * 1024 + 1
         ({"html": None}, 400, "'html', 'text' or 'template_id'"),
         ({"headers": {"X-A": 1}}, 400, "'headers'"),
         ({"tags": "welcome"}, 400, "'tags'"),
+        ({"template_id": "tpl_1", "variables": {"n": 3}}, 400, "'variables'"),
         ({"scheduled_at": "tomorrow"}, 400, "ISO-8601"),
         ({"attachments": {"filename": "a"}}, 400, "'attachments'"),
         ({"attachments": [{"content": ATTACHMENT}]}, 400, "filename"),
