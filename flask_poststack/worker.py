@@ -20,7 +20,10 @@ job) with these changes, for the "never lost, not late" promise and for speed:
   899 s, released only when cleaning succeeds).
 - Fewer Redis round trips per job: rq calls the worker's heartbeat several
   times per job, three commands each; here one is one round trip, and one
-  that would change nothing (a few seconds after the last) is skipped.
+  that would change nothing (a few seconds after the last) is skipped. The
+  idle state, the heartbeat and rq's suspension check after a job share one
+  round trip. One heartbeat thread serves the worker's life (rq: none;
+  a thread per job before 0.1's last changes).
 - On rq 3, a job's success is recorded in Redis by a helper thread while
   the next email is with the API (:attr:`~PostStackWorker.background_success`)
   instead of between the two sends. Still one email in flight per worker.
@@ -45,6 +48,7 @@ from rq import SimpleWorker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 from rq.registry import clean_registries
+from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
@@ -122,6 +126,9 @@ class PostStackWorker(SimpleWorker):
     #: recorded anyway (the queue may be empty, the worker stopping).
     background_wait = 0.05
 
+    #: rq logs how long each result is kept, a second line per job.
+    log_result_lifespan = False
+
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
         super().__init__(*args, **kwargs)
         if self.job_class is RQJob:  # rq's CLI passes its default explicitly
@@ -133,6 +140,15 @@ class PostStackWorker(SimpleWorker):
         # Set while the main thread runs a job: the helper's Redis round trips
         # then overlap the API's wait instead of delaying the next job.
         self._sending = threading.Event()
+        # The running job for the heartbeat thread: (job, execution, when
+        # its next beat is due). The thread beats with the lock held, so
+        # clearing it waits for a beat in progress: none comes after a job.
+        self._beat_lock = threading.Condition()
+        self._beating: tuple[Job, t.Any, float] | None = None
+        self._beat_thread: threading.Thread | None = None
+        self._beat_stop = False
+        # The end-of-job round trip also read rq's suspension flag.
+        self._known_not_suspended = False
 
     def heartbeat(self, timeout: int | None = None, pipeline: t.Any = None) -> None:
         """rq's heartbeat, in one round trip, and skipped when it would be a no-op."""
@@ -228,12 +244,7 @@ class PostStackWorker(SimpleWorker):
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job`` in this process, heartbeating from a thread meanwhile."""
         execution = self.prepare_execution(job)
-        done = threading.Event()
-        beat = threading.Thread(
-            target=self._beat, args=(job, execution, done), daemon=True
-        )
-        beat.start()
-        self._sending.set()
+        self._beat_for(job, execution)
         try:
             if _PASS_EXECUTION:
                 self.perform_job(job, queue, execution)
@@ -241,15 +252,29 @@ class PostStackWorker(SimpleWorker):
                 self.perform_job(job, queue)  # type: ignore[call-arg]
         finally:
             self._sending.clear()
-            done.set()
-            beat.join()
-        # Idle again, and alive: one round trip, and rq's own heartbeat right
-        # after this is skipped.
+            self._beat_for(None)
+        # Idle again, and alive, and is rq suspended: one round trip; rq's
+        # own heartbeat and suspension check right after this are skipped.
         with self.connection.pipeline(transaction=False) as pipe:
             self.set_state(WorkerStatus.IDLE, pipeline=pipe)
             super().heartbeat(pipeline=pipe)
-            pipe.execute()
+            pipe.exists(WORKERS_SUSPENDED)
+            suspended = pipe.execute()[-1]
         self._alive_until = time.monotonic() + self.worker_ttl + 60
+        self._known_not_suspended = not suspended
+
+    def prepare_job_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
+        """rq's: the job is started. Its send comes next, so a success
+        waiting to be recorded (in the helper) may go now."""
+        super().prepare_job_execution(job, *args, **kwargs)
+        self._sending.set()
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """rq's check, unless the end of the last job just read the flag."""
+        if self._known_not_suspended:
+            self._known_not_suspended = False
+            return
+        super().check_for_suspension(burst)
 
     def handle_execution_ended(
         self, job: Job, queue: Queue, heartbeat_ttl: int
@@ -295,14 +320,49 @@ class PostStackWorker(SimpleWorker):
             self._sending.set()  # no next send to wait for: record them now
             self._helper.shutdown(wait=True)
             self._helper = None
+        with self._beat_lock:
+            self._beat_stop = True
+            self._beat_lock.notify()
         super().teardown()  # type: ignore[no-untyped-call]
 
-    def _beat(self, job: Job, execution: t.Any, done: threading.Event) -> None:
-        while not done.wait(self.heartbeat_interval):
-            try:
-                if _PASS_EXECUTION:
-                    self.maintain_heartbeats(job, execution)
-                else:
-                    self.maintain_heartbeats(job)  # type: ignore[call-arg]
-            except Exception:  # a missed beat must never kill the job
-                self.log.warning("Heartbeat for job %s failed", job.id, exc_info=True)
+    def _beat_for(self, job: Job | None, execution: t.Any = None) -> None:
+        """Heartbeat ``job`` from the heartbeat thread; ``None`` stops, and
+        returns only once no beat for the last job is in progress."""
+        with self._beat_lock:
+            if job is None:
+                self._beating = None
+                return
+            due = time.monotonic() + self.heartbeat_interval
+            self._beating = (job, execution, due)
+            if self._beat_thread is None:  # one thread for the worker's life
+                self._beat_thread = threading.Thread(
+                    target=self._beat_loop, name="poststack-heartbeat", daemon=True
+                )
+                self._beat_thread.start()
+
+    def _beat_loop(self) -> None:
+        with self._beat_lock:
+            while not self._beat_stop:
+                if self._beating is None:
+                    # No notify on a new job: this wait ends before its
+                    # first beat is due anyway.
+                    self._beat_lock.wait(self.heartbeat_interval)
+                    continue
+                job, execution, due = self._beating
+                left = due - time.monotonic()
+                if left > 0:
+                    self._beat_lock.wait(left)
+                    continue
+                self._beating = (
+                    job,
+                    execution,
+                    time.monotonic() + self.heartbeat_interval,
+                )
+                try:
+                    if _PASS_EXECUTION:
+                        self.maintain_heartbeats(job, execution)
+                    else:
+                        self.maintain_heartbeats(job)  # type: ignore[call-arg]
+                except Exception:  # a missed beat must never kill the job
+                    self.log.warning("Heartbeat for job %s failed", job.id,
+                                     exc_info=True)  # fmt: skip

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import typing as t
 
 import pytest
 import redis
+from rq import get_current_job
 from rq import Queue
 from rq import Retry
 from rq.job import Job
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from rq.suspension import resume
+from rq.suspension import suspend
 
 from flask_poststack.worker import _PASS_EXECUTION
 from flask_poststack.worker import PostStackJob
@@ -198,6 +202,64 @@ def test_a_warm_shutdown_records_the_success_and_takes_nothing_more(
     statuses = [job.get_status(refresh=True) for job in [first, *later]]
     assert statuses == ["finished", "queued", "queued"]
     nothing_left_running(queue)
+
+
+# -- heartbeats while a job runs; rq suspend between jobs -----------------------
+
+
+class BeatRecorder(PostStackWorker):
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.beats: list[tuple[str, float, threading.Thread]] = []
+        self.spans: dict[str, tuple[float, float]] = {}
+
+    @property
+    def heartbeat_interval(self) -> int:
+        return 1
+
+    def maintain_heartbeats(self, job: Job, *args: t.Any) -> None:
+        super().maintain_heartbeats(job, *args)
+        self.beats.append((job.id, time.monotonic(), threading.current_thread()))
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        started = time.monotonic()
+        super().execute_job(job, queue)
+        self.spans[job.id] = (started, time.monotonic())
+
+
+def test_one_thread_heartbeats_each_job_only_while_it_runs(queue: Queue) -> None:
+    jobs = [queue.enqueue("tests.test_worker.slow", args=(2.5,), kwargs={})
+            for _ in range(2)]  # fmt: skip
+    worker = BeatRecorder([queue], connection=queue.connection,
+                          serializer=JSONSerializer)  # fmt: skip
+    worker.work(burst=True)
+    for job in jobs:
+        beats = [at for job_id, at, _ in worker.beats if job_id == job.id]
+        started, ended = worker.spans[job.id]
+        assert len(beats) >= 2, worker.beats
+        assert all(started < at < ended for at in beats)
+    assert len({thread for *_, thread in worker.beats}) == 1
+    nothing_left_running(queue)
+
+
+def suspend_rq() -> None:
+    """A job: ``rq suspend`` while it runs."""
+    job = get_current_job()
+    assert job is not None
+    suspend(job.connection)
+
+
+def test_a_suspension_during_a_job_stops_the_next_one(queue: Queue) -> None:
+    first = queue.enqueue("tests.test_worker.suspend_rq", kwargs={})
+    second = queue.enqueue("json.dumps", args=([1],), kwargs={})
+    try:
+        make_worker(queue).work(burst=True)  # burst: quits when suspended
+        assert first.get_status(refresh=True) == "finished"
+        assert second.get_status(refresh=True) == "queued"
+    finally:
+        resume(queue.connection)
+    make_worker(queue).work(burst=True)
+    assert second.get_status(refresh=True) == "finished"
 
 
 # -- the registry cleaning lock -------------------------------------------------
