@@ -159,11 +159,15 @@ def send_test(to: str, from_: str | None, subject: str) -> None:
         return
     client = _quick_client()
     try:
-        email = client.emails.get(result.id).get("email", {})
-    except (PostStackError, httpx.TransportError):
-        email = {}
+        answer = client.emails.get(result.id)
+    except (PostStackError, httpx.TransportError, ValueError):
+        answer = {}
     finally:
         client.close()
+    # {"email": {...}} as the SDKs read it; the API's docs show the bare object.
+    email = answer.get("email", answer) if isinstance(answer, dict) else {}
+    if not isinstance(email, dict):
+        email = {}
     click.echo(f"status: {email.get('status', 'accepted')}")
     click.echo(f"mode:   {'test' if result.test_mode else 'live'}")
 

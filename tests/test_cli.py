@@ -3,6 +3,7 @@ from __future__ import annotations
 import typing as t
 from pathlib import Path
 
+import poststack.resources.emails
 import pytest
 import redis
 from flask import Flask
@@ -60,6 +61,23 @@ def test_send_test_prints_the_id_and_status(app: Flask, sandbox: Sandbox) -> Non
     assert status in {"queued", "sending", "delivered"}  # it moves on quickly
     assert "mode:   test" in result.output
     assert KEY not in result.output
+
+
+def test_send_test_reads_a_bare_email_object_too(
+    app: Flask, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The API's docs show GET /emails/{id} as the bare object; the SDKs (and
+    # the sandbox) wrap it in {"email": ...}. Unwrapped here, as such an API would.
+    get = poststack.resources.emails.EmailsResource.get
+
+    def bare(self: t.Any, email_id: str, **kwargs: t.Any) -> t.Any:
+        return get(self, email_id, **kwargs)["email"]
+
+    monkeypatch.setattr(poststack.resources.emails.EmailsResource, "get", bare)
+    result = run(app, "send-test", "--to", "ada@example.com")
+    assert result.exit_code == 0, result.output
+    status = result.output.split("status: ")[1].split()[0]
+    assert status in {"queued", "sending", "delivered"}
 
 
 def test_send_test_bad_address_is_a_usage_error(app: Flask, sandbox: Sandbox) -> None:
