@@ -97,7 +97,7 @@ def read_answer(call: t.Callable[[], t.Any]) -> Mapping[str, t.Any]:
     """
     try:
         answer = call()
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise invalid_response("is not JSON") from None
     if not isinstance(answer, Mapping):
         raise invalid_response("is not a JSON object")

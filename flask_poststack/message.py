@@ -12,6 +12,7 @@ import collections.abc as cabc
 import datetime as dt
 import fnmatch
 import functools
+import json
 import math
 import re
 import typing as t
@@ -395,8 +396,9 @@ def _token(argument: str, value: object, max_length: int = 255) -> str:
 
 
 def _variables(variables: object) -> dict[str, str]:
-    # The API takes strings only (object<string,string>): numbers go as
-    # str() writes them, booleans as JSON does, "true" and "false".
+    # The API takes strings only (object<string,string>): numbers and
+    # booleans go as JSON writes them (1.5, true), as they used to go on the
+    # wire before; str() would turn a (str, Enum) member into "Color.RED".
     if not isinstance(variables, cabc.Mapping):
         raise InvalidEmailError(
             "variables", f"must be a dict, not {type(variables).__name__}."
@@ -413,10 +415,9 @@ def _variables(variables: object) -> dict[str, str]:
                 f"the value of {key!r} must be a string, number or boolean,"
                 f" not {value!r}.",
             )
-        if isinstance(value, bool):
-            result[key] = "true" if value else "false"
-        else:
-            result[key] = str(value)
+        result[key] = (
+            str.__str__(value) if isinstance(value, str) else json.dumps(value)
+        )
     return result
 
 

@@ -323,6 +323,13 @@ class PostStackWorker(SimpleWorker):
         with self._beat_lock:
             self._beat_stop = True
             self._beat_lock.notify()
+        thread, self._beat_thread = self._beat_thread, None
+        if thread is not None:
+            thread.join()
+        # Ready for another work() on this instance: a new thread, and rq's
+        # suspension check at its start.
+        self._beat_stop = False
+        self._known_not_suspended = False
         super().teardown()  # type: ignore[no-untyped-call]
 
     def _beat_for(self, job: Job | None, execution: t.Any = None) -> None:
@@ -332,32 +339,31 @@ class PostStackWorker(SimpleWorker):
             if job is None:
                 self._beating = None
                 return
-            due = time.monotonic() + self.heartbeat_interval
-            self._beating = (job, execution, due)
-            if self._beat_thread is None:  # one thread for the worker's life
+            interval = self.heartbeat_interval
+            self._beating = (job, execution, time.monotonic() + interval)
+            if self._beat_thread is None:  # one thread until teardown
                 self._beat_thread = threading.Thread(
-                    target=self._beat_loop, name="poststack-heartbeat", daemon=True
+                    target=self._beat_loop,
+                    args=(interval,),
+                    name="poststack-heartbeat",
+                    daemon=True,
                 )
                 self._beat_thread.start()
 
-    def _beat_loop(self) -> None:
+    def _beat_loop(self, interval: float) -> None:
         with self._beat_lock:
             while not self._beat_stop:
                 if self._beating is None:
                     # No notify on a new job: this wait ends before its
                     # first beat is due anyway.
-                    self._beat_lock.wait(self.heartbeat_interval)
+                    self._beat_lock.wait(interval)
                     continue
                 job, execution, due = self._beating
                 left = due - time.monotonic()
                 if left > 0:
                     self._beat_lock.wait(left)
                     continue
-                self._beating = (
-                    job,
-                    execution,
-                    time.monotonic() + self.heartbeat_interval,
-                )
+                self._beating = (job, execution, time.monotonic() + interval)
                 try:
                     if _PASS_EXECUTION:
                         self.maintain_heartbeats(job, execution)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import enum
 import io
 import json
 import pathlib
@@ -219,11 +220,21 @@ def test_variables_are_string_keys_to_scalars(variables: t.Any) -> None:
     invalid("variables", template_id="tpl_1", variables=variables)
 
 
+class Plan(str, enum.Enum):
+    PRO = "pro"
+
+
+class Seats(int, enum.Enum):
+    TEN = 10
+
+
 def test_variables_go_on_the_wire_as_strings() -> None:
-    variables = {"name": "Ada", "n": 3, "ok": True, "no": False, "p": 1.5}
+    variables = {"name": "Ada", "n": 3, "ok": True, "no": False, "p": 1.5,
+                 "plan": Plan.PRO, "seats": Seats.TEN}  # fmt: skip
     payload = build(subject=None, template_id="tpl_1", variables=variables)
     assert payload["variables"] == {
-        "name": "Ada", "n": "3", "ok": "true", "no": "false", "p": "1.5"
+        "name": "Ada", "n": "3", "ok": "true", "no": "false", "p": "1.5",
+        "plan": "pro", "seats": "10",
     }  # fmt: skip
 
 

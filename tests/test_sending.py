@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import typing as t
 from datetime import datetime
@@ -16,8 +17,10 @@ from flask_poststack import PostStack
 from flask_poststack import PostStackError
 from flask_poststack import RecipientNotAllowedError
 from flask_poststack import send_email
+from flask_poststack.delivery import read_answer
 from flask_poststack.extension import get_state
 from flask_poststack.sandbox import Sandbox
+from flask_poststack.tasks import is_retryable
 
 KEY = "sk_test_sending0123456789"
 
@@ -221,6 +224,29 @@ def test_an_unreadable_answer_is_a_502_and_a_retry_with_the_key_replays(
         )
     assert [e.id for e in sandbox.emails] == [again.id]
     assert again.replayed
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json.JSONDecodeError("Expecting value", "", 0),
+        # httpx decodes the body before parsing it: bytes that are not UTF-8
+        UnicodeDecodeError("utf-8", b"\xc3\x28", 0, 1, "invalid continuation byte"),
+        None,
+        "accepted",
+        ["em_1"],
+    ],
+)
+def test_every_unreadable_answer_is_a_retryable_502(answer: t.Any) -> None:
+    def call() -> t.Any:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with pytest.raises(PostStackError) as info:
+        read_answer(call)
+    assert (info.value.status_code, info.value.code) == (502, "invalid_response")
+    assert is_retryable(info.value)
 
 
 def test_same_idempotency_key_replays(app: Flask, sandbox: Sandbox) -> None:

@@ -242,6 +242,16 @@ def test_one_thread_heartbeats_each_job_only_while_it_runs(queue: Queue) -> None
     nothing_left_running(queue)
 
 
+def test_a_worker_that_works_again_heartbeats_again(queue: Queue) -> None:
+    worker = BeatRecorder([queue], connection=queue.connection,
+                          serializer=JSONSerializer)  # fmt: skip
+    for _ in range(2):
+        job = queue.enqueue("tests.test_worker.slow", args=(2.2,), kwargs={})
+        worker.work(burst=True)
+        assert len([b for b in worker.beats if b[0] == job.id]) >= 2, worker.beats
+    nothing_left_running(queue)
+
+
 def suspend_rq() -> None:
     """A job: ``rq suspend`` while it runs."""
     job = get_current_job()
@@ -260,6 +270,21 @@ def test_a_suspension_during_a_job_stops_the_next_one(queue: Queue) -> None:
         resume(queue.connection)
     make_worker(queue).work(burst=True)
     assert second.get_status(refresh=True) == "finished"
+
+
+def test_a_worker_that_works_again_checks_for_a_suspension_first(
+    queue: Queue,
+) -> None:
+    worker = make_worker(queue)
+    queue.enqueue("json.dumps", args=([1],), kwargs={})
+    worker.work(burst=True, max_jobs=1)
+    later = queue.enqueue("json.dumps", args=([2],), kwargs={})
+    suspend(queue.connection)
+    try:
+        worker.work(burst=True)
+        assert later.get_status(refresh=True) == "queued"
+    finally:
+        resume(queue.connection)
 
 
 # -- the registry cleaning lock -------------------------------------------------

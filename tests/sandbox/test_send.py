@@ -263,6 +263,7 @@ def test_list_filters_and_pages(sandbox: Sandbox, client: PostStack) -> None:
     # Exact matches on what the sandbox never records: no email has them.
     for name in ("domain_id", "provider", "country", "device"):
         assert subjects(**{name: "x"}) == []
+        assert len(subjects(**{name: ""})) == 3  # a blank filter is no filter
     page = client.emails.list({"page": 2, "per_page": 2})
     assert [r["subject"] for r in page["data"]] == ["Invoice 1"]
     assert page["meta"] == {"page": 2, "perPage": 2, "total": 3, "totalPages": 2}
