@@ -22,8 +22,8 @@ job) with these changes, for the "never lost, not late" promise and for speed:
   times per job, three commands each; here one is one round trip, and one
   that would change nothing (a few seconds after the last) is skipped. The
   idle state, the heartbeat and rq's suspension check after a job share one
-  round trip. One heartbeat thread serves the worker's life (rq: none;
-  a thread per job before 0.1's last changes).
+  round trip. The heartbeat thread is one per :meth:`work` call, not one
+  started and joined per job.
 - On rq 3, a job's success is recorded in Redis by a helper thread while
   the next email is with the API (:attr:`~PostStackWorker.background_success`)
   instead of between the two sends. Still one email in flight per worker.

@@ -116,11 +116,11 @@ class App:
             return keys
 
         fault = self.sandbox.faults.pick(req.method, req.path, request_keys)
-        reply = self._api(req, fault, started)
+        reply = self._api(req, fault)
         self._log(req, reply, fault, time.monotonic() - started)
         return reply
 
-    def _api(self, req: Request, fault: Fault | None, arrived: float) -> Reply:
+    def _api(self, req: Request, fault: Fault | None) -> Reply:
         # A latency fault is a slow request: it waits before anything is
         # processed. The global latency is the API's response time: the answer
         # leaves that long after the request arrived, the sandbox's own work
@@ -136,7 +136,7 @@ class App:
                 time.sleep(slow)
         latency = config.latency + sandbox.faults.jitter(config.latency_jitter)
         reply = self._answer(req, fault)
-        wait = arrived + slow + latency - time.monotonic()
+        wait = req.arrived + slow + latency - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         if (
