@@ -399,7 +399,8 @@ class Api(WebhookRoutes):
             self._scheduled(email)
             email.status = self.config.cancelled_status
             email.generation = -1
-        self.lifecycle.event(email, "failed", {"reason": "cancelled"})
+            event = self.store.add_event(email, "failed", {"reason": "cancelled"})
+        self.lifecycle.emit(email, event)
         return json_response(200, {"success": True})
 
     def events(self, req: Request, args: list[str]) -> Response:

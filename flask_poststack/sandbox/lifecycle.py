@@ -168,15 +168,6 @@ class Lifecycle:
         self.outcomes = outcomes
         self.emit = emit
 
-    def event(
-        self,
-        email: StoredEmail,
-        event_type: str,
-        metadata: dict[str, t.Any] | None = None,
-    ) -> None:
-        """Record an event on ``email`` and announce it."""
-        self.emit(email, self.store.add_event(email, event_type, metadata))
-
     def begin(self, email: StoredEmail) -> None:
         """Start the lifecycle of a freshly stored email: its ``queued``
         event was recorded by the store and is announced here."""
@@ -192,19 +183,13 @@ class Lifecycle:
         self.scheduler.call_later(delay, lambda: self._send(email, generation))
 
     def _send(self, email: StoredEmail, generation: int) -> None:
-        with self.store.lock:
-            if email.generation != generation or email.status != "queued":
-                return
-            email.status = self.config.sent_status
-            email.sent_at = utcnow()
-        self.event(email, "sent")
-        self.scheduler.call_later(
-            self.config.lifecycle_delay, lambda: self._finish(email, generation)
-        )
+        status = self.config.sent_status
+        if self.advance(email, status, [("sent", None)], generation, expect="queued"):
+            self.scheduler.call_later(
+                self.config.lifecycle_delay, lambda: self._finish(email, generation)
+            )
 
     def _finish(self, email: StoredEmail, generation: int) -> None:
-        if email.generation != generation:
-            return
         if email.test_mode:
             outcome, recipient = "delivered", None
         else:
@@ -213,16 +198,41 @@ class Lifecycle:
                 data.to + (data.cc or []) + (data.bcc or [])
             )
         meta = {"recipient": recipient} if recipient else None
+        events = [(outcome, meta)]
         if outcome == "complained":
-            self._set(email, "delivered")
-            self.event(email, "delivered")
-            self._set(email, "complained")
-            self.event(email, "complained", meta)
-            return
+            events.insert(0, ("delivered", None))
         status = "bounced" if outcome == "soft_bounced" else outcome
-        self._set(email, status)
-        self.event(email, outcome, meta)
+        self.advance(email, status, events, generation)
 
-    def _set(self, email: StoredEmail, status: str) -> None:
+    def advance(
+        self,
+        email: StoredEmail,
+        status: str,
+        events: t.Sequence[tuple[str, dict[str, t.Any] | None]],
+        generation: int | None = None,
+        *,
+        expect: str | None = None,
+    ) -> bool:
+        """Record ``events`` (``(type, metadata)`` pairs) on ``email`` and give
+        it ``status`` in one go, so that nobody reads the status without its
+        events, then announce them. Do nothing and return ``False`` if the
+        email was rescheduled or cancelled since ``generation``, its status
+        is not ``expect``, or the sandbox was reset (a timer that fired
+        meanwhile)."""
         with self.store.lock:
+            if (
+                self.store.emails.get(email.id) is not email
+                or (generation is not None and email.generation != generation)
+                or (expect is not None and email.status != expect)
+            ):
+                return False
+            if any(event_type == "sent" for event_type, _ in events):
+                email.sent_at = utcnow()
+            recorded = [self.store.add_event(email, *event) for event in events]
+            # Last, for readers that poll ``status`` without the lock.
             email.status = status
+        # Outside the lock: announcing takes the webhooks' lock, which may
+        # take the store's, never the other way round.
+        for event in recorded:
+            self.emit(email, event)
+        return True

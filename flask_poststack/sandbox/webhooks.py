@@ -275,9 +275,13 @@ class Webhooks:
         status, text, error = None, None, None
         for _ in range(copies):
             status, text, error = self._post(url, body, header)
-        self.store.count("webhook_attempts", copies)
         now = utcnow()
         with self.lock:
+            if epoch != self._epoch:
+                return  # the sandbox was reset during the POST: forget it
+            # The store's lock inside ours (never the other way round), so a
+            # reset cannot come between the check above and this count.
+            self.store.count("webhook_attempts", copies)
             delivery.attempts += 1
             delivery.signatures.append(header)
             delivery.status_code, delivery.response_body, delivery.error = (

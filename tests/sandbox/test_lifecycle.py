@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 import pytest
@@ -11,6 +12,7 @@ from poststack import PostStackError
 from flask_poststack.sandbox import Sandbox
 
 from .conftest import message
+from .conftest import Receiver
 
 
 def test_delivered_with_events(sandbox: Sandbox, client: PostStack) -> None:
@@ -61,6 +63,47 @@ def test_outcome_by_recipient_pattern(
     }
     assert sandbox.wait_for_status(miss["id"]).status == "delivered"
     assert sandbox.get_email(hit["id"]).status == status
+
+
+@pytest.mark.parametrize("outcome", ["delivered", "complained"])
+def test_a_final_status_comes_with_its_events(
+    sandbox: Sandbox,
+    live_client: PostStack,
+    monkeypatch: pytest.MonkeyPatch,
+    outcome: str,
+) -> None:
+    # Recording an event is slow here: whoever sees the final status must
+    # still find every event that leads to it.
+    add_event = sandbox.store.add_event
+
+    def slow_add_event(*args: t.Any, **kwargs: t.Any) -> dict[str, t.Any]:
+        time.sleep(0.2)
+        return add_event(*args, **kwargs)
+
+    sandbox.outcomes.add(outcome)
+    sent = live_client.emails.send(message())
+    monkeypatch.setattr(sandbox.store, "add_event", slow_add_event)
+    email = sandbox.wait_for_status(sent["id"])
+    assert email.event_types[-1] == outcome
+    assert email.event_types[0:2] == ["queued", "sent"]
+
+
+def test_a_timer_firing_across_a_reset_touches_nothing(
+    sandbox: Sandbox, client: PostStack, receiver: Receiver
+) -> None:
+    sandbox.configure(lifecycle_delay=30)
+    client.webhooks.create({"url": receiver.url, "events": ["*"]})
+    email = sandbox.get_email(client.emails.send(message())["id"])
+    sandbox.reset()
+    client.webhooks.create({"url": receiver.url, "events": ["*"]})
+    # The email's timer was already running when the reset cleared the rest.
+    sandbox.lifecycle._send(email, email.generation)
+    assert email.status == "queued" and email.event_types == ["queued"]
+    assert sandbox.scheduler._heap == []
+    assert not sandbox.wait_for(
+        lambda: any(r.body.count(b"email.sent") for r in receiver.events()),
+        timeout=0.3,
+    )
 
 
 def test_outcome_for_the_next_email(sandbox: Sandbox, live_client: PostStack) -> None:

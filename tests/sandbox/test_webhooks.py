@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import typing as t
 
 import pytest
 from poststack import PostStack
@@ -263,3 +265,34 @@ def test_custom_envelope(
     assert sandbox.wait_for(lambda: len(receiver.events()) == 1)
     payload = json.loads(receiver.events()[0].body)
     assert payload["event"] == "email.queued" and payload["email_id"] == sent["id"]
+
+
+def test_an_attempt_in_flight_during_a_reset_is_forgotten(
+    sandbox: Sandbox,
+    client: PostStack,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hooks = sandbox.webhooks
+    posting, resume, done = (threading.Event() for _ in range(3))
+    post, attempt = hooks._post, hooks._attempt
+
+    def held_post(*args: t.Any) -> tuple[int | None, str | None, str | None]:
+        posting.set()
+        resume.wait(5)
+        return post(*args)
+
+    def attempt_then_signal(*args: t.Any) -> None:
+        attempt(*args)
+        done.set()
+
+    monkeypatch.setattr(hooks, "_post", held_post)
+    monkeypatch.setattr(hooks, "_attempt", attempt_then_signal)
+    create(client, receiver.url, ["email.queued"])
+    client.emails.send(message())
+    assert posting.wait(5)
+    sandbox.reset()  # the next test starts while the POST is in flight
+    resume.set()
+    assert done.wait(5)
+    assert sandbox.stats["webhook_attempts"] == 0
+    assert sandbox.deliveries == []
