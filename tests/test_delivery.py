@@ -311,9 +311,14 @@ def test_redis_killed_after_enqueue_loses_nothing(
             # A SIGKILL of redis-server keeps what it has write()n to the AOF
             # (the kernel still has it), but with "everysec" Redis may hold a
             # write back for up to 2 s while a background fsync is running.
-            # Waiting past that is what "everysec" asks of the caller; an OS
+            # Waiting for that is what "everysec" asks of the caller; an OS
             # crash or power loss could still lose the last second or two.
-            time.sleep(2.2)
+            conn = get_state(app).redis
+            wait_until(
+                lambda: conn.info("persistence")["aof_buffer_length"] == 0,
+                timeout=10,
+                what="Redis to write its AOF buffer",
+            )
         server.restart(kill=True)  # SIGKILL: no shutdown, no final flush
         get_state(app).redis.connection_pool.disconnect()
 

@@ -92,8 +92,8 @@ def test_redis_killed_mid_run(tmp_path: Path) -> None:
         assert by[setting]["drained"], runs[setting]
         assert by[setting]["duplicated"] == 0, runs[setting]
         # Redis was killed while the workers were draining, half-way through.
-        assert 50 <= runs[setting]["acknowledged_before_kill"] <= 60
-        assert runs[setting]["backlog_at_kill"] > 20
+        assert runs[setting]["acknowledged_before_kill"] == 50
+        assert runs[setting]["backlog_at_kill"] > 0
     assert by["always"]["lost"] == 0, runs["always"]
     assert by["everysec"]["lost"] == 0, runs["everysec"]  # a process kill only
     # Without persistence the restart empties the queue: the contrast that

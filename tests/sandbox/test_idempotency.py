@@ -81,14 +81,14 @@ def test_header_key_ttl(sandbox: Sandbox, client: PostStack) -> None:
 
 
 def test_expired_header_keys_are_evicted(sandbox: Sandbox, client: PostStack) -> None:
-    sandbox.configure(idempotency_header_ttl=0.5)
+    sandbox.configure(idempotency_header_ttl=2)
     first = post(client, "/emails", message(idempotency_key="body-1"), "hdr-old")
     again = post(client, "/emails", message(idempotency_key="body-1"), "hdr-old")
     assert again == {**first, "replayed": True}
     for n in range(3):
         post(client, "/emails", message(), f"hdr-{n}")
     assert sandbox.stats["header_keys_stored"] == 4
-    time.sleep(0.6)
+    time.sleep(2.1)
     post(client, "/emails", message(), "hdr-new")
     assert sandbox.stats["header_keys_stored"] == 1
     assert sandbox.store.header_keys.keys() == {("team", "hdr-new")}
@@ -249,7 +249,7 @@ def test_concurrent_duplicates_create_one_email(sandbox: Sandbox) -> None:
 
 
 def test_concurrent_duplicates_can_conflict(sandbox: Sandbox) -> None:
-    sandbox.configure(processing_delay=0.2, idempotency_concurrent="conflict")
+    sandbox.configure(processing_delay=1, idempotency_concurrent="conflict")
     with PostStack(LIVE_KEY, base_url=sandbox.base_url) as client:
         results = _concurrent(
             sandbox, 3, lambda: client.emails.send(message(idempotency_key="same"))

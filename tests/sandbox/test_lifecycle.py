@@ -29,10 +29,10 @@ def test_delivered_with_events(sandbox: Sandbox, client: PostStack) -> None:
 
 
 def test_intermediate_status(sandbox: Sandbox, client: PostStack) -> None:
-    sandbox.configure(lifecycle_delay=0.3)
+    sandbox.configure(lifecycle_delay=1)
     sent = client.emails.send(message())
     assert client.emails.get(sent["id"])["email"]["status"] == "queued"
-    sandbox.wait_for_status(sent["id"], "sending", timeout=2)
+    sandbox.wait_for_status(sent["id"], "sending", timeout=5)
     sandbox.configure(sent_status="sent")
     assert sandbox.wait_for_status(sent["id"]).status == "delivered"
 
