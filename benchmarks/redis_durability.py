@@ -63,7 +63,9 @@ SETTINGS = ("always", "everysec", "no", "off")
 
 
 class Producer(threading.Thread):
-    """Queues half the emails at once, the rest at ``rate`` a second.
+    """Queues half the emails at once, waits for ``resume`` (set once Redis
+    is killed, so exactly half are acknowledged before the kill), then the
+    rest at ``rate`` a second.
 
     Records, by idempotency key, which ``enqueue_email`` calls returned a job
     and which raised.
@@ -75,6 +77,7 @@ class Producer(threading.Thread):
         self.acked: list[str] = []
         self.refused: list[str] = []
         self.stop = threading.Event()
+        self.resume = threading.Event()
 
     def run(self) -> None:
         burst = self.count // 2  # a backlog first, as fast as it goes
@@ -82,6 +85,7 @@ class Producer(threading.Thread):
         with self.app.app_context():
             for i in range(self.count):
                 if i == burst:
+                    self.resume.wait(60)
                     started = time.monotonic()
                 if self.stop.is_set():
                     break
@@ -155,6 +159,7 @@ def run_once(
         delivered_before = len(sandbox.emails)
         server.stop(kill=True, keep_data=True)  # SIGKILL: no final flush
         killed_at = time.monotonic()
+        producer.resume.set()  # the second half meets Redis down, then back
         time.sleep(downtime)
         server.start()
         restarted_at = time.monotonic()
