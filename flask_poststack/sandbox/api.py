@@ -396,11 +396,16 @@ class Api(WebhookRoutes):
     def cancel(self, req: Request, args: list[str]) -> Response:
         email = self._email(args[0])
         with self.store.lock:
+            if self.store.emails.get(email.id) is not email:
+                raise not_found("Email")  # the sandbox was reset meanwhile
             self._scheduled(email)
-            email.status = self.config.cancelled_status
             email.generation = -1
-            event = self.store.add_event(email, "failed", {"reason": "cancelled"})
-        self.lifecycle.emit(email, event)
+            events = self.lifecycle.record(
+                email,
+                self.config.cancelled_status,
+                [("failed", {"reason": "cancelled"})],
+            )
+        self.lifecycle.announce(email, events)
         return json_response(200, {"success": True})
 
     def events(self, req: Request, args: list[str]) -> Response:

@@ -183,56 +183,59 @@ class Lifecycle:
         self.scheduler.call_later(delay, lambda: self._send(email, generation))
 
     def _send(self, email: StoredEmail, generation: int) -> None:
-        status = self.config.sent_status
-        if self.advance(email, status, [("sent", None)], generation, expect="queued"):
-            self.scheduler.call_later(
-                self.config.lifecycle_delay, lambda: self._finish(email, generation)
-            )
+        with self.store.lock:
+            if not self._current(email, generation) or email.status != "queued":
+                return
+            email.sent_at = utcnow()
+            events = self.record(email, self.config.sent_status, [("sent", None)])
+        self.announce(email, events)
+        self.scheduler.call_later(
+            self.config.lifecycle_delay, lambda: self._finish(email, generation)
+        )
 
     def _finish(self, email: StoredEmail, generation: int) -> None:
-        if email.test_mode:
-            outcome, recipient = "delivered", None
-        else:
-            data = email.input
-            outcome, recipient = self.outcomes.pick(
-                data.to + (data.cc or []) + (data.bcc or [])
-            )
-        meta = {"recipient": recipient} if recipient else None
-        events = [(outcome, meta)]
-        if outcome == "complained":
-            events.insert(0, ("delivered", None))
-        status = "bounced" if outcome == "soft_bounced" else outcome
-        self.advance(email, status, events, generation)
+        with self.store.lock:
+            if not self._current(email, generation):
+                return
+            # Picked under the lock, after the check: a timer left over from
+            # before a reset must not use up the next test's outcome rule.
+            if email.test_mode:
+                outcome, recipient = "delivered", None
+            else:
+                data = email.input
+                outcome, recipient = self.outcomes.pick(
+                    data.to + (data.cc or []) + (data.bcc or [])
+                )
+            meta = {"recipient": recipient} if recipient else None
+            steps = [(outcome, meta)]
+            if outcome == "complained":
+                steps.insert(0, ("delivered", None))
+            status = "bounced" if outcome == "soft_bounced" else outcome
+            events = self.record(email, status, steps)
+        self.announce(email, events)
 
-    def advance(
+    def _current(self, email: StoredEmail, generation: int) -> bool:
+        # Still stored (no reset since), and not rescheduled or cancelled.
+        return self.store.emails.get(email.id) is email and (
+            email.generation == generation
+        )
+
+    def record(
         self,
         email: StoredEmail,
         status: str,
         events: t.Sequence[tuple[str, dict[str, t.Any] | None]],
-        generation: int | None = None,
-        *,
-        expect: str | None = None,
-    ) -> bool:
-        """Record ``events`` (``(type, metadata)`` pairs) on ``email`` and give
-        it ``status`` in one go, so that nobody reads the status without its
-        events, then announce them. Do nothing and return ``False`` if the
-        email was rescheduled or cancelled since ``generation``, its status
-        is not ``expect``, or the sandbox was reset (a timer that fired
-        meanwhile)."""
-        with self.store.lock:
-            if (
-                self.store.emails.get(email.id) is not email
-                or (generation is not None and email.generation != generation)
-                or (expect is not None and email.status != expect)
-            ):
-                return False
-            if any(event_type == "sent" for event_type, _ in events):
-                email.sent_at = utcnow()
-            recorded = [self.store.add_event(email, *event) for event in events]
-            # Last, for readers that poll ``status`` without the lock.
-            email.status = status
-        # Outside the lock: announcing takes the webhooks' lock, which may
-        # take the store's, never the other way round.
-        for event in recorded:
+    ) -> list[dict[str, t.Any]]:
+        """Record ``events`` (``(type, metadata)`` pairs) on ``email``, then
+        give it ``status``: last, so that a reader polling the status without
+        the lock finds its events. Call with the store's lock held, and
+        :meth:`announce` what it returns once the lock is released."""
+        recorded = [self.store.add_event(email, *event) for event in events]
+        email.status = status
+        return recorded
+
+    def announce(self, email: StoredEmail, events: list[dict[str, t.Any]]) -> None:
+        """Send recorded events to the webhooks. Never with the store's lock
+        held: the webhooks' lock may take the store's, not the other way."""
+        for event in events:
             self.emit(email, event)
-        return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import typing as t
 
@@ -65,7 +66,7 @@ def test_outcome_by_recipient_pattern(
     assert sandbox.get_email(hit["id"]).status == status
 
 
-@pytest.mark.parametrize("outcome", ["delivered", "complained"])
+@pytest.mark.parametrize("outcome", ["delivered", "complained", "cancelled"])
 def test_a_final_status_comes_with_its_events(
     sandbox: Sandbox,
     live_client: PostStack,
@@ -80,6 +81,13 @@ def test_a_final_status_comes_with_its_events(
         time.sleep(0.2)
         return add_event(*args, **kwargs)
 
+    if outcome == "cancelled":
+        sent = live_client.emails.send(message(scheduled_at="2099-01-01T00:00:00Z"))
+        monkeypatch.setattr(sandbox.store, "add_event", slow_add_event)
+        threading.Thread(target=live_client.emails.cancel, args=(sent["id"],)).start()
+        email = sandbox.wait_for_status(sent["id"])
+        assert email.event_types == ["queued", "failed"]
+        return
     sandbox.outcomes.add(outcome)
     sent = live_client.emails.send(message())
     monkeypatch.setattr(sandbox.store, "add_event", slow_add_event)
@@ -96,9 +104,12 @@ def test_a_timer_firing_across_a_reset_touches_nothing(
     email = sandbox.get_email(client.emails.send(message())["id"])
     sandbox.reset()
     client.webhooks.create({"url": receiver.url, "events": ["*"]})
-    # The email's timer was already running when the reset cleared the rest.
+    rule = sandbox.outcomes.add("bounced")
+    # The email's timers were already running when the reset cleared the rest.
     sandbox.lifecycle._send(email, email.generation)
+    sandbox.lifecycle._finish(email, email.generation)
     assert email.status == "queued" and email.event_types == ["queued"]
+    assert rule.fired == 0  # left for the emails after the reset
     assert sandbox.scheduler._heap == []
     assert not sandbox.wait_for(
         lambda: any(r.body.count(b"email.sent") for r in receiver.events()),
