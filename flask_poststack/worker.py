@@ -269,6 +269,13 @@ class PostStackWorker(SimpleWorker):
         super().prepare_job_execution(job, *args, **kwargs)
         self._sending.set()
 
+    def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
+        """rq's. On rq 2.x, which forgets the worker's execution here, the
+        job's heartbeat stops first: a beat after this would fail."""
+        if not _PASS_EXECUTION:
+            self._beat_for(None)
+        super().cleanup_execution(job, *args, **kwargs)
+
     def check_for_suspension(self, burst: bool) -> None:
         """rq's check, unless the end of the last job just read the flag."""
         if self._known_not_suspended:

@@ -295,6 +295,26 @@ def test_a_worker_that_works_again_heartbeats_again(queue: Queue) -> None:
     nothing_left_running(queue)
 
 
+class LateBeatWorker(BeatRecorder):
+    def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
+        super().cleanup_execution(job, *args, **kwargs)
+        time.sleep(1.5)  # a beat is due meanwhile, if one is still planned
+
+
+def test_no_beat_lands_after_rq_cleans_up_the_execution(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    # rq 2.x forgets the worker's execution in its cleanup, before the
+    # job's end; a beat after that failed with a logged traceback.
+    job = queue.enqueue("json.dumps", args=([1],), kwargs={})
+    worker = LateBeatWorker([queue], connection=queue.connection,
+                            serializer=JSONSerializer)  # fmt: skip
+    worker.work(burst=True)
+    assert job.get_status(refresh=True) == "finished"
+    assert "Heartbeat for job" not in caplog.text
+    nothing_left_running(queue)
+
+
 def suspend_rq() -> None:
     """A job: ``rq suspend`` while it runs."""
     job = get_current_job()
