@@ -84,9 +84,11 @@ def test_a_final_status_comes_with_its_events(
     if outcome == "cancelled":
         sent = live_client.emails.send(message(scheduled_at="2099-01-01T00:00:00Z"))
         monkeypatch.setattr(sandbox.store, "add_event", slow_add_event)
-        threading.Thread(target=live_client.emails.cancel, args=(sent["id"],)).start()
+        cancel = threading.Thread(target=live_client.emails.cancel, args=(sent["id"],))
+        cancel.start()
         email = sandbox.wait_for_status(sent["id"])
         assert email.event_types == ["queued", "failed"]
+        cancel.join(5)  # its answer is on the way: not into a closed client
         return
     sandbox.outcomes.add(outcome)
     sent = live_client.emails.send(message())
