@@ -53,8 +53,11 @@ __all__ = ["BATCH_LIMIT", "BatchItem", "enqueue_batch", "enqueue_many", "send_ba
 BATCH_LIMIT = 100
 BATCH_TASK = "flask_poststack.tasks.send_batch_payloads"
 
-#: Per-email error codes in a batch answer that a later retry can fix.
-RETRYABLE_CODES = frozenset({"rate_limit_exceeded", "internal_error"})
+#: Per-email error codes in a batch answer that a later retry can fix. Not
+#: ``rate_limit_exceeded``: a throttle refuses a whole request (a 429 with
+#: ``Retry-After``), so on one email of a batch that code is the API's
+#: pre-0.14 quota code, which waiting does not lift.
+RETRYABLE_CODES = frozenset({"internal_error"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,10 +171,12 @@ def capture_chunk(
 
 
 def answer_error(answer: Mapping[str, t.Any]) -> PostStackError:
-    """The error of one refused email of a batch, as a single send raises it."""
+    """The error of one refused email of a batch, as a single send raises it
+    (``rate_limit_exceeded`` here is a quota: see :data:`RETRYABLE_CODES`)."""
     code = answer.get("code")
+    quota = code in QUOTA_CODES or code == "rate_limit_exceeded"
     return PostStackError(
-        status_code=429 if code in QUOTA_CODES else 422,
+        status_code=429 if quota else 422,
         error=str(answer.get("error") or "Refused"),
         code=code,
     )
@@ -189,8 +194,8 @@ def enqueue_batch(
 
     The worker sends each job's emails with one ``POST /emails/batch`` and
     records one answer per email in ``job.meta["results"]``. A retry (after a
-    network error, a 5xx, or a throttled email) resends only the emails
-    without a final answer.
+    network error, a 5xx, or an email refused with ``internal_error``)
+    resends only the emails without a final answer.
 
     :raises InvalidEmailError: naming the message and argument; nothing is
         queued.

@@ -145,7 +145,8 @@ def send_payload(payload: dict[str, t.Any]) -> str | None:
 
 
 class BatchIncomplete(Exception):
-    """Some emails of a batch job were throttled; the job retries just those."""
+    """Some emails of a batch job failed on the API's side (``internal_error``);
+    the job retries just those."""
 
 
 def send_batch_payloads(payloads: list[dict[str, t.Any]]) -> list[dict[str, t.Any]]:
@@ -190,12 +191,12 @@ def send_batch_payloads(payloads: list[dict[str, t.Any]]) -> list[dict[str, t.An
     if job is not None:
         job.meta["results"] = final
         job.save_meta()
-    throttled = [r for r in final if "id" not in r and r.get("code") in RETRYABLE_CODES]
-    if throttled:
+    retry = [r for r in final if "id" not in r and r.get("code") in RETRYABLE_CODES]
+    if retry:
         # RQ retries the job for these; once retries run out the job fails,
         # so requeue-failed can send them later (the answers stay in meta).
         raise BatchIncomplete(
-            f"{len(throttled)} of {len(payloads)} emails were throttled"
+            f"{len(retry)} of {len(payloads)} emails got an internal error"
         )
     return final
 

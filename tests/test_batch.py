@@ -5,6 +5,7 @@ import typing as t
 import pytest
 import redis
 from flask import Flask
+from poststack.resources import EmailsResource
 from rq import Queue
 from rq import SimpleWorker
 from rq.job import JobStatus
@@ -12,6 +13,7 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import InvalidEmailError
 from flask_poststack import PostStack
+from flask_poststack import signals
 from flask_poststack import tasks
 from flask_poststack.batch import enqueue_batch
 from flask_poststack.batch import enqueue_many
@@ -187,34 +189,76 @@ def test_refused_emails_of_a_batch_job_are_not_retried(
     assert len(batch_requests(sandbox)) == 1
 
 
-def test_a_retry_resends_only_the_throttled_emails(
+def test_a_legacy_quota_in_a_batch_fails_at_once(
     app: Flask, sandbox: Sandbox, redis_url: str
 ) -> None:
-    sandbox.configure(daily_quota=3, quota_legacy_code=True)  # rate_limit_exceeded
+    # Before 0.14 the API refused over-quota emails with rate_limit_exceeded.
+    # A throttle refuses a whole request, so on one email that code is a
+    # quota: retrying cannot help.
+    sandbox.configure(daily_quota=3, quota_legacy_code=True)
+    failed: list[BaseException] = []
+
+    def on_failed(sender: t.Any, exception: BaseException, **extra: t.Any) -> None:
+        failed.append(exception)
+
+    with app.app_context():
+        (job,) = enqueue_batch(messages(5))
+    with signals.email_failed.connected_to(on_failed):
+        work(redis_url)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == 2
+    assert len(batch_requests(sandbox)) == 1
+    codes = [result.get("code") for result in job.return_value() or []]
+    assert codes == [None, None, None, "rate_limit_exceeded", "rate_limit_exceeded"]
+    assert [(e.status_code, e.code) for e in failed] == [  # type: ignore[attr-defined]
+        (429, "rate_limit_exceeded"),
+        (429, "rate_limit_exceeded"),
+    ]
+
+
+def test_a_retry_resends_only_the_emails_with_an_internal_error(
+    app: Flask, sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sandbox never refuses one email with internal_error; this stands
+    # in for an API that does: those two are not sent, the rest are.
+    broken = {"user3@example.com", "user4@example.com"}
+    asked: list[int] = []  # how many emails each try of the job sent
+    batch = EmailsResource.batch
+
+    def partly_broken(self: EmailsResource, body: dict[str, t.Any]) -> t.Any:
+        emails = body["emails"]
+        asked.append(len(emails))
+        good = [e for e in emails if e["to"][0] not in broken]
+        sent = iter(batch(self, {"emails": good})["data"] if good else [])
+        refused = {"error": "Internal server error", "code": "internal_error"}
+        answers = [refused if e["to"][0] in broken else next(sent) for e in emails]
+        return {"data": answers}
+
+    monkeypatch.setattr(EmailsResource, "batch", partly_broken)
     with app.app_context():
         (job,) = enqueue_batch(messages(5))
     work(redis_url)
     job.refresh()
-    assert len(batch_requests(sandbox)) == 3  # the first try and two retries
-    assert sandbox.stats["quota_refused"] == 2 + 2 + 2  # only the two refused
+    assert asked == [5, 2, 2]  # the first try, then two retries of the two
     assert sandbox.stats["replays"] == 0  # the accepted three were not resent
     assert len(sandbox.emails) == 3
-    # Retries used up with emails still throttled: the job fails, visibly,
+    # Retries used up with emails still unsent: the job fails, visibly,
     # with every answer kept.
     assert job.get_status() == JobStatus.FAILED
     assert [r.get("code") for r in job.meta["results"]][3:] == [
-        "rate_limit_exceeded",
-        "rate_limit_exceeded",
+        "internal_error",
+        "internal_error",
     ]
     with app.app_context():
         assert email_status(job).state == "failed"
-        sandbox.configure(daily_quota=None)
+        broken.clear()
         result = app.test_cli_runner().invoke(args=["poststack", "requeue-failed"])
     assert "1 job(s) requeued" in result.output
     work(redis_url)
     job.refresh()
     assert job.get_status() == JobStatus.FINISHED
-    assert len(sandbox.emails) == 5  # the two throttled ones, and only them
+    assert len(sandbox.emails) == 5  # the two unsent ones, and only them
     assert sandbox.stats["replays"] == 0
 
 
