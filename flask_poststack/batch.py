@@ -127,7 +127,8 @@ def send_chunk(
 
     ``email_sent`` fires for each accepted email and ``email_failed`` for
     each refused one (with a :exc:`~poststack.PostStackError` built from the
-    answer: 429 for quota codes, else 422, as for a single send).
+    answer: 429 for quota codes, 500 for ``internal_error``, else 422, as for
+    a single send).
 
     :raises poststack.PostStackError: or a network error, when the request
         as a whole failed (after the SDK's retries).
@@ -176,7 +177,7 @@ def answer_error(answer: Mapping[str, t.Any]) -> PostStackError:
     code = answer.get("code")
     quota = code in QUOTA_CODES or code == "rate_limit_exceeded"
     return PostStackError(
-        status_code=429 if quota else 422,
+        status_code=429 if quota else 500 if code == "internal_error" else 422,
         error=str(answer.get("error") or "Refused"),
         code=code,
     )

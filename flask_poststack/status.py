@@ -50,6 +50,10 @@ def email_status(
 ) -> EmailStatus:
     """Say what happened to the email queued as ``job`` (a job or its id).
 
+    For a job of :func:`~flask_poststack.batch.enqueue_batch`, ``"sent"``
+    means every email of it has a final answer; which ones the API refused
+    is in ``job.meta["results"]``.
+
     :param connection: the Redis to look in; by default the current app's.
     :param check_api: once sent, also ask the API for the email's own status
         (``GET /emails/{id}``) with the current app's client.

@@ -272,7 +272,8 @@ class PostStackWorker(SimpleWorker):
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's. On rq 2.x, which forgets the worker's execution here, the
         job's heartbeat stops first: a beat after this would fail."""
-        if not _PASS_EXECUTION:
+        beating = self._beating
+        if not _PASS_EXECUTION and beating is not None and beating[0].id == job.id:
             self._beat_for(None)
         super().cleanup_execution(job, *args, **kwargs)
 

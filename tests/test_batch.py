@@ -235,12 +235,19 @@ def test_a_retry_resends_only_the_emails_with_an_internal_error(
         answers = [refused if e["to"][0] in broken else next(sent) for e in emails]
         return {"data": answers}
 
+    failed: list[t.Any] = []
+
+    def on_failed(sender: t.Any, exception: t.Any, **extra: t.Any) -> None:
+        failed.append((exception.status_code, exception.code))
+
     monkeypatch.setattr(EmailsResource, "batch", partly_broken)
     with app.app_context():
         (job,) = enqueue_batch(messages(5))
-    work(redis_url)
+    with signals.email_failed.connected_to(on_failed):
+        work(redis_url)
     job.refresh()
     assert asked == [5, 2, 2]  # the first try, then two retries of the two
+    assert failed == [(500, "internal_error")] * 6  # a server error: retried
     assert sandbox.stats["replays"] == 0  # the accepted three were not resent
     assert len(sandbox.emails) == 3
     # Retries used up with emails still unsent: the job fails, visibly,
