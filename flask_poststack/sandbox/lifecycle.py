@@ -216,9 +216,8 @@ class Lifecycle:
 
     def _current(self, email: StoredEmail, generation: int) -> bool:
         # Still stored (no reset since), and not rescheduled or cancelled.
-        return self.store.emails.get(email.id) is email and (
-            email.generation == generation
-        )
+        stored = self.store.emails.get(email.id) is email
+        return stored and email.generation == generation
 
     def record(
         self,
