@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import http
 import json
@@ -107,14 +108,8 @@ class App:
         if segments and segments[0] == "_sandbox":
             return Reply(self.sandbox._admin.handle(req))
         started = req.arrived
-        keys: list[str] | None = None
-
-        def request_keys() -> list[str]:
-            nonlocal keys
-            if keys is None:
-                keys = idempotency_keys(req)
-            return keys
-
+        # Parsed only if a fault rule filters on them, and then only once.
+        request_keys = functools.cache(lambda: idempotency_keys(req))
         fault = self.sandbox.faults.pick(req.method, req.path, request_keys)
         reply = self._api(req, fault)
         self._log(req, reply, fault, time.monotonic() - started)
