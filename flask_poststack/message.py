@@ -26,6 +26,7 @@ from ._attachments import AttachmentPayload
 from ._attachments import build_attachments
 from ._attachments import MAX_ATTACHMENT_BYTES
 from ._attachments import MAX_TOTAL_ATTACHMENT_BYTES
+from ._dates import parse_iso_datetime
 from ._templates import render_email
 from .config import Settings
 from .errors import ConfigurationError
@@ -421,28 +422,15 @@ def _variables(variables: object) -> dict[str, str]:
     return result
 
 
-# RFC 3339 date-times, plus a space for "T" and "+HHMM" offsets. Not
-# datetime.fromisoformat(): what it accepts differs between Python 3.10 and
-# 3.11+. The offset is optional here only so a naive time gets its own error.
-_SCHEDULED_AT = re.compile(
-    r"""
-    (?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})
-    [Tt\x20]
-    (?P<hour>[0-9]{2}):(?P<minute>[0-9]{2})
-    (?::(?P<second>[0-9]{2})(?:[.,](?P<fraction>[0-9]+))?)?
-    (?:(?P<utc>[Zz])
-      |(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):?(?P<offset_minute>[0-9]{2}))?
-    """,
-    re.VERBOSE,
-)
-
-
 def _scheduled_at(value: object) -> str:
     when: dt.datetime
     if isinstance(value, dt.datetime):
         when = value
     elif isinstance(value, str):
-        when = parse_iso_datetime(value)
+        try:
+            when = parse_iso_datetime(value)
+        except ValueError as exc:
+            raise InvalidEmailError("scheduled_at", str(exc)) from None
     else:
         raise InvalidEmailError(
             "scheduled_at",
@@ -460,46 +448,6 @@ def _scheduled_at(value: object) -> str:
     except OverflowError:
         raise _scheduled_at_out_of_range(value) from None
     return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def parse_iso_datetime(value: str) -> dt.datetime:
-    """Parse ``value`` per :data:`_SCHEDULED_AT`; naive if it has no offset.
-
-    The same forms on every Python (``fromisoformat`` varies). Raises
-    :exc:`InvalidEmailError` naming ``scheduled_at``.
-    """
-    match = _SCHEDULED_AT.fullmatch(value.strip())
-    if match is None:
-        raise InvalidEmailError(
-            "scheduled_at",
-            f"{value!r} is not an ISO-8601 date and time such as"
-            " '2026-03-25T09:00:00Z'.",
-        )
-    tz: dt.tzinfo | None = None
-    if match["utc"]:
-        tz = dt.timezone.utc
-    elif match["sign"]:
-        hours, minutes = int(match["offset_hour"]), int(match["offset_minute"])
-        if hours > 23 or minutes > 59:
-            raise _scheduled_at_out_of_range(value)
-        offset = dt.timedelta(hours=hours, minutes=minutes)
-        tz = dt.timezone(-offset if match["sign"] == "-" else offset)
-    # Digits beyond microseconds are dropped, not rounded: the wire keeps
-    # milliseconds by truncation too, and rounding could carry into the next day.
-    microsecond = int((match["fraction"] or "")[:6].ljust(6, "0"))
-    try:
-        return dt.datetime(
-            int(match["year"]),
-            int(match["month"]),
-            int(match["day"]),
-            int(match["hour"]),
-            int(match["minute"]),
-            int(match["second"] or 0),
-            microsecond,
-            tzinfo=tz,
-        )
-    except ValueError:
-        raise _scheduled_at_out_of_range(value) from None
 
 
 def _scheduled_at_out_of_range(value: object) -> InvalidEmailError:

@@ -51,10 +51,10 @@ from flask.sansio.app import App
 from poststack.resources.webhooks import WebhooksResource
 
 from . import signals
+from ._dates import parse_iso_datetime
 from .errors import redact_url
 from .errors import WebhookVerificationError
 from .extension import get_state
-from .message import parse_iso_datetime
 
 if t.TYPE_CHECKING:
     import redis
@@ -244,7 +244,7 @@ def _to_datetime(value: object) -> datetime | None:
             if when.tzinfo is None:
                 when = when.replace(tzinfo=timezone.utc)
             return when.astimezone(timezone.utc)
-    except (ValueError, OverflowError, OSError):  # InvalidEmailError included
+    except (ValueError, OverflowError, OSError):
         pass
     return None
 
