@@ -26,7 +26,7 @@ from flask import Flask
 
 from flask_poststack import PostStack
 from flask_poststack.cli import worker_command
-from flask_poststack.extension import get_state
+from flask_poststack import get_state
 from flask_poststack.redis_server import find_redis_server
 from flask_poststack.redis_server import RedisServer
 

@@ -42,10 +42,10 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack import enqueue_many
-from flask_poststack.extension import get_state
+from flask_poststack import get_state
 from flask_poststack.message import build_payload
-from flask_poststack.sending import new_key
-from flask_poststack.sending import TASK
+from flask_poststack.message import new_key
+from flask_poststack.queueing import TASK
 
 TARGET = 1.2
 #: The whole run stops measuring after this many seconds, whatever the counts.

@@ -51,7 +51,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.registry import StartedJobRegistry
 
 from flask_poststack import enqueue_email
-from flask_poststack.extension import get_state
+from flask_poststack import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 from tests.harness import make_app

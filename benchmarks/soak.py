@@ -54,7 +54,7 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack import enqueue_many
-from flask_poststack.extension import get_state
+from flask_poststack import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 from tests.harness import API_KEY

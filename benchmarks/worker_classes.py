@@ -51,7 +51,7 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack.cli import worker_command
-from flask_poststack.extension import get_state
+from flask_poststack import get_state
 
 LATENCY = 0.020
 #: No scenario may run longer than this, whatever the count.

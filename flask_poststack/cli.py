@@ -18,13 +18,12 @@ from flask.cli import AppGroup
 from markupsafe import escape
 from poststack import PostStackError
 
+from ._state import get_state
+from .client import make_client
 from .config import Settings
 from .errors import ConfigurationError
 from .errors import InvalidEmailError
 from .errors import redact_url
-from .extension import get_state
-from .extension import is_suppressed
-from .extension import make_client
 from .sending import send_email
 
 __all__ = ["poststack_cli", "worker_command", "worker_environ"]
@@ -191,7 +190,7 @@ def check() -> None:
         report("ok", "API key", f"set, {settings.mode} mode")
     else:
         report("FAIL", "API key", "POSTSTACK_API_KEY is not set")
-    if is_suppressed(current_app._get_current_object()):  # type: ignore[attr-defined]
+    if get_state().suppressed:
         report("warn", "sending", "suppressed: send_email() captures, sends nothing")
     report(*_check_api(settings))
     if settings.default_from:

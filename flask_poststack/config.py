@@ -1,11 +1,14 @@
 """Configuration keys, their defaults and how their values are parsed.
 
-The app reads each ``POSTSTACK_*`` key from ``app.config`` and, when the key is
-missing there, from ``os.environ``; the worker reads ``os.environ`` only. Both
-go through :func:`load_settings`, so a value means the same in both places.
-Values from the environment are strings: numbers, booleans and lists are
-parsed, and a value that does not parse is a :exc:`ConfigurationError` naming
-the key.
+Every key is declared once, as a field of :class:`Settings`: its default,
+its parser, and whether it is read live (at each use, from ``app.config``)
+rather than once at ``init_app``. The app reads ``app.config`` and, for keys
+it lacks, ``os.environ``; a testing app (``TESTING = True``) reads the keys
+that reach outside (API key and URL, Redis URL, suppression) from
+``app.config`` only, so the shell cannot point tests at a real API or Redis.
+The worker reads ``os.environ`` only. Values from the environment are
+strings: numbers, booleans and lists are parsed, and a value that does not
+parse is a :exc:`ConfigurationError` naming the key.
 """
 
 from __future__ import annotations
@@ -19,78 +22,193 @@ from urllib.parse import urlsplit
 from .errors import ConfigurationError
 from .errors import redact_url
 
-__all__ = ["DEFAULTS", "Settings", "check_api_key", "load_settings"]
+__all__ = [
+    "Settings",
+    "app_settings",
+    "check_api_key",
+    "environ_settings",
+    "live_setting",
+    "load_settings",
+]
 
 API_KEY_PREFIXES = ("sk_live_", "sk_test_")
 
-#: Every key and its default. ``None`` means "not set".
-DEFAULTS: dict[str, t.Any] = {
-    "POSTSTACK_API_KEY": None,
-    "POSTSTACK_BASE_URL": "https://api.poststack.dev",
-    "POSTSTACK_TIMEOUT": 30.0,
-    "POSTSTACK_MAX_RETRIES": 3,
-    "POSTSTACK_DEFAULT_FROM": None,
-    "POSTSTACK_DEFAULT_REPLY_TO": None,
-    "POSTSTACK_DEFAULT_TAGS": [],
-    "POSTSTACK_REDIS_URL": "redis://localhost:6379/0",
-    "POSTSTACK_QUEUE": "poststack",
-    "POSTSTACK_SUPPRESS_SEND": None,
-    "POSTSTACK_EAGER": False,
-    "POSTSTACK_WEBHOOK_SECRET": [],
-    "POSTSTACK_WEBHOOK_URL": "/poststack/webhooks",
-    "POSTSTACK_WEBHOOK_REGISTER": None,
-    "POSTSTACK_WEBHOOK_DEDUPE_SECONDS": 86_400,
-    "POSTSTACK_WEBHOOK_DEDUPE_STORE": None,
-    "POSTSTACK_REDIRECT_TO": None,
-    "POSTSTACK_ALLOWED_RECIPIENTS": [],
-    "POSTSTACK_RETRY_INTERVALS": [10, 30, 60, 120, 300],
-    "POSTSTACK_JOB_TIMEOUT": None,
-    "POSTSTACK_RESULT_TTL": 86_400,
-    "POSTSTACK_FAILURE_TTL": 30 * 86_400,
-    "POSTSTACK_HEARTBEAT_INTERVAL": 10,
-}
+_Parse = t.Callable[[str, t.Any], t.Any]
+
+
+def _key(
+    parse: _Parse,
+    default: t.Any = None,
+    *,
+    name: str | None = None,
+    live: bool = False,
+    secret: bool = False,
+    outside: bool = False,
+) -> t.Any:
+    """Declare one setting: a :class:`Settings` field with its key's facts.
+
+    ``outside`` marks a key that reaches outside the process (a real API or
+    Redis, or whether to send at all): a testing app reads it from
+    ``app.config`` only.
+    """
+    meta = {"parse": parse, "name": name, "live": live, "outside": outside}
+    return dataclasses.field(default=default, repr=not secret, metadata=meta)
+
+
+# Parsers: ``parse(key, value)``; ``value`` is never ``None`` (unset keys keep
+# the field's default).
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _str(key: str, value: t.Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(key, "must be a non-empty string.")
+    return value.strip()
+
+
+def _opt_str(key: str, value: t.Any) -> str | None:
+    if isinstance(value, str) and not value.strip():
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(key, f"must be a string, not {type(value).__name__}.")
+    return value.strip()
+
+
+def _url(*schemes: str) -> _Parse:
+    def parse(key: str, value: t.Any) -> str:
+        url = _str(key, value)
+        parts = urlsplit(url)
+        if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+            starts = " or ".join(s + "://" for s in schemes)
+            raise ConfigurationError(
+                key, f"must be a URL starting with {starts}, not {redact_url(url)!r}."
+            )
+        return url
+
+    return parse
+
+
+def _path(key: str, value: t.Any) -> str:
+    path = _str(key, value)
+    if not path.startswith("/"):
+        raise ConfigurationError(
+            key, f"must be a path starting with '/', not {path!r}."
+        )
+    return path
+
+
+def _number(kind: type[int] | type[float], minimum: float = 0) -> _Parse:
+    def parse(key: str, value: t.Any) -> int | float:
+        if isinstance(value, bool):
+            raise ConfigurationError(key, f"must be a number, not {value!r}.")
+        try:
+            number = kind(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            noun = "a whole number" if kind is int else "a number"
+            raise ConfigurationError(key, f"must be {noun}, not {value!r}.") from None
+        if number < minimum or (kind is float and number <= 0):
+            raise ConfigurationError(key, f"must be positive, not {value!r}.")
+        return number
+
+    return parse
+
+
+def parse_bool(key: str, value: t.Any) -> bool:
+    """Parse a boolean setting: a bool, or a string such as ``"1"``/``"off"``."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigurationError(key, f"must be true or false, not {value!r}.")
+
+
+def _str_list(key: str, value: t.Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)) or not all(
+        isinstance(item, str) for item in value
+    ):
+        raise ConfigurationError(
+            key, "must be a list of strings or a comma-separated string."
+        )
+    return tuple(item.strip() for item in value if item.strip())
+
+
+def _int_list(key: str, value: t.Any) -> tuple[int, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        numbers = tuple(int(str(item).strip()) for item in items if str(item).strip())
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            key, f"must be a list of whole seconds, not {value!r}."
+        ) from None
+    if any(n < 0 for n in numbers):
+        raise ConfigurationError(key, "intervals cannot be negative.")
+    return numbers
+
+
+def _choice(*choices: str) -> _Parse:
+    def parse(key: str, value: t.Any) -> str:
+        text = _str(key, value).lower()
+        if text not in choices:
+            options = " or ".join(repr(c) for c in choices)
+            raise ConfigurationError(key, f"must be {options}, not {value!r}.")
+        return text
+
+    return parse
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """The parsed ``POSTSTACK_*`` configuration of one app or worker.
 
-    The API key is kept out of ``repr()``; only its mode is shown.
+    Each field is the key ``POSTSTACK_<FIELD>`` (``webhook_secrets`` is
+    ``POSTSTACK_WEBHOOK_SECRET``). The API key and webhook secrets are kept
+    out of ``repr()``; only the key's mode is shown.
     """
 
-    api_key: str | None = dataclasses.field(default=None, repr=False)
-    base_url: str = DEFAULTS["POSTSTACK_BASE_URL"]
-    timeout: float = DEFAULTS["POSTSTACK_TIMEOUT"]
-    max_retries: int = DEFAULTS["POSTSTACK_MAX_RETRIES"]
-    default_from: str | None = None
-    default_reply_to: str | None = None
-    default_tags: tuple[str, ...] = ()
-    redis_url: str = DEFAULTS["POSTSTACK_REDIS_URL"]
-    queue: str = DEFAULTS["POSTSTACK_QUEUE"]
-    #: ``None`` means "follow ``app.testing``" (and "send" in a worker).
-    suppress_send: bool | None = None
+    api_key: str | None = _key(_opt_str, secret=True, outside=True)
+    base_url: str = _key(
+        _url("http", "https"), "https://api.poststack.dev", outside=True
+    )
+    timeout: float = _key(_number(float), 30.0)
+    max_retries: int = _key(_number(int), 3)
+    default_from: str | None = _key(_opt_str)
+    default_reply_to: str | None = _key(_opt_str)
+    default_tags: tuple[str, ...] = _key(_str_list, ())
+    redis_url: str = _key(
+        _url("redis", "rediss", "unix"), "redis://localhost:6379/0", outside=True
+    )
+    queue: str = _key(_str, "poststack")
+    #: ``None`` follows ``app.testing`` (and means "send" in a worker).
+    suppress_send: bool | None = _key(parse_bool, live=True, outside=True)
     #: Run queued jobs inline, in ``enqueue_email`` (for tests).
-    eager: bool = False
-    webhook_secrets: tuple[str, ...] = dataclasses.field(default=(), repr=False)
-    webhook_url: str = DEFAULTS["POSTSTACK_WEBHOOK_URL"]
-    #: ``None`` means "register the webhook blueprint if a secret is set".
-    webhook_register: bool | None = None
-    webhook_dedupe_seconds: int = DEFAULTS["POSTSTACK_WEBHOOK_DEDUPE_SECONDS"]
-    #: ``"redis"`` or ``"memory"``; resolved by :func:`load_settings`.
-    webhook_dedupe_store: str = "memory"
-    redirect_to: str | None = None
-    allowed_recipients: tuple[str, ...] = ()
-    retry_intervals: tuple[int, ...] = tuple(DEFAULTS["POSTSTACK_RETRY_INTERVALS"])
-    #: Derived from the SDK's worst case when not set (see ``job_timeout_for``).
-    job_timeout: int = 310
-    result_ttl: int = DEFAULTS["POSTSTACK_RESULT_TTL"]
-    failure_ttl: int = DEFAULTS["POSTSTACK_FAILURE_TTL"]
-    heartbeat_interval: int = DEFAULTS["POSTSTACK_HEARTBEAT_INTERVAL"]
+    eager: bool = _key(parse_bool, False, live=True)
+    webhook_secrets: tuple[str, ...] = _key(
+        _str_list, (), name="POSTSTACK_WEBHOOK_SECRET", secret=True
+    )
+    webhook_url: str = _key(_path, "/poststack/webhooks")
+    #: ``None`` registers the webhook blueprint when a secret is set.
+    webhook_register: bool | None = _key(parse_bool)
+    webhook_dedupe_seconds: int = _key(_number(int), 86_400)
+    #: ``"redis"`` or ``"memory"``; unset means Redis when a Redis URL is
+    #: configured, memory otherwise.
+    webhook_dedupe_store: str = _key(_choice("redis", "memory"), "memory")
+    redirect_to: str | None = _key(_opt_str)
+    allowed_recipients: tuple[str, ...] = _key(_str_list, ())
+    retry_intervals: tuple[int, ...] = _key(_int_list, (10, 30, 60, 120, 300))
+    #: Unset: the SDK's worst case for one send (see :func:`job_timeout_for`).
+    job_timeout: int = _key(_number(int, minimum=1), 310)
+    result_ttl: int = _key(_number(int), 86_400)
+    failure_ttl: int = _key(_number(int), 30 * 86_400)
+    heartbeat_interval: int = _key(_number(int, minimum=1), 10)
 
     def as_config(self) -> dict[str, t.Any]:
         """Every setting under its ``POSTSTACK_*`` key, as ``app.config`` holds it."""
         return {
-            config_key(f.name): _plain(getattr(self, f.name))
+            key_of(f): list(v) if isinstance(v := getattr(self, f.name), tuple) else v
             for f in dataclasses.fields(self)
         }
 
@@ -110,88 +228,70 @@ class Settings:
         return f"Settings(mode={self.mode!r}, {fields})"
 
 
-def config_key(field: str) -> str:
+def key_of(field: dataclasses.Field[t.Any]) -> str:
     """The ``POSTSTACK_*`` key of a :class:`Settings` field."""
-    return _KEY_OF.get(field, f"POSTSTACK_{field.upper()}")
+    return field.metadata["name"] or f"POSTSTACK_{field.name.upper()}"
 
 
-_KEY_OF = {"webhook_secrets": "POSTSTACK_WEBHOOK_SECRET"}
+#: Every key and its default (``None``: not set), for docs and checks.
+DEFAULTS: dict[str, t.Any] = Settings().as_config()
 
 
-def _plain(value: t.Any) -> t.Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def check_api_key(api_key: str | None) -> str:
-    """Return ``api_key`` if it looks like a PostStack key, else raise.
-
-    Only the prefix is checked; the rest is opaque. The error never repeats
-    the value.
-    """
-    if not api_key:
-        raise ConfigurationError(
-            "POSTSTACK_API_KEY",
-            "no API key is configured. Set it in app.config or in the"
-            " environment (an 'sk_test_...' key for development).",
-        )
-    if not api_key.startswith(API_KEY_PREFIXES) or len(api_key) <= 8:
-        raise ConfigurationError(
-            "POSTSTACK_API_KEY",
-            "the value is not a PostStack API key: it must start with"
-            " 'sk_live_' or 'sk_test_'.",
-        )
-    return api_key
-
-
-def load_settings(*sources: t.Mapping[str, t.Any]) -> Settings:
+def load_settings(*sources: t.Mapping[str, t.Any], isolated: bool = False) -> Settings:
     """Build :class:`Settings` from the first source that sets each key.
 
-    ``load_settings(app.config, os.environ)`` is what the app uses;
-    ``load_settings(os.environ)`` is what the worker uses. A key set to
-    ``None`` counts as not set.
+    A key set to ``None`` counts as not set.
+
+    :param isolated: read the keys that reach outside the process (API key,
+        base URL, Redis URL, suppression) from the first source only.
     """
+    values: dict[str, t.Any] = {}
+    given: set[str] = set()
+    for field in dataclasses.fields(Settings):
+        key = key_of(field)
+        where = sources[:1] if isolated and field.metadata["outside"] else sources
+        value = next((s[key] for s in where if s.get(key) is not None), None)
+        if value is not None:
+            values[field.name] = field.metadata["parse"](key, value)
+            given.add(field.name)
+    if "job_timeout" not in given:
+        values["job_timeout"] = job_timeout_for(
+            values.get("timeout", Settings.timeout),
+            values.get("max_retries", Settings.max_retries),
+        )
+    if "webhook_dedupe_store" not in given and "redis_url" in given:
+        values["webhook_dedupe_store"] = "redis"
+    return Settings(**values)
 
-    def get(key: str) -> t.Any:
-        for source in sources:
-            value = source.get(key)
-            if value is not None:
-                return value
-        return DEFAULTS[key]
 
-    return Settings(
-        api_key=_opt_str(get, "POSTSTACK_API_KEY"),
-        base_url=_url(get, "POSTSTACK_BASE_URL", ("http", "https")),
-        timeout=_number(get, "POSTSTACK_TIMEOUT", float),
-        max_retries=_number(get, "POSTSTACK_MAX_RETRIES", int, minimum=0),
-        default_from=_opt_str(get, "POSTSTACK_DEFAULT_FROM"),
-        default_reply_to=_opt_str(get, "POSTSTACK_DEFAULT_REPLY_TO"),
-        default_tags=_str_list(get, "POSTSTACK_DEFAULT_TAGS"),
-        redis_url=_url(get, "POSTSTACK_REDIS_URL", ("redis", "rediss", "unix")),
-        queue=_str(get, "POSTSTACK_QUEUE"),
-        suppress_send=_opt_bool(get, "POSTSTACK_SUPPRESS_SEND"),
-        eager=bool(_opt_bool(get, "POSTSTACK_EAGER")),
-        webhook_secrets=_str_list(get, "POSTSTACK_WEBHOOK_SECRET"),
-        webhook_url=_url_path(get, "POSTSTACK_WEBHOOK_URL"),
-        webhook_register=_opt_bool(get, "POSTSTACK_WEBHOOK_REGISTER"),
-        webhook_dedupe_seconds=_number(
-            get, "POSTSTACK_WEBHOOK_DEDUPE_SECONDS", int, minimum=0
-        ),
-        webhook_dedupe_store=_dedupe_store(get, sources),
-        redirect_to=_opt_str(get, "POSTSTACK_REDIRECT_TO"),
-        allowed_recipients=_str_list(get, "POSTSTACK_ALLOWED_RECIPIENTS"),
-        retry_intervals=_int_list(get, "POSTSTACK_RETRY_INTERVALS"),
-        job_timeout=(
-            _number(get, "POSTSTACK_JOB_TIMEOUT", int, minimum=1)
-            if get("POSTSTACK_JOB_TIMEOUT") is not None
-            else job_timeout_for(
-                _number(get, "POSTSTACK_TIMEOUT", float),
-                _number(get, "POSTSTACK_MAX_RETRIES", int, minimum=0),
-            )
-        ),
-        result_ttl=_number(get, "POSTSTACK_RESULT_TTL", int, minimum=0),
-        failure_ttl=_number(get, "POSTSTACK_FAILURE_TTL", int, minimum=0),
-        heartbeat_interval=_number(get, "POSTSTACK_HEARTBEAT_INTERVAL", int, minimum=1),
-    )
+def app_settings(config: t.Mapping[str, t.Any]) -> Settings:
+    """The settings of an app with ``config``: ``app.config`` first, then
+    ``os.environ``.
+
+    With ``TESTING`` on, the keys that reach outside the process
+    (``POSTSTACK_API_KEY``, ``..._BASE_URL``, ``..._REDIS_URL``,
+    ``..._SUPPRESS_SEND``) come from ``app.config`` only, so that the shell
+    cannot make a test send real email or use a real Redis.
+    """
+    return load_settings(config, os.environ, isolated=bool(config.get("TESTING")))
+
+
+def environ_settings() -> Settings:
+    """Settings from ``os.environ`` alone, as the worker sees them."""
+    return load_settings(os.environ)
+
+
+def live_setting(config: t.Mapping[str, t.Any], name: str) -> t.Any:
+    """The value of the live setting ``name`` (a field) in ``config`` now,
+    or ``None`` when ``config`` does not set it."""
+    field = _FIELDS[name]
+    assert field.metadata["live"], f"{name} is not read live"
+    key = key_of(field)
+    value = config.get(key)
+    return None if value is None else field.metadata["parse"](key, value)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
 def job_timeout_for(timeout: float, max_retries: int) -> int:
@@ -203,117 +303,25 @@ def job_timeout_for(timeout: float, max_retries: int) -> int:
     return math.ceil(timeout * (max_retries + 1) + 60 * max_retries + 10)
 
 
-def environ_settings() -> Settings:
-    """Settings from ``os.environ`` alone, as the worker sees them."""
-    return load_settings(os.environ)
+def check_api_key(api_key: str | None, where: str = "app.config") -> str:
+    """Return ``api_key`` if it looks like a PostStack key, else raise.
 
+    Only the prefix is checked; the rest is opaque. The error never repeats
+    the value.
 
-_Get = t.Callable[[str], t.Any]
-_N = t.TypeVar("_N", int, float)
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def _str(get: _Get, key: str) -> str:
-    value = get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(key, "must be a non-empty string.")
-    return value.strip()
-
-
-def _url(get: _Get, key: str, schemes: tuple[str, ...]) -> str:
-    value = _str(get, key)
-    parts = urlsplit(value)
-    if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+    :param where: where the key should be set, for the error message:
+        ``"app.config"`` or ``"the worker's environment"``.
+    """
+    if not api_key:
         raise ConfigurationError(
-            key,
-            f"must be a URL starting with {' or '.join(s + '://' for s in schemes)},"
-            f" not {redact_url(value)!r}.",
+            "POSTSTACK_API_KEY",
+            f"no API key is configured. Set it in {where}"
+            " (an 'sk_test_...' key for development).",
         )
-    return value
-
-
-def _opt_str(get: _Get, key: str) -> str | None:
-    value = get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(key, f"must be a string, not {type(value).__name__}.")
-    return value.strip()
-
-
-def _number(get: _Get, key: str, kind: type[_N], minimum: float = 0) -> _N:
-    value = get(key)
-    if isinstance(value, bool):
-        raise ConfigurationError(key, f"must be a number, not {value!r}.")
-    try:
-        number = kind(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError):
-        noun = "a whole number" if kind is int else "a number"
-        raise ConfigurationError(key, f"must be {noun}, not {value!r}.") from None
-    if number < minimum or (kind is float and number <= 0):
-        raise ConfigurationError(key, f"must be positive, not {value!r}.")
-    return number
-
-
-def _url_path(get: _Get, key: str) -> str:
-    value = _str(get, key)
-    if not value.startswith("/"):
+    if not api_key.startswith(API_KEY_PREFIXES) or len(api_key) <= 8:
         raise ConfigurationError(
-            key, f"must be a path starting with '/', not {value!r}."
+            "POSTSTACK_API_KEY",
+            "the value is not a PostStack API key: it must start with"
+            " 'sk_live_' or 'sk_test_'.",
         )
-    return value
-
-
-def _dedupe_store(get: _Get, sources: tuple[t.Mapping[str, t.Any], ...]) -> str:
-    # Unset means Redis when the app names one for its queue (in app.config or
-    # the environment), memory otherwise: the default Redis URL may not exist.
-    key = "POSTSTACK_WEBHOOK_DEDUPE_STORE"
-    value = _opt_str(get, key)
-    if value is None:
-        named = any(s.get("POSTSTACK_REDIS_URL") is not None for s in sources)
-        return "redis" if named else "memory"
-    if value.lower() not in ("redis", "memory"):
-        raise ConfigurationError(key, f"must be 'redis' or 'memory', not {value!r}.")
-    return value.lower()
-
-
-def _opt_bool(get: _Get, key: str) -> bool | None:
-    return parse_bool(key, get(key))
-
-
-def parse_bool(key: str, value: t.Any) -> bool | None:
-    """Parse a boolean setting; ``None`` stays ``None`` (not set)."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ConfigurationError(key, f"must be true or false, not {value!r}.")
-
-
-def _str_list(get: _Get, key: str) -> tuple[str, ...]:
-    value = get(key)
-    if isinstance(value, str):
-        value = value.split(",")
-    if not isinstance(value, (list, tuple)) or not all(
-        isinstance(item, str) for item in value
-    ):
-        raise ConfigurationError(
-            key, "must be a list of strings or a comma-separated string."
-        )
-    return tuple(item.strip() for item in value if item.strip())
-
-
-def _int_list(get: _Get, key: str) -> tuple[int, ...]:
-    value = get(key)
-    items = value.split(",") if isinstance(value, str) else value
-    try:
-        numbers = tuple(int(str(item).strip()) for item in items if str(item).strip())
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            key, f"must be a list of whole seconds, not {value!r}."
-        ) from None
-    if any(n < 0 for n in numbers):
-        raise ConfigurationError(key, "intervals cannot be negative.")
-    return numbers
+    return api_key

@@ -27,7 +27,8 @@ import typing as t
 import pytest
 from flask import Flask
 
-from .extension import get_state
+from ._state import get_state
+from .pipeline import running_in
 from .testing import clear_failures
 from .testing import fail_next
 from .testing import record_messages
@@ -66,7 +67,8 @@ class FakeQueue:
         worker = SimpleWorker(
             [self._queue()], connection=self.connection, serializer=JSONSerializer
         )
-        with self.app.app_context():
+        state = get_state(self.app)
+        with self.app.app_context(), running_in(state.send_context()):
             worker.work(burst=True, with_scheduler=False)
         for job in jobs:
             job.refresh()  # type: ignore[no-untyped-call]
@@ -122,10 +124,7 @@ def poststack_queue(poststack_app: Flask) -> t.Iterator[FakeQueue]:
     """The app's queue, moved to a fakeredis for the test."""
     import fakeredis
 
-    state = get_state(poststack_app)
-    previous = state._redis
     connection = fakeredis.FakeRedis()
-    state._redis = connection
-    yield FakeQueue(poststack_app, connection)
-    state._redis = previous
+    with get_state(poststack_app).use_redis(connection):
+        yield FakeQueue(poststack_app, connection)
     connection.close()

@@ -8,7 +8,7 @@ import typing as t
 from flask import current_app
 from flask import has_app_context
 
-from .extension import get_state
+from ._state import get_state
 
 if t.TYPE_CHECKING:
     import redis

@@ -20,10 +20,10 @@ from blinker import ANY
 from flask import Flask
 from poststack import PostStackError
 
-from . import delivery
 from . import signals
-from .delivery import SendResult
-from .extension import get_state
+from ._state import get_state
+from .client import process_faults
+from .results import SendResult
 
 if t.TYPE_CHECKING:
     from rq.job import Job
@@ -111,7 +111,7 @@ def fail_next(
     retry_after: float | None = None,
     exception: Exception | None = None,
 ) -> None:
-    """Make the next ``count`` sends in this process fail.
+    """Make the next ``count`` sends in this process fail, as the API would.
 
     Each raises a :exc:`poststack.PostStackError` built from ``status``,
     ``code``, ``error`` and ``retry_after`` (or ``exception`` itself), at the
@@ -120,24 +120,22 @@ def fail_next(
     rules apply. For example ``fail_next(status=429, code="rate_limit_exceeded",
     retry_after=1)`` is a throttle and ``fail_next(status=429,
     code="monthly_limit_exceeded")`` a quota.
+
+    It reaches sends by any app and by jobs run in this process, not those
+    of a worker in another process.
     """
     if count < 1:
         raise ValueError("count must be at least 1")
-    with delivery._injected_lock:
-        for _ in range(count):
-            delivery._injected.append(
-                exception
-                or PostStackError(
-                    status_code=status,
-                    error=error,
-                    code=code,
-                    request_id="req_injected",
-                    retry_after=retry_after,
-                )
-            )
+    failure = exception or PostStackError(
+        status_code=status,
+        error=error,
+        code=code,
+        request_id="req_injected",
+        retry_after=retry_after,
+    )
+    process_faults().add(failure, count)
 
 
 def clear_failures() -> None:
     """Forget failures queued by :func:`fail_next` that have not fired."""
-    with delivery._injected_lock:
-        delivery._injected.clear()
+    process_faults().clear()

@@ -52,9 +52,9 @@ from poststack.resources.webhooks import WebhooksResource
 
 from . import signals
 from ._dates import parse_iso_datetime
+from ._state import get_state
 from .errors import redact_url
 from .errors import WebhookVerificationError
-from .extension import get_state
 
 if t.TYPE_CHECKING:
     import redis

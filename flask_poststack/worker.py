@@ -175,9 +175,9 @@ class PostStackWorker(SimpleWorker):
     @property
     def heartbeat_interval(self) -> int:
         """Seconds between heartbeats: ``POSTSTACK_HEARTBEAT_INTERVAL`` (10)."""
-        from .tasks import worker_settings
+        from .client import worker_slot
 
-        return worker_settings().heartbeat_interval
+        return worker_slot().settings.heartbeat_interval
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """Three heartbeats: a dead worker's job is abandoned after that."""

@@ -6,6 +6,7 @@ import typing as t
 import pytest
 import redis
 
+from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 
@@ -13,11 +14,15 @@ pytest_plugins = ["pytester", "flask_poststack.pytest_plugin"]
 
 
 @pytest.fixture(autouse=True)
-def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Config falls back to the environment, so no test may see another's keys."""
+def _clean_environ(monkeypatch: pytest.MonkeyPatch) -> t.Iterator[None]:
+    """Config falls back to the environment, so no test may see another's keys;
+    the worker's client, read from it, is made anew for each test."""
     for key in list(os.environ):
         if key.startswith("POSTSTACK_"):
             monkeypatch.delenv(key)
+    reset_worker()
+    yield
+    reset_worker()
 
 
 @pytest.fixture(scope="session")

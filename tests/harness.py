@@ -39,10 +39,10 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
+from flask_poststack import get_state
 from flask_poststack import PostStack
 from flask_poststack.cli import worker_command
 from flask_poststack.config import Settings
-from flask_poststack.extension import get_state
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.sandbox import StoredEmail
 

@@ -11,13 +11,13 @@ from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from flask_poststack import enqueue_batch
+from flask_poststack import enqueue_many
 from flask_poststack import InvalidEmailError
 from flask_poststack import PostStack
+from flask_poststack import send_batch
 from flask_poststack import signals
-from flask_poststack import tasks
-from flask_poststack.batch import enqueue_batch
-from flask_poststack.batch import enqueue_many
-from flask_poststack.batch import send_batch
+from flask_poststack.client import reset_worker
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.status import email_status
 from flask_poststack.testing import fail_next
@@ -35,9 +35,6 @@ def app(sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Fl
         "POSTSTACK_MAX_RETRIES": "0",
     }.items():
         monkeypatch.setenv(name, value)  # the worker's environment
-    monkeypatch.setattr(
-        tasks, "_process", {"pid": None, "settings": None, "client": None}
-    )
     app = Flask(__name__)
     app.config.update(
         POSTSTACK_REDIS_URL=redis_url,
@@ -60,10 +57,7 @@ def work(redis_url: str) -> None:
     conn = redis.Redis.from_url(redis_url)
     queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
     SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
-    client = tasks._process["client"]
-    if client is not None:
-        client.close()
-        tasks._process["client"] = None
+    reset_worker()
     conn.close()
 
 

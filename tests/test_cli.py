@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack import PostStack
+from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import free_port
 from flask_poststack.sandbox import Sandbox
 
@@ -176,13 +177,9 @@ def test_preview_bad_input_is_a_usage_error(
 def test_requeue_failed_puts_jobs_back(
     app: Flask, sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flask_poststack import tasks
 
     monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
     monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
-    monkeypatch.setattr(
-        tasks, "_process", {"pid": None, "settings": None, "client": None}
-    )
     with app.app_context():
         for to in ("a@example.com", "b@example.com"):
             enqueue_email(to=to, subject="s", text="t")
@@ -195,5 +192,5 @@ def test_requeue_failed_puts_jobs_back(
     assert result.exit_code == 0, result.output
     assert "2 job(s) requeued" in result.output
     SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
-    tasks._process["client"].close()
+    reset_worker()
     assert sorted(e.to[0] for e in sandbox.emails) == ["a@example.com", "b@example.com"]

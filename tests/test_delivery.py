@@ -29,7 +29,7 @@ from rq.registry import FailedJobRegistry
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from flask_poststack.extension import get_state
+from flask_poststack import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 from tests.harness import API_KEY

@@ -217,20 +217,19 @@ def test_queue_options_and_unencodable_text_are_named(
 def test_the_queue_is_reused_and_follows_a_swapped_redis(app: Flask) -> None:
     import fakeredis
 
-    from flask_poststack.extension import get_state
-    from flask_poststack.sending import app_queue
+    from flask_poststack import get_state
 
-    with app.app_context():
-        first = app_queue(app)
-        assert app_queue(app) is first
-        assert app_queue(app, "other") is not first
-        state = get_state(app)
-        state._redis = fakeredis.FakeRedis()
-        swapped = app_queue(app)
-        assert swapped is not first and swapped.connection is state._redis
+    state = get_state(app)
+    first = state.queue()
+    assert state.queue() is first
+    assert state.queue("other") is not first
+    fake = fakeredis.FakeRedis()
+    with state.use_redis(fake):
+        swapped = state.queue()
+        assert swapped is not first and swapped.connection is fake
         app.config["POSTSTACK_EAGER"] = True
-        assert app_queue(app).is_async is False
-        state._redis.close()
+        assert state.queue().is_async is False
+    fake.close()
 
 
 def test_one_transaction_per_email(app: Flask, conn: redis.Redis) -> None:

@@ -12,8 +12,9 @@ from flask import current_app
 from flask import Flask
 
 from flask_poststack import ConfigurationError
+from flask_poststack import get_state
 from flask_poststack import PostStack
-from flask_poststack.extension import get_state
+from flask_poststack import send_email
 
 KEY = "sk_test_extension0123456789"
 
@@ -58,14 +59,22 @@ def test_two_apps_keep_separate_clients_and_settings() -> None:
     assert get_state(two).settings.mode == "live"
 
 
-def test_missing_key_is_a_configuration_error_naming_the_key() -> None:
-    with pytest.raises(ConfigurationError, match="POSTSTACK_API_KEY"):
-        PostStack(make_app())
+def test_the_app_loads_without_a_key_and_a_send_names_it() -> None:
+    app = make_app(POSTSTACK_DEFAULT_FROM="a@acme.test")
+    PostStack(app)
+    assert isinstance(app.extensions["poststack"], poststack.PostStack)
+    with app.app_context(), pytest.raises(ConfigurationError) as info:
+        send_email(to="ada@example.com", subject="s", text="t")
+    assert info.value.key == "POSTSTACK_API_KEY"
+    assert "app.config" in str(info.value)
 
 
-def test_malformed_key_is_refused_without_being_echoed() -> None:
-    with pytest.raises(ConfigurationError, match="POSTSTACK_API_KEY") as info:
-        PostStack(make_app(POSTSTACK_API_KEY="pk_Secret123"))
+def test_malformed_key_is_refused_at_the_send_without_being_echoed() -> None:
+    app = make_app(POSTSTACK_API_KEY="pk_Secret123", POSTSTACK_DEFAULT_FROM="a@a.test")
+    PostStack(app)
+    with app.app_context(), pytest.raises(ConfigurationError) as info:
+        send_email(to="ada@example.com", subject="s", text="t")
+    assert info.value.key == "POSTSTACK_API_KEY"
     assert "Secret123" not in str(info.value)
 
 

@@ -33,7 +33,7 @@ def build(**kwargs: t.Any) -> Payload:
     kwargs.setdefault("subject", "Hello")
     if not {"html", "text", "template", "template_id"} & kwargs.keys():
         kwargs["text"] = "Hi"
-    return build_payload(kwargs.pop("settings", SETTINGS), **kwargs)
+    return build_payload(kwargs.pop("settings", SETTINGS), kwargs)
 
 
 def invalid(argument: str, **kwargs: t.Any) -> str:
@@ -709,7 +709,7 @@ def test_any_input_gives_a_payload_or_invalid_email_error(
 ) -> None:
     try:
         with _APP.app_context():
-            payload = build_payload(SETTINGS, **{**arguments, **junk})
+            payload = build_payload(SETTINGS, {**arguments, **junk})
     except InvalidEmailError:
         return
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload

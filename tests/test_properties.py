@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from flask_poststack import Attachment
 from flask_poststack import enqueue_email
+from flask_poststack import get_state
 from flask_poststack import InvalidEmailError
 from flask_poststack import PostStack
 from flask_poststack import send_email
-from flask_poststack.extension import get_state
 from flask_poststack.sandbox import SandboxConfig
 from flask_poststack.sandbox.validation import parse_send
 
@@ -101,12 +101,14 @@ FAST = settings(
 
 
 @pytest.fixture
-def app() -> Flask:
+def app() -> t.Iterator[Flask]:
     app = Flask(__name__)
     app.config.update(TESTING=True, POSTSTACK_DEFAULT_FROM="hello@acme.test")
     PostStack(app)
-    get_state(app)._redis = fakeredis.FakeRedis()
-    return app
+    connection = fakeredis.FakeRedis()
+    with get_state(app).use_redis(connection):
+        yield app
+    connection.close()
 
 
 @FAST

@@ -19,8 +19,8 @@ from flask_poststack import PostStackError
 from flask_poststack import send_email
 from flask_poststack import SendCancelled
 from flask_poststack import signals
-from flask_poststack import tasks
 from flask_poststack.cli import worker_command
+from flask_poststack.client import reset_worker
 from flask_poststack.config import load_settings
 from flask_poststack.sandbox import Sandbox
 
@@ -159,9 +159,6 @@ def test_in_a_worker_the_sender_is_none(
     monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
     monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("POSTSTACK_MAX_RETRIES", "0")
-    monkeypatch.setattr(
-        tasks, "_process", {"pid": None, "settings": None, "client": None}
-    )
     with app.app_context():
         job = enqueue_email(**EMAIL)
     sandbox.faults.add("error", status=503, path="/emails", times=1)
@@ -169,12 +166,13 @@ def test_in_a_worker_the_sender_is_none(
     conn = redis.Redis.from_url(redis_url)
     queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
     SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
-    tasks._process["client"].close()
-    assert calls.names() == ["before_send", "email_failed", "before_send", "email_sent"]
+    reset_worker()
+    # before_send fired once, in the app, at enqueue: never in the worker.
+    assert calls.names() == ["email_failed", "email_sent"]
     assert {sender for _, sender, _ in calls.seen} == {None}
-    failed = calls.seen[1][2]
+    failed = calls.seen[0][2]
     assert failed["will_retry"] is True and failed["job"].id == job.id
-    assert calls.seen[3][2]["result"].id == sandbox.emails[0].id
+    assert calls.seen[1][2]["result"].id == sandbox.emails[0].id
 
 
 def test_receivers_in_a_real_worker_process(

@@ -28,9 +28,8 @@ from flask_poststack import enqueue_email
 from flask_poststack import PostStack
 from flask_poststack import SendCancelled
 from flask_poststack import signals
-from flask_poststack import tasks
-from flask_poststack.config import load_settings
-from flask_poststack.extension import get_state
+from flask_poststack.client import reset_worker
+from flask_poststack.client import worker_client
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.status import email_status
 from flask_poststack.worker import PostStackWorker
@@ -44,9 +43,6 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
     monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
     monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("POSTSTACK_MAX_RETRIES", "0")  # RQ's retries, not the SDK's
-    monkeypatch.setattr(
-        tasks, "_process", {"pid": None, "settings": None, "client": None}
-    )
 
 
 @pytest.fixture
@@ -54,9 +50,7 @@ def conn(redis_url: str) -> t.Iterator[redis.Redis]:
     conn = redis.Redis.from_url(redis_url)
     yield conn
     conn.close()
-    client = tasks._process["client"]
-    if client is not None:
-        client.close()
+    reset_worker()
 
 
 @pytest.fixture
@@ -185,7 +179,7 @@ def test_permanent_failures_fail_at_once_with_the_api_error_on_the_job(
     error = job.meta["poststack_error"]
     assert (error["status"], error["code"], error["retryable"]) == (status, code, False)
     assert error["request_id"].startswith("req_")
-    (line,) = [r for r in caplog.records if r.name == "flask_poststack.tasks"]
+    (line,) = [r for r in caplog.records if r.msg.startswith("PostStack send failed")]
     message = line.getMessage()
     for fact in (job.id, job.meta["idempotency_key"], code, error["request_id"]):
         assert fact in message
@@ -242,27 +236,28 @@ def test_missing_key_in_the_worker_fails_the_job_without_retries(
 
 
 def test_one_client_per_process_and_a_new_one_after_fork(conn: redis.Redis) -> None:
-    client = tasks.get_client()
-    assert tasks.get_client() is client
+    client = worker_client()
+    assert worker_client() is client
     read, write = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
-        os.write(write, b"1" if tasks.get_client() is not client else b"0")
+        os.write(write, b"1" if worker_client() is not client else b"0")
         os._exit(0)
     os.close(write)
     answer = os.read(read, 1)
     os.close(read)
     os.waitpid(pid, 0)
     assert answer == b"1"
-    assert tasks.get_client() is client
+    assert worker_client() is client
 
 
-def test_flask_poststack_worker_prints_the_documented_command(app: Flask) -> None:
+def test_flask_poststack_worker_prints_the_documented_command() -> None:
+    app = Flask(__name__)
     app.config["POSTSTACK_API_KEY"] = KEY
     app.config["POSTSTACK_REDIS_URL"] = "redis://:hunter2@127.0.0.1:6379/0"
-    get_state(app).settings = load_settings(app.config)
+    PostStack(app)
     result = app.test_cli_runner().invoke(args=["poststack", "worker", "--print"])
     assert result.exit_code == 0, result.output
     words = result.output.split()

@@ -168,21 +168,21 @@ def test_the_plugin_from_a_users_test_module(pytester: pytest.Pytester) -> None:
             poststack_queue.run()
             assert outbox(app)[0]["subject"] == "Welcome"
 
-        def test_sandbox(app, poststack_sandbox):
-            app.config.update(POSTSTACK_SUPPRESS_SEND=False)
-            from flask_poststack.extension import make_client, get_state
-            from dataclasses import replace
-            state = get_state(app)
-            state.settings = replace(
-                state.settings,
-                api_key="sk_test_x1234",
-                base_url=poststack_sandbox.base_url,
+        def test_sandbox(poststack_sandbox):
+            from flask import Flask
+            from flask_poststack import PostStack
+            app = Flask(__name__)
+            app.config.update(
+                TESTING=True,
+                POSTSTACK_SUPPRESS_SEND=False,
+                POSTSTACK_API_KEY="sk_test_x1234",
+                POSTSTACK_BASE_URL=poststack_sandbox.base_url,
+                POSTSTACK_DEFAULT_FROM="a@acme.test",
             )
-            app.extensions["poststack"] = make_client(state.settings)
+            PostStack(app)
             with app.app_context():
                 result = send_email(to="ada@example.com", subject="s", text="t")
             assert poststack_sandbox.emails[0].id == result.id
-            app.extensions["poststack"].close()
 
         def test_fail_next(app, poststack_fail_next):
             import pytest

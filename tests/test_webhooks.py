@@ -26,9 +26,9 @@ from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
 from flask_poststack import ConfigurationError
+from flask_poststack import get_state
 from flask_poststack import PostStack
 from flask_poststack import signals
-from flask_poststack.extension import get_state
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.webhooks import make_event_payload
 from flask_poststack.webhooks import parse_event

@@ -1,0 +1,322 @@
+"""Queueing from a view: :func:`enqueue_email`, :func:`enqueue_many` and
+:func:`enqueue_batch`, the RQ producer side.
+
+Each validates and renders in the app, fires ``before_send`` (through the
+pipeline), then puts plain JSON jobs for :mod:`flask_poststack.tasks` on the
+app's queue. Every queued email carries an idempotency key, so a retried job
+replays at the API instead of sending twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import typing as t
+from collections.abc import Iterator
+from collections.abc import Sequence
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+from . import pipeline
+from . import signals
+from ._state import AppState
+from ._state import get_state
+from .errors import InvalidEmailError
+from .errors import QueueUnavailableError
+from .message import build_all
+from .message import build_payload
+from .message import new_key
+from .sending import chunks
+
+if t.TYPE_CHECKING:
+    from rq import Queue
+    from rq.job import Job
+    from typing_extensions import Unpack
+
+    from .message import EmailArgs
+
+__all__ = ["BATCH_TASK", "TASK", "enqueue_batch", "enqueue_email", "enqueue_many"]
+
+#: The job functions, by dotted name: a plain ``rq worker`` imports them.
+TASK = "flask_poststack.tasks.send_payload"
+BATCH_TASK = "flask_poststack.tasks.send_batch_payloads"
+
+#: The longest delay or job setting accepted, in seconds (about ten years).
+MAX_SECONDS = 10 * 365 * 86_400
+
+
+def enqueue_email(
+    *,
+    queue: str | None = None,
+    delay: timedelta | float | None = None,
+    run_at: datetime | None = None,
+    job_id: str | None = None,
+    job_timeout: int | None = None,
+    result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+    **args: Unpack[EmailArgs],
+) -> Job:
+    """Validate and render the email now, then queue it for an RQ worker.
+
+    Takes the :class:`~flask_poststack.message.EmailArgs` of
+    :func:`~flask_poststack.send_email`, plus queue options. Returns the
+    :class:`rq.job.Job` as soon as the job is in Redis; the worker
+    (:mod:`flask_poststack.tasks`) sends it. The job's payload is plain JSON
+    and always carries an ``idempotency_key`` (yours, or one made here).
+
+    :param queue: the queue name; default ``POSTSTACK_QUEUE``.
+    :param delay: run no earlier than this long from now (a
+        :class:`~datetime.timedelta` or seconds). Needs a worker started with
+        ``--with-scheduler``.
+    :param run_at: run no earlier than this timezone-aware time.
+    :param job_id: the job's id (letters, digits, ``_`` and ``-``). A second
+        enqueue with the same id, while the first job is still in Redis,
+        returns the first job instead of queueing another, and the id also
+        seeds the idempotency key, so the API will not send it twice either.
+    :param job_timeout: seconds a worker may spend on the job; default
+        ``POSTSTACK_JOB_TIMEOUT``.
+    :param result_ttl: seconds to keep a finished job; default
+        ``POSTSTACK_RESULT_TTL``.
+    :param failure_ttl: seconds to keep a failed job; default
+        ``POSTSTACK_FAILURE_TTL``.
+    :raises InvalidEmailError: for bad input; nothing is queued.
+    :raises QueueUnavailableError: when Redis cannot be reached.
+    """
+    from rq.exceptions import DuplicateJobError
+    from rq.job import Job
+
+    state = get_state()
+    when = _run_time(delay, run_at)
+    _check_options(queue, job_timeout, result_ttl, failure_ttl)
+    if job_id is not None:
+        _check_job_id(job_id)
+    payload: dict[str, t.Any] = dict(build_payload(state.settings, args))
+    payload.setdefault("idempotency_key", f"job-{job_id}" if job_id else new_key())
+    pipeline.prepare(state.app, [payload])
+
+    rq_queue = state.queue(queue)
+    options = _job_options(
+        state,
+        TASK,
+        payload,
+        payload["idempotency_key"],
+        job_id=job_id,
+        job_timeout=job_timeout,
+        result_ttl=result_ttl,
+        failure_ttl=failure_ttl,
+    )
+    with _queue_errors(state), _inline_jobs(state, rq_queue):
+        try:
+            if when is None and rq_queue.is_async and job_id is None:
+                # One MULTI/EXEC for the whole enqueue: rq alone makes two
+                # round trips (the queue's registration, then the job).
+                with state.redis.pipeline() as pipe:
+                    job: Job = rq_queue.enqueue(TASK, pipeline=pipe, **options)
+                    pipe.execute()
+            elif when is None or not rq_queue.is_async:
+                job = rq_queue.enqueue(TASK, unique=job_id is not None, **options)
+            else:
+                job = rq_queue.enqueue_at(
+                    when, TASK, unique=job_id is not None, **options
+                )
+        except DuplicateJobError:
+            assert job_id is not None
+            return Job.fetch(
+                job_id, connection=state.redis, serializer=rq_queue.serializer
+            )
+    signals.email_enqueued.send(state.app, payload=payload, job=job)
+    return job
+
+
+def enqueue_many(
+    messages: Sequence[EmailArgs], *, queue: str | None = None
+) -> list[Job]:
+    """Queue one ordinary job per email, all in one Redis round trip.
+
+    The jobs are the same as :func:`~flask_poststack.enqueue_email`'s.
+
+    :raises InvalidEmailError: naming the message and argument; nothing is
+        queued.
+    :raises QueueUnavailableError: when Redis cannot be reached.
+    """
+    state = get_state()
+    _check_options(queue, None, None, None)
+    payloads = build_all(state.settings, messages)
+    pipeline.prepare(state.app, payloads)
+    rq_queue = state.queue(queue)
+    datas = [
+        _prepare_data(
+            rq_queue, TASK, _job_options(state, TASK, p, p["idempotency_key"])
+        )
+        for p in payloads
+    ]
+    with _queue_errors(state), _inline_jobs(state, rq_queue):
+        jobs: list[Job] = rq_queue.enqueue_many(datas)
+    for payload, job in zip(payloads, jobs, strict=True):
+        signals.email_enqueued.send(state.app, payload=payload, job=job)
+    return jobs
+
+
+def enqueue_batch(
+    messages: Sequence[EmailArgs],
+    *,
+    queue: str | None = None,
+    job_timeout: int | None = None,
+    result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+) -> list[Job]:
+    """Queue many emails as one job per 100, in one Redis round trip.
+
+    The worker sends each job's emails with one ``POST /emails/batch`` and
+    records one answer per email in ``job.meta["results"]``. A retry (after a
+    network error, a 5xx, or an email refused with ``internal_error``)
+    resends only the emails without a final answer.
+
+    :raises InvalidEmailError: naming the message and argument; nothing is
+        queued.
+    :raises QueueUnavailableError: when Redis cannot be reached.
+    """
+    state = get_state()
+    _check_options(queue, job_timeout, result_ttl, failure_ttl)
+    payloads = build_all(state.settings, messages)
+    pipeline.prepare(state.app, payloads)
+    rq_queue = state.queue(queue)
+    datas = []
+    for chunk in chunks(payloads):
+        label = f"{len(chunk)} emails from {chunk[0]['idempotency_key']}"
+        options = _job_options(
+            state,
+            BATCH_TASK,
+            chunk,
+            label,
+            job_timeout=job_timeout or state.settings.job_timeout * 2,
+            result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
+        )
+        options["meta"] = {"idempotency_keys": [p["idempotency_key"] for p in chunk]}
+        datas.append(_prepare_data(rq_queue, BATCH_TASK, options))
+    with _queue_errors(state), _inline_jobs(state, rq_queue):
+        jobs: list[Job] = rq_queue.enqueue_many(datas)
+    for job, chunk in zip(jobs, chunks(payloads), strict=True):
+        for payload in chunk:
+            signals.email_enqueued.send(state.app, payload=payload, job=job)
+    return jobs
+
+
+def _job_options(
+    state: AppState,
+    task: str,
+    argument: t.Any,
+    label: str,
+    *,
+    job_id: str | None = None,
+    job_timeout: int | None = None,
+    result_ttl: int | None = None,
+    failure_ttl: int | None = None,
+) -> dict[str, t.Any]:
+    from rq import Retry
+
+    settings = state.settings
+    intervals = list(settings.retry_intervals)
+    # Explicit args/kwargs: the job function receives its one argument and
+    # nothing else, whatever options rq adds or renames.
+    return {
+        "args": (argument,),
+        "kwargs": {},
+        "job_id": job_id,
+        "job_timeout": job_timeout or settings.job_timeout,
+        "result_ttl": settings.result_ttl if result_ttl is None else result_ttl,
+        "failure_ttl": settings.failure_ttl if failure_ttl is None else failure_ttl,
+        "retry": Retry(max=len(intervals), interval=intervals) if intervals else None,
+        "description": f"{task}({label})",
+        "meta": {"idempotency_key": label},
+    }
+
+
+def _prepare_data(rq_queue: Queue, task: str, options: dict[str, t.Any]) -> t.Any:
+    return rq_queue.prepare_data(
+        task,
+        args=options["args"],
+        kwargs=options["kwargs"],
+        timeout=options["job_timeout"],
+        result_ttl=options["result_ttl"],
+        failure_ttl=options["failure_ttl"],
+        description=options["description"],
+        meta=options["meta"],
+        retry=options["retry"],
+    )
+
+
+@contextlib.contextmanager
+def _queue_errors(state: AppState) -> Iterator[None]:
+    """Turn Redis connection failures into :exc:`QueueUnavailableError`."""
+    import redis
+
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise QueueUnavailableError(state.settings.redis_url, reason) from exc
+
+
+@contextlib.contextmanager
+def _inline_jobs(state: AppState, rq_queue: Queue) -> Iterator[None]:
+    # In eager mode rq runs the job inside enqueue(): it sends with the app.
+    if rq_queue.is_async:
+        yield
+    else:
+        with pipeline.running_in(state.send_context()):
+            yield
+
+
+def _run_time(
+    delay: timedelta | float | None, run_at: datetime | None
+) -> datetime | None:
+    if delay is not None and run_at is not None:
+        raise InvalidEmailError("delay", "give either 'delay' or 'run_at', not both.")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float, timedelta)):
+            raise InvalidEmailError("delay", "must be a timedelta or seconds.")
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if not 0 <= seconds <= MAX_SECONDS:  # also refuses NaN
+            raise InvalidEmailError(
+                "delay", f"must be between 0 and {MAX_SECONDS} seconds, not {delay!r}."
+            )
+        return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+    if run_at is not None:
+        if not isinstance(run_at, datetime) or run_at.utcoffset() is None:
+            raise InvalidEmailError("run_at", "must be a timezone-aware datetime.")
+        return run_at.astimezone(timezone.utc)
+    return None
+
+
+def _check_options(
+    queue: object, job_timeout: object, result_ttl: object, failure_ttl: object
+) -> None:
+    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
+        raise InvalidEmailError("queue", "must be a non-empty queue name.")
+    for name, value, least in (
+        ("job_timeout", job_timeout, 1),
+        ("result_ttl", result_ttl, 0),
+        ("failure_ttl", failure_ttl, 0),
+    ):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not least <= value <= MAX_SECONDS
+        ):
+            raise InvalidEmailError(
+                name, f"must be whole seconds from {least} to {MAX_SECONDS}."
+            )
+
+
+def _check_job_id(job_id: str) -> None:
+    if (
+        not isinstance(job_id, str)
+        or not job_id
+        or len(job_id) > 128
+        or not all(c.isascii() and (c.isalnum() or c in "_-") for c in job_id)
+    ):
+        raise InvalidEmailError(
+            "job_id", "use 1 to 128 letters, digits, '_' or '-' (RQ's rule)."
+        )
