@@ -24,9 +24,9 @@ from pathlib import Path
 import httpx
 from flask import Flask
 
+from flask_poststack import get_state
 from flask_poststack import PostStack
 from flask_poststack.cli import worker_command
-from flask_poststack import get_state
 from flask_poststack.redis_server import find_redis_server
 from flask_poststack.redis_server import RedisServer
 

@@ -50,8 +50,8 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
-from flask_poststack.cli import worker_command
 from flask_poststack import get_state
+from flask_poststack.cli import worker_command
 
 LATENCY = 0.020
 #: No scenario may run longer than this, whatever the count.

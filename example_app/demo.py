@@ -40,9 +40,9 @@ from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server
 from werkzeug.serving import WSGIRequestHandler
 
+from flask_poststack import get_state
 from flask_poststack.cli import worker_command
 from flask_poststack.cli import worker_environ
-from flask_poststack import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 

@@ -25,9 +25,8 @@ class EmailStatus:
     #: ``"started"`` (a worker is sending it), ``"retrying"`` (it failed in a
     #: way a retry can fix and waits for its next try), ``"sent"`` (the API
     #: accepted it: see :attr:`email_id` and :attr:`api_status`), ``"failed"``
-    #: (see :attr:`error`), ``"canceled"`` (by RQ, or by a ``before_send``
-    #: receiver in the worker), or ``"unknown"`` (no such job, or
-    #: it expired from Redis).
+    #: (see :attr:`error`), ``"canceled"`` (by RQ), or ``"unknown"`` (no
+    #: such job, or it expired from Redis).
     state: str
     job_id: str
     #: The PostStack email id once the API accepted the email.
@@ -79,7 +78,7 @@ def email_status(
         JobStatus.SCHEDULED: "retrying" if error else "scheduled",
         JobStatus.DEFERRED: "queued",
         JobStatus.STARTED: "started",
-        JobStatus.FINISHED: "canceled" if meta.get("cancelled") else "sent",
+        JobStatus.FINISHED: "sent",
         JobStatus.FAILED: "failed",
         JobStatus.STOPPED: "failed",
         JobStatus.CANCELED: "canceled",

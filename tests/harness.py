@@ -309,9 +309,9 @@ def dump_redis(client: redis.Redis) -> list[bytes]:
 
 #: One line per failed send, as flask_poststack.tasks logs it.
 FAILURE_LINE = re.compile(
-    r"PostStack send failed: job=(?P<job>\S+) idempotency_key=(?P<key>\S+)"
-    r" status=(?P<status>\S+) code=(?P<code>\S+) request_id=(?P<request_id>\S+)"
-    r" retry=(?P<retry>yes|no)"
+    r"PostStack send failed: status=(?P<status>\S+) code=(?P<code>\S+)"
+    r" request_id=(?P<request_id>\S+) idempotency_key=(?P<key>\S+)"
+    r" job=(?P<job>\S+) retry=(?P<retry>yes|no)"
 )
 
 

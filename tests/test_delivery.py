@@ -289,7 +289,8 @@ def test_422_and_quota_429_fail_at_once(
         assert error["request_id"] == request_id
         assert error["retryable"] is False
         assert f"job={job.id}" in logs
-        assert f"code={code} request_id={request_id} retry=no" in logs
+        assert f"code={code} request_id={request_id} " in logs
+        assert " retry=no: " in logs
     assert [e.input.idempotency_key for e in sandbox.emails] == [
         good.meta["idempotency_key"]
     ]

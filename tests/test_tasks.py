@@ -26,8 +26,6 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack import PostStack
-from flask_poststack import SendCancelled
-from flask_poststack import signals
 from flask_poststack.client import reset_worker
 from flask_poststack.client import worker_client
 from flask_poststack.sandbox import Sandbox
@@ -316,19 +314,3 @@ def test_status_says_retrying_with_the_last_error(
     assert status.state == "retrying"
     assert status.error is not None
     assert (status.error["status"], status.error["retry_after"]) == (429, 90)
-
-
-def test_status_of_an_email_cancelled_in_the_worker(
-    app: Flask, conn: redis.Redis, sandbox: Sandbox
-) -> None:
-    def cancel(sender: Flask | None, **_: t.Any) -> None:
-        if sender is None:  # in the worker only
-            raise SendCancelled("unsubscribed since it was queued")
-
-    job = enqueue(app)
-    with signals.before_send.connected_to(cancel):
-        work(conn)
-    with app.app_context():
-        assert email_status(job).state == "canceled"
-    assert job.return_value() is None
-    assert sandbox.stats["requests"] == 0
