@@ -60,9 +60,6 @@ class WebhookEvent:
     PostStack does not document its payload envelope, so the fields are read
     leniently and are ``None`` (or ``""`` for :attr:`type`) when the payload
     does not carry them; :attr:`payload` always has everything.
-
-    .. versionchanged:: 0.1.0
-        Added :attr:`kind`; the per-type signals are gone.
     """
 
     #: The raw event name, e.g. ``"email.delivered"``; unknown names are
