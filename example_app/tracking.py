@@ -28,7 +28,7 @@ def connect_receivers(app: Flask) -> None:
     """Listen to ``app``'s webhook signals (a receiver that raises makes the
     endpoint answer 500, and PostStack delivers the event again)."""
     signals.webhook_received.connect(record_status, sender=app)
-    signals.webhook_bounced.connect(mark_bounced, sender=app)
+    signals.webhook_received.connect(mark_bounced, sender=app)
 
 
 def record_status(sender: Flask, event: WebhookEvent, **extra: t.Any) -> None:
@@ -40,7 +40,7 @@ def record_status(sender: Flask, event: WebhookEvent, **extra: t.Any) -> None:
 
 def mark_bounced(sender: Flask, event: WebhookEvent, **extra: t.Any) -> None:
     """A permanent bounce: stop mailing that address."""
-    if event.recipient:
+    if event.kind == "bounced" and event.recipient:
         get_store(sender).mark_undeliverable(event.recipient, "bounced")
 
 

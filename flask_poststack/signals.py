@@ -49,75 +49,17 @@ email_enqueued = _signals.signal(
 )
 
 # Webhooks -----------------------------------------------------------------
-# Sent by the webhook blueprint (flask_poststack.webhooks) with ``event``, a
-# WebhookEvent. The sender is the app. A receiver that raises makes the
-# endpoint answer 500, so PostStack delivers the event again: receivers must
-# cope with seeing an event more than once.
 
 webhook_received = _signals.signal(
     "webhook-received",
     doc="""Sent with ``event`` (a
-    :class:`~flask_poststack.webhooks.WebhookEvent`) for every verified,
-    first-seen webhook delivery, whatever its type, before the per-type
-    signal below. A receiver that raises makes the endpoint answer 500 so
-    that PostStack retries.""",
+    :class:`~flask_poststack.webhooks.WebhookEvent`) by the webhook endpoint
+    for every verified, first-seen delivery, whatever its type; the sender is
+    the app. Tell events apart by :attr:`event.kind
+    <flask_poststack.webhooks.WebhookEvent.kind>` (``"delivered"``,
+    ``"bounced"``, ...). A receiver that raises makes the endpoint answer 500
+    so that PostStack delivers the event again: receivers must cope with
+    seeing an event more than once.""",
 )
 
-webhook_sent = _signals.signal(
-    "webhook-sent",
-    doc="""Sent with ``event`` for ``email.sent``: PostStack handed the email
-    to a mail server.""",
-)
-
-webhook_delivered = _signals.signal(
-    "webhook-delivered",
-    doc="""Sent with ``event`` for ``email.delivered``.""",
-)
-
-webhook_deferred = _signals.signal(
-    "webhook-deferred",
-    doc="""Sent with ``event`` for temporary delivery problems,
-    ``email.deferred`` and ``email.soft_bounced``: PostStack keeps trying.""",
-)
-
-webhook_bounced = _signals.signal(
-    "webhook-bounced",
-    doc="""Sent with ``event`` for ``email.bounced``, a permanent bounce: the
-    address does not take mail. (Soft bounces go to
-    :data:`webhook_deferred`.)""",
-)
-
-webhook_complained = _signals.signal(
-    "webhook-complained",
-    doc="""Sent with ``event`` for ``email.complained``: the recipient marked
-    the email as spam.""",
-)
-
-webhook_opened = _signals.signal(
-    "webhook-opened",
-    doc="""Sent with ``event`` for ``email.opened``.""",
-)
-
-webhook_clicked = _signals.signal(
-    "webhook-clicked",
-    doc="""Sent with ``event`` for ``email.clicked``.""",
-)
-
-webhook_delivery_failed = _signals.signal(
-    "webhook-delivery-failed",
-    doc="""Sent with ``event`` for ``email.failed``: PostStack gave up on the
-    email. (Not :data:`email_failed`, which is about a send from this app
-    failing.)""",
-)
-
-__all__ += [
-    "webhook_bounced",
-    "webhook_clicked",
-    "webhook_complained",
-    "webhook_deferred",
-    "webhook_delivered",
-    "webhook_delivery_failed",
-    "webhook_opened",
-    "webhook_received",
-    "webhook_sent",
-]
+__all__ += ["webhook_received"]

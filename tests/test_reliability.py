@@ -8,7 +8,7 @@ from the same code with the default, larger counts.
 The property-based half of issue 9 lives elsewhere: ``tests/test_properties.py``
 (any input to ``send_email``/``enqueue_email`` succeeds or raises
 ``InvalidEmailError``, and nothing invalid reaches the queue) and
-``tests/test_webhooks.py::test_fuzz_never_500_never_unsigned_dispatch``.
+``tests/webhooks/test_view.py::test_fuzz_never_500_never_unsigned_dispatch``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,246 @@
+"""The endpoint: its view, its blueprint and its registration by ``init_app``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+import typing as t
+
+from flask import Blueprint
+from flask import current_app
+from flask import Flask
+from flask import jsonify
+from flask import request
+from flask import Response
+from flask.blueprints import BlueprintSetupState
+from flask.sansio.app import App
+
+from .. import signals
+from .._state import get_state
+from ..errors import WebhookVerificationError
+from .dedupe import ClaimStore
+from .dedupe import dedupe_key
+from .dedupe import MemoryClaims
+from .dedupe import PROCESSING_SECONDS
+from .dedupe import RedisClaims
+from .dedupe import StoreUnavailable
+from .signature import SIGNATURE_HEADER
+from .signature import verify_webhook
+
+__all__ = [
+    "BLUEPRINT_NAME",
+    "receive_webhook",
+    "register_default_blueprint",
+    "webhook_blueprint",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The name ``init_app`` registers the blueprint under.
+BLUEPRINT_NAME = "poststack_webhooks"
+
+#: Where the per-app webhook state lives in ``app.extensions``.
+_EXTENSION_KEY = "poststack.webhooks"
+
+#: At most one bad-signature warning per app in this many seconds, so that
+#: forged deliveries cannot flood the log.
+_WARN_EVERY_SECONDS = 60.0
+
+
+@dataclasses.dataclass(eq=False)
+class _WebhookState:
+    claims: ClaimStore
+    warned_no_secret: bool = False
+    # When the last bad-signature warning was logged, and how many were
+    # held back since.
+    warned_at: float | None = None
+    held_back: int = 0
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def bad_signature_warning_due(self) -> int | None:
+        """``None`` to stay quiet, else how many warnings were held back."""
+        now = time.monotonic()
+        with self.lock:
+            if self.warned_at is not None and now - self.warned_at < (
+                _WARN_EVERY_SECONDS
+            ):
+                self.held_back += 1
+                return None
+            held_back, self.held_back, self.warned_at = self.held_back, 0, now
+            return held_back
+
+
+def _error(status: int, message: str) -> Response:
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+def _retry_later(message: str) -> Response:
+    response = _error(503, message)
+    response.headers["Retry-After"] = "60"
+    return response
+
+
+def _warn_bad_signature(state: _WebhookState, signature: str | None) -> None:
+    # Never the secret, the header's value or the body: only what is wrong.
+    held_back = state.bad_signature_warning_due()
+    if held_back is None:
+        return
+    problem = (
+        "matches no secret in POSTSTACK_WEBHOOK_SECRET" if signature else "is missing"
+    )
+    logger.warning(
+        "PostStack webhook refused with 401: the %s header %s. If PostStack's"
+        " own deliveries get this, check that POSTSTACK_WEBHOOK_SECRET holds"
+        " the webhook's signingSecret (both, during a rotation). Logged at most"
+        " once a minute; %d held back since the last.",
+        SIGNATURE_HEADER,
+        problem,
+        held_back,
+    )
+
+
+def receive_webhook() -> Response:
+    """The endpoint's view function (see :mod:`flask_poststack.webhooks`).
+
+    Its import path, ``"flask_poststack.webhooks.receive_webhook"``, is what
+    Flask-WTF's ``csrf.exempt`` takes.
+    """
+    if request.method == "HEAD":
+        return Response(status=200)
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = get_state(app).settings
+    webhook_state: _WebhookState = app.extensions[_EXTENSION_KEY]
+    if not settings.webhook_secrets:
+        if not webhook_state.warned_no_secret:
+            webhook_state.warned_no_secret = True
+            logger.error(
+                "PostStack webhook refused: POSTSTACK_WEBHOOK_SECRET is not"
+                " set, so no delivery can be verified. Set it to the"
+                " webhook's signingSecret."
+            )
+        return _error(401, "invalid signature")
+
+    body = request.get_data(cache=True)
+    signature = request.headers.get(SIGNATURE_HEADER)
+    try:
+        event = verify_webhook(body, signature, settings.webhook_secrets)
+    except WebhookVerificationError:
+        _warn_bad_signature(webhook_state, signature)
+        return _error(401, "invalid signature")
+    except ValueError as exc:
+        return _error(400, str(exc))
+
+    window = settings.webhook_dedupe_seconds
+    key = dedupe_key(event, body)
+    claims = webhook_state.claims if window > 0 else None
+    if claims is not None:
+        try:
+            found = claims.claim(key, min(window, PROCESSING_SECONDS))
+        except StoreUnavailable:
+            return _retry_later("dedupe store unavailable")
+        if found == "done":
+            return jsonify({"ok": True, "duplicate": True})
+        if found == "busy":
+            # Not 2xx: if the request dispatching it fails or dies, this
+            # copy must come back.
+            return _retry_later("this delivery is being processed")
+
+    dispatched = False
+    try:
+        signals.webhook_received.send(app, event=event)
+        dispatched = True
+    except Exception:
+        logger.exception(
+            "A receiver of the PostStack webhook %s (event %s, email %s)"
+            " raised; answering 500 so that PostStack delivers it again",
+            event.type or "(no type)",
+            event.id,
+            event.email_id,
+        )
+        return _error(500, "receiver error")
+    finally:
+        if claims is not None:
+            if dispatched:
+                claims.keep(key, window)
+            else:
+                claims.release(key)
+    return jsonify({"ok": True})
+
+
+class _WebhookBlueprint(Blueprint):
+    def register(self, app: App, options: dict[str, t.Any]) -> None:
+        name = options.get("name", self.name)
+        if app.blueprints.get(name, self) is not self:
+            raise ValueError(
+                f"A blueprint named {name!r} is already registered on this app,"
+                " so the PostStack webhook blueprint cannot use that name."
+                " If init_app registered it (it does when"
+                " POSTSTACK_WEBHOOK_SECRET is set), set"
+                " POSTSTACK_WEBHOOK_REGISTER = False to register it yourself,"
+                " or pass another name: webhook_blueprint(name=...)."
+            )
+        super().register(app, options)
+
+
+def webhook_blueprint(
+    url: str | None = None, *, name: str = BLUEPRINT_NAME
+) -> Blueprint:
+    """A blueprint with the webhook endpoint, to register yourself.
+
+    ``init_app`` registers one by itself when ``POSTSTACK_WEBHOOK_SECRET``
+    is set (see ``POSTSTACK_WEBHOOK_REGISTER``). To choose where and when::
+
+        app.config["POSTSTACK_WEBHOOK_REGISTER"] = False
+        poststack.init_app(app)
+        app.register_blueprint(webhook_blueprint("/hooks/poststack"))
+
+    Register it after ``init_app``: it reads the app's settings then.
+
+    :param url: the endpoint's path; default ``POSTSTACK_WEBHOOK_URL``.
+        A ``url_prefix`` given to ``register_blueprint`` is prepended.
+    :param name: the blueprint's name; the endpoint is ``f"{name}.receive"``.
+    :raises ValueError: at registration, if ``name`` is taken.
+    :raises RuntimeError: at registration, if Flask-PostStack is not
+        registered on the app.
+    """
+    blueprint = _WebhookBlueprint(name, __name__)
+    blueprint.record(lambda state: _setup(state, url))
+    return blueprint
+
+
+def _setup(state: BlueprintSetupState, url: str | None) -> None:
+    app = t.cast(Flask, state.app)
+    settings = get_state(app).settings
+    if _EXTENSION_KEY not in app.extensions:
+        claims: ClaimStore
+        if settings.webhook_dedupe_store == "redis":
+            claims = RedisClaims(get_state(app).redis, settings.redis_url)
+        else:
+            claims = MemoryClaims()
+        app.extensions[_EXTENSION_KEY] = _WebhookState(claims)
+    if not settings.webhook_secrets:
+        logger.warning(
+            "The PostStack webhook endpoint is registered but"
+            " POSTSTACK_WEBHOOK_SECRET is not set: every delivery will be"
+            " refused with 401."
+        )
+    state.add_url_rule(
+        url or settings.webhook_url,
+        "receive",
+        receive_webhook,
+        methods=["POST", "HEAD"],
+    )
+
+
+def register_default_blueprint(app: Flask) -> None:
+    """What ``init_app`` does: register the endpoint when so configured."""
+    settings = get_state(app).settings
+    wanted = settings.webhook_register
+    if wanted is None:
+        wanted = bool(settings.webhook_secrets)
+    if wanted:
+        app.register_blueprint(webhook_blueprint())
