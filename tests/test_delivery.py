@@ -14,6 +14,7 @@ back within about a minute.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import subprocess
 import time
@@ -26,7 +27,6 @@ from rq import Worker
 from rq.job import Job
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
-from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from flask_poststack import get_state
@@ -100,19 +100,27 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
     settings = settings_of(app)
     conn = get_state(app).redis
     jobs = enqueue(app, count)
-    job_of_key = {job.meta["idempotency_key"]: job.id for job in jobs}
+    # Each email has its own recipient, so a stored email names its job even
+    # if the idempotency key went missing on the way (the bug this test is for).
+    job_of_recipient = {f"user{i}@example.com": job.id for i, job in enumerate(jobs)}
+
     # The nastiest moment: the API has stored the email and the worker dies
-    # before it hears back. drop_after (below) loses the answer but leaves the
-    # worker alive; to kill a worker right then, for a few chosen emails the
-    # sandbox holds its answer after storing the email (hold_after_store, on
-    # the first request with the email's key), and the test SIGKILLs the
-    # worker that sent it (so the answer is never read).
-    victims = {jobs[i].meta["idempotency_key"] for i in (15, 55, 95)}
-    for key in victims:
+    # before it hears back. Six times, spread over the run, the sandbox holds
+    # the answer to a send after storing its email (hold_after_store, on the
+    # request after the `after`-th that rule sees), and the test SIGKILLs the
+    # worker that sent it while the answer is held: each of these kills lands
+    # mid-send by construction, not by timing. A hold is bounded by `seconds`
+    # and released by the test as soon as the worker is dead.
+    hold_after = (10, 30, 50, 70, 90, 110)
+    for after in hold_after:
         sandbox.faults.add("hold_after_store", method="POST", path="/emails",
-                           idempotency_key=key, seconds=5, times=1)  # fmt: skip
-    # Some latency, and now and then a slow request, so that kills land
-    # mid-send; drop_after stores the email and then resets the connection.
+                           after=after, seconds=30, times=1)  # fmt: skip
+    # Six more kills land anywhere (between jobs, before a send, after its
+    # answer, ...): one each time another seventh of the emails has finished,
+    # so they happen however fast or slow the machine is. Some latency and a
+    # slow request now and then make many of them land inside a request;
+    # drop_after stores the email and then resets the connection.
+    progress_at = [count * k // 7 for k in range(1, 7)]
     sandbox.configure(latency=0.03)
     sandbox.faults.seed(2024)
     sandbox.faults.add("latency", method="POST", path="/emails", delay=0.3,
@@ -120,50 +128,60 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
     sandbox.faults.add("drop_after", method="POST", path="/emails", probability=0.05)
 
     live = [workers.start(settings, sandbox), workers.start(settings, sandbox)]
+    killed_pids: set[int] = set()
     started = time.monotonic()
 
-    def worker_running(job_id: str) -> subprocess.Popen[bytes] | None:
+    def worker_of(job_id: str) -> int | None:
+        """The pid of the worker running the job (rq's own record of it)."""
         job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
         pids = {w.name: w.pid for w in Worker.all(connection=conn)}
-        pid = pids.get(job.worker_name or "")
-        return next((p for p in live if p.pid == pid), None)
+        return pids.get(job.worker_name or "")
 
     def restart(proc: subprocess.Popen[bytes]) -> None:
         workers.kill(proc)
+        killed_pids.add(proc.pid)
         live[live.index(proc)] = workers.start(settings, sandbox)
 
-    kills = periodic = mid_send = 0
-    killed_victims: list[str] = []
-    next_kill = started + 0.7
-    deadline = started + 45
-    while registry_counts(app)["finished"] < count:
+    # job id -> the email id the API stored (and answered) for the held send
+    held_sends: list[tuple[str, str]] = []
+    mid_send = anywhere = stolen = 0
+    deadline = started + 60
+    while (
+        registry_counts(app)["finished"] < count
+        or anywhere < len(progress_at)
+        or len(held_sends) < len(hold_after)
+    ):
         if time.monotonic() > deadline:
             pytest.fail(
-                f"not drained in 45s: {registry_counts(app)}, kills={kills}\n"
+                f"not drained in 60s: {registry_counts(app)}, held kills="
+                f"{mid_send}, other kills={anywhere}\n"
                 + diagnose_unfinished(app, jobs)
                 + "\n"
                 + workers.logs()[-6000:]
             )
         with contextlib.suppress(TimeoutError):
-            held = sandbox.wait_held(timeout=0.02)[0]
-            key = sandbox.get_email(held["email_id"]).input.idempotency_key
-            assert key is not None
-            proc = worker_running(job_of_key[key])
-            # None: a periodic kill got its worker while the sandbox was
-            # still holding the answer; the answer has no reader either way.
-            if proc is not None:
-                restart(proc)
-                kills += 1
-            killed_victims.append(key)
-            sandbox.release(held["id"])  # into a dead connection
-        if periodic < 6 and time.monotonic() >= next_kill:
-            proc = live[periodic % 2]
-            periodic += 1
-            busy = StartedJobRegistry(queue=rq_queue(app)).get_job_ids()
-            mid_send += bool(busy)
-            restart(proc)
-            kills += 1
-            next_kill = time.monotonic() + 0.7
+            for held in sandbox.wait_held(timeout=0.05):
+                email = sandbox.get_email(held["email_id"])
+                [recipient] = email.to
+                job_id = job_of_recipient[recipient]
+                pid = worker_of(job_id)
+                proc = next((p for p in live if p.pid == pid), None)
+                if proc is not None:
+                    assert proc.poll() is None, "the held worker exited by itself"
+                    restart(proc)
+                else:
+                    # One of the kills below got this worker after it had
+                    # sent the request: a kill mid-send too, not by us here.
+                    assert pid in killed_pids, (job_id, pid, killed_pids)
+                    stolen += 1
+                # Still held after the kill: the answer was never read.
+                assert sandbox.release(held["id"]) == 1, "the hold ended on its own"
+                held_sends.append((job_id, email.id))
+                mid_send += 1
+        finished = registry_counts(app)["finished"]
+        if anywhere < len(progress_at) and finished >= progress_at[anywhere]:
+            restart(live[anywhere % 2])
+            anywhere += 1
     drain = time.monotonic() - started
 
     wait_until(
@@ -172,19 +190,30 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
         what="an empty StartedJobRegistry",
         diagnose=lambda: registry_counts(app),
     )
-    print(f"\n{count} emails, 2 workers, {kills} SIGKILLs: drained in {drain:.2f}s")
+    kills = len(killed_pids)
+    print(
+        f"\n{count} emails, 2 workers, {kills} SIGKILLs ({mid_send} while the"
+        f" API held a stored email's answer): drained in {drain:.2f}s"
+    )
     record_property("drain_seconds", round(drain, 2))
     record_property("kills", kills)
 
-    assert periodic == 6 and kills >= 6
-    assert mid_send >= 3, "too few kills landed while a job was running"
-    assert sorted(killed_victims) == sorted(victims), "every victim was killed"
+    # Every hold fired, and each held send's worker died before its answer.
+    assert sandbox.stats["requests_held"] == len(hold_after)
+    assert mid_send == len(hold_after) >= 3, "kills that landed mid-send"
+    assert anywhere == len(progress_at)
+    assert kills == mid_send + anywhere - stolen
+    # The promise: every email exactly once, counted by key and by recipient.
     assert_delivered_once(app, sandbox, jobs)
+    per_recipient = collections.Counter(r for e in sandbox.emails for r in e.to)
+    assert per_recipient == dict.fromkeys(job_of_recipient, 1)
     assert registry_counts(app)["failed"] == 0
-    # Each victim's email was stored before its worker died, and its job ran
+    # Each held email was stored before its worker died, and its job ran
     # again and got the same id back from the API (a replay), never a new one.
-    assert sandbox.stats["replays"] >= len(victims)
-    for job in fetch_jobs(app, [Job(job_of_key[k], connection=conn) for k in victims]):
+    assert sandbox.stats["replays"] >= len(held_sends)
+    for job_id, email_id in held_sends:
+        [job] = fetch_jobs(app, [Job(job_id, connection=conn)])
+        assert job.meta["poststack_id"] == email_id, (job_id, job.meta)
         assert job.retries_left is not None and job.retries_left < RETRIES
 
 
