@@ -143,15 +143,8 @@ def enqueue_many(
     _check_options(queue, None, None, None)
     payloads = build_all(state.settings, messages)
     pipeline.prepare(state.app, payloads)
-    rq_queue = state.queue(queue)
-    datas = [
-        _prepare_data(
-            rq_queue, TASK, _job_options(state, TASK, p, p["idempotency_key"])
-        )
-        for p in payloads
-    ]
-    with _queue_errors(state), _inline_jobs(state, rq_queue):
-        jobs: list[Job] = rq_queue.enqueue_many(datas)
+    options = [_job_options(state, TASK, p, p["idempotency_key"]) for p in payloads]
+    jobs = _enqueue_all(state, state.queue(queue), TASK, options)
     for payload, job in zip(payloads, jobs, strict=True):
         signals.email_enqueued.send(state.app, payload=payload, job=job)
     return jobs
@@ -180,8 +173,7 @@ def enqueue_batch(
     _check_options(queue, job_timeout, result_ttl, failure_ttl)
     payloads = build_all(state.settings, messages)
     pipeline.prepare(state.app, payloads)
-    rq_queue = state.queue(queue)
-    datas = []
+    all_options = []
     for chunk in chunks(payloads):
         label = f"{len(chunk)} emails from {chunk[0]['idempotency_key']}"
         options = _job_options(
@@ -194,9 +186,8 @@ def enqueue_batch(
             failure_ttl=failure_ttl,
         )
         options["meta"] = {"idempotency_keys": [p["idempotency_key"] for p in chunk]}
-        datas.append(_prepare_data(rq_queue, BATCH_TASK, options))
-    with _queue_errors(state), _inline_jobs(state, rq_queue):
-        jobs: list[Job] = rq_queue.enqueue_many(datas)
+        all_options.append(options)
+    jobs = _enqueue_all(state, state.queue(queue), BATCH_TASK, all_options)
     for job, chunk in zip(jobs, chunks(payloads), strict=True):
         for payload in chunk:
             signals.email_enqueued.send(state.app, payload=payload, job=job)
@@ -233,18 +224,31 @@ def _job_options(
     }
 
 
-def _prepare_data(rq_queue: Queue, task: str, options: dict[str, t.Any]) -> t.Any:
-    return rq_queue.prepare_data(
-        task,
-        args=options["args"],
-        kwargs=options["kwargs"],
-        timeout=options["job_timeout"],
-        result_ttl=options["result_ttl"],
-        failure_ttl=options["failure_ttl"],
-        description=options["description"],
-        meta=options["meta"],
-        retry=options["retry"],
-    )
+def _enqueue_all(
+    state: AppState, rq_queue: Queue, task: str, options: list[dict[str, t.Any]]
+) -> list[Job]:
+    """Queue one job per ``options``, in one Redis round trip."""
+    with _queue_errors(state), _inline_jobs(state, rq_queue):
+        if not rq_queue.is_async:
+            # rq's enqueue_many runs eager jobs inside its pipeline, which
+            # then writes "queued" over their result: one at a time instead.
+            return [rq_queue.enqueue(task, **o) for o in options]
+        datas = [
+            rq_queue.prepare_data(
+                task,
+                args=o["args"],
+                kwargs=o["kwargs"],
+                timeout=o["job_timeout"],
+                result_ttl=o["result_ttl"],
+                failure_ttl=o["failure_ttl"],
+                description=o["description"],
+                meta=o["meta"],
+                retry=o["retry"],
+            )
+            for o in options
+        ]
+        jobs: list[Job] = rq_queue.enqueue_many(datas)
+    return jobs
 
 
 @contextlib.contextmanager

@@ -714,3 +714,21 @@ def test_any_input_gives_a_payload_or_invalid_email_error(
         return
     assert json.loads(json.dumps(payload, allow_nan=False)) == payload
     assert None not in payload.values()
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("body", "text"),
+        ("recipients", "to"),
+        ("sender", "from_"),
+        ("subjcet", "subject"),
+    ],
+)
+def test_an_unknown_argument_is_named_with_the_closest_one(
+    name: str, hint: str
+) -> None:
+    with pytest.raises(InvalidEmailError) as info:
+        build(to="ada@example.com", subject="s", text="t", **{name: "x"})
+    assert info.value.argument == name
+    assert f"Did you mean {hint!r}?" in str(info.value)
