@@ -71,9 +71,9 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         bare_queue = Queue("bare", connection=redis, serializer=JSONSerializer)
         messages = [{**SMALL_EMAIL, "to": f"user{i}@example.com"} for i in range(100)]
         with app.app_context():
-            payload = dict(build_payload(state.settings, **SMALL_EMAIL))
+            payload = dict(build_payload(state.settings, SMALL_EMAIL))
             payload["idempotency_key"] = new_key()
-            payloads = [dict(build_payload(state.settings, **m)) for m in messages]
+            payloads = [dict(build_payload(state.settings, m)) for m in messages]
             for p in payloads:
                 p["idempotency_key"] = new_key()
 
@@ -89,7 +89,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
                     pipe.execute()
 
             def validate() -> None:
-                build_payload(state.settings, **SMALL_EMAIL)
+                build_payload(state.settings, SMALL_EMAIL)
 
             def ours_many() -> None:
                 enqueue_many(messages)
