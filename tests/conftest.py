@@ -5,12 +5,54 @@ import typing as t
 
 import pytest
 import redis
+from flask import Flask
 
+from flask_poststack import PostStack
 from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 
 pytest_plugins = ["pytester", "flask_poststack.pytest_plugin"]
+
+#: The sender every app from :func:`make_app` has unless a test says otherwise.
+DEFAULT_FROM = "hello@acme.test"
+
+
+class AppFactory(t.Protocol):
+    def __call__(
+        self,
+        *,
+        template_folder: str | os.PathLike[str] = ...,
+        register: bool = ...,
+        **config: t.Any,
+    ) -> Flask: ...
+
+
+@pytest.fixture
+def make_app() -> AppFactory:
+    """A function that builds a Flask app with Flask-PostStack registered.
+
+    ``make_app(**config)`` starts from ``TESTING=True`` (so sends are
+    suppressed unless a test turns that off) and ``POSTSTACK_DEFAULT_FROM``;
+    keyword arguments add to or override that config (``None`` leaves a
+    setting unset). ``template_folder`` is Flask's; ``register=False``
+    returns the app without the extension, for tests of ``init_app`` itself.
+    """
+
+    def make_app(
+        *,
+        template_folder: str | os.PathLike[str] = "templates",
+        register: bool = True,
+        **config: t.Any,
+    ) -> Flask:
+        app = Flask(__name__, template_folder=template_folder)
+        app.config.update(TESTING=True, POSTSTACK_DEFAULT_FROM=DEFAULT_FROM)
+        app.config.update(config)
+        if register:
+            PostStack(app)
+        return app
+
+    return make_app
 
 
 @pytest.fixture(autouse=True)

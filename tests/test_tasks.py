@@ -7,9 +7,7 @@ in ``test_delivery.py``.
 from __future__ import annotations
 
 import logging
-import os
 import typing as t
-import warnings
 from datetime import datetime
 from datetime import timezone
 
@@ -27,7 +25,6 @@ from rq.serializers import JSONSerializer
 from flask_poststack import enqueue_email
 from flask_poststack import PostStack
 from flask_poststack.client import reset_worker
-from flask_poststack.client import worker_client
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.status import email_status
 from flask_poststack.worker import PostStackWorker
@@ -231,24 +228,6 @@ def test_missing_key_in_the_worker_fails_the_job_without_retries(
     assert failed_ids(conn) == [job.id]
     assert job.meta["poststack_error"]["code"] == "ConfigurationError"
     assert "POSTSTACK_API_KEY" in job.meta["poststack_error"]["error"]
-
-
-def test_one_client_per_process_and_a_new_one_after_fork(conn: redis.Redis) -> None:
-    client = worker_client()
-    assert worker_client() is client
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        os.write(write, b"1" if worker_client() is not client else b"0")
-        os._exit(0)
-    os.close(write)
-    answer = os.read(read, 1)
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert answer == b"1"
-    assert worker_client() is client
 
 
 def test_flask_poststack_worker_prints_the_documented_command() -> None:
