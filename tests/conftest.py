@@ -14,6 +14,9 @@ from flask_poststack.sandbox import Sandbox
 
 pytest_plugins = ["pytester", "flask_poststack.pytest_plugin"]
 
+#: Keys the sandbox accepts; quotas apply to live keys only.
+TEST_KEY = "sk_test_flaskpoststack0123456789"
+LIVE_KEY = "sk_live_flaskpoststack0123456789"
 #: The sender every app from :func:`make_app` has unless a test says otherwise.
 DEFAULT_FROM = "hello@acme.test"
 
@@ -97,3 +100,40 @@ def sandbox(sandbox_server: Sandbox) -> t.Iterator[Sandbox]:
     """The session's sandbox, reset (emails, keys, faults, settings) first."""
     sandbox_server.reset()
     yield sandbox_server
+
+
+@pytest.fixture
+def conn(redis_url: str) -> t.Iterator[redis.Redis]:
+    """A client of the session's Redis, for looking at what was queued."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def worker_env(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
+    """What a worker process has: environment variables, no app.
+
+    The SDK does not retry (``POSTSTACK_MAX_RETRIES=0``): RQ's retries do.
+    """
+    monkeypatch.setenv("POSTSTACK_API_KEY", TEST_KEY)
+    monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("POSTSTACK_MAX_RETRIES", "0")
+
+
+@pytest.fixture
+def batch_app(
+    make_app: AppFactory,
+    redis_url: str,
+    worker_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Flask:
+    """The app (and worker environment) of the batch tests: a live key, so
+    that the sandbox's quotas apply; no SDK retries; RQ retries at once."""
+    monkeypatch.setenv("POSTSTACK_API_KEY", LIVE_KEY)
+    return make_app(
+        TESTING=False,  # the key and base URL come from the environment
+        POSTSTACK_REDIS_URL=redis_url,
+        POSTSTACK_RETRY_INTERVALS="0,0",
+        POSTSTACK_SUPPRESS_SEND=False,
+    )

@@ -2,8 +2,8 @@
 
 Used by the end-to-end tests (``tests/e2e/test_delivery.py``). The
 reliability benchmarks keep their own copy (``benchmarks/_harness.py``), so
-that neither tree imports the other. Nothing here imports pytest: a failed wait raises :class:`HarnessError` (an
-``AssertionError``), which fails a test and stops a benchmark alike.
+that neither tree imports the other. Nothing here imports pytest: a failed
+wait raises :class:`HarnessError` (an ``AssertionError``), which fails a test.
 
 Every worker is started with exactly the command the docs give
 (:func:`flask_poststack.cli.worker_command`) and an environment that holds
