@@ -24,17 +24,17 @@ KEY = "sk_test_cli0123456789"
 
 
 @pytest.fixture
-def app(sandbox: Sandbox, redis_url: str, tmp_path: Path) -> Flask:
-    app = Flask(__name__, template_folder=str(tmp_path))
-    app.config.update(
+def app(
+    make_app: AppFactory, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> Flask:
+    return make_app(
+        template_folder=str(tmp_path),
+        TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=sandbox.base_url,
         POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
         POSTSTACK_SUPPRESS_SEND=False,
     )
-    PostStack(app)
-    return app
 
 
 def run(app: Flask, *args: str) -> t.Any:

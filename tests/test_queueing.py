@@ -28,19 +28,19 @@ from tests.helpers import batch_requests
 from tests.helpers import messages
 from tests.helpers import work
 
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
 KEY = "sk_test_enqueue0123456789"
 
 
 @pytest.fixture
-def app(redis_url: str) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
+def app(make_app: AppFactory, redis_url: str) -> Flask:
+    return make_app(
+        TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
     )
-    PostStack(app)
-    return app
 
 
 @pytest.fixture

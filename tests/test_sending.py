@@ -28,20 +28,22 @@ from flask_poststack.testing import outbox
 from tests.helpers import batch_requests
 from tests.helpers import messages
 
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
 KEY = "sk_test_sending0123456789"
 
 
 @pytest.fixture
-def app(sandbox: Sandbox, tmp_path: Path) -> Flask:
-    app = Flask(__name__, template_folder=str(tmp_path))
-    app.config.update(
+def app(make_app: AppFactory, sandbox: Sandbox, tmp_path: Path) -> Flask:
+    return make_app(
+        template_folder=str(tmp_path),
+        TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=sandbox.base_url,
         POSTSTACK_DEFAULT_FROM="Acme <hello@acme.test>",
         POSTSTACK_MAX_RETRIES=2,
     )
-    PostStack(app)
-    return app
 
 
 def test_send_returns_the_api_id(app: Flask, sandbox: Sandbox) -> None:

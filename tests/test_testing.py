@@ -9,7 +9,6 @@ from rq.job import JobStatus
 
 from flask_poststack import enqueue_batch
 from flask_poststack import enqueue_email
-from flask_poststack import PostStack
 from flask_poststack import PostStackError
 from flask_poststack import send_batch
 from flask_poststack import send_email
@@ -24,23 +23,20 @@ from tests.helpers import messages
 
 if t.TYPE_CHECKING:
     from flask_poststack.pytest_plugin import FakeQueue
+    from tests.conftest import AppFactory
 
 KEY = "sk_test_testing0123456789"
 
 
 @pytest.fixture
-def app(poststack_sandbox: t.Any) -> t.Iterator[Flask]:
-    app = Flask(__name__)
-    app.config.update(
+def app(make_app: AppFactory, poststack_sandbox: t.Any) -> t.Iterator[Flask]:
+    yield make_app(
         TESTING=True,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=poststack_sandbox.base_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
         POSTSTACK_MAX_RETRIES=0,
         POSTSTACK_RETRY_INTERVALS="0,0",
     )
-    PostStack(app)
-    yield app
     clear_failures()
 
 
