@@ -48,8 +48,8 @@ $(COMPAT)/.installed: pyproject.toml
 
 .PHONY: compat
 compat: $(COMPAT)/.installed
-	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider tests/test_worker.py tests/test_tasks.py \
-		tests/test_delivery.py tests/test_batch.py tests/test_testing.py
+	$(COMPAT)/bin/python -m pytest -q -p no:cacheprovider tests/test_worker.py tests/test_tasks.py tests/test_client.py \
+		tests/test_queueing.py tests/test_status.py tests/e2e/test_delivery.py tests/test_testing.py
 
 demo: $(STAMP)
 	$(BIN)/python -m example_app.demo $(if $(KEEP),--keep)

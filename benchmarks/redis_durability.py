@@ -53,6 +53,10 @@ import typing as t
 from pathlib import Path
 
 import _harness
+from _harness import make_app
+from _harness import rq_queue
+from _harness import settings_of
+from _harness import Workers
 from flask import Flask
 from rq import Worker
 from rq.registry import ScheduledJobRegistry
@@ -62,10 +66,6 @@ from flask_poststack import enqueue_email
 from flask_poststack import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
-from tests.harness import make_app
-from tests.harness import rq_queue
-from tests.harness import settings_of
-from tests.harness import Workers
 
 SETTINGS = ("always", "everysec", "no", "off")
 

@@ -47,6 +47,15 @@ import typing as t
 from pathlib import Path
 
 import _harness
+from _harness import API_KEY
+from _harness import current_job_of
+from _harness import dump_redis
+from _harness import failure_lines
+from _harness import make_app
+from _harness import registry_counts
+from _harness import rq_queue
+from _harness import settings_of
+from _harness import Workers
 from flask import Flask
 from rq.job import Job
 from rq.job import JobStatus
@@ -57,15 +66,6 @@ from flask_poststack import enqueue_many
 from flask_poststack import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
-from tests.harness import API_KEY
-from tests.harness import current_job_of
-from tests.harness import dump_redis
-from tests.harness import failure_lines
-from tests.harness import make_app
-from tests.harness import registry_counts
-from tests.harness import rq_queue
-from tests.harness import settings_of
-from tests.harness import Workers
 
 #: Ten RQ retries, a few seconds in all: with no SDK retries a 35% fault rate
 #: would exhaust five retries for about 1 email in 500 (0.35 ** 6).

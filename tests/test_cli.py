@@ -17,21 +17,24 @@ from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import free_port
 from flask_poststack.sandbox import Sandbox
 
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
 KEY = "sk_test_cli0123456789"
 
 
 @pytest.fixture
-def app(sandbox: Sandbox, redis_url: str, tmp_path: Path) -> Flask:
-    app = Flask(__name__, template_folder=str(tmp_path))
-    app.config.update(
+def app(
+    make_app: AppFactory, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> Flask:
+    return make_app(
+        template_folder=str(tmp_path),
+        TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=sandbox.base_url,
         POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
         POSTSTACK_SUPPRESS_SEND=False,
     )
-    PostStack(app)
-    return app
 
 
 def run(app: Flask, *args: str) -> t.Any:
@@ -194,3 +197,29 @@ def test_requeue_failed_puts_jobs_back(
     SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
     reset_worker()
     assert sorted(e.to[0] for e in sandbox.emails) == ["a@example.com", "b@example.com"]
+
+
+def test_flask_poststack_worker_prints_the_documented_command(
+    make_app: AppFactory,
+) -> None:
+    app = make_app(
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_REDIS_URL="redis://:hunter2@127.0.0.1:6379/0",
+    )
+    result = app.test_cli_runner().invoke(args=["poststack", "worker", "--print"])
+    assert result.exit_code == 0, result.output
+    words = result.output.split()
+    assert words[0] == "RQ_REDIS_URL='redis://:***@127.0.0.1:6379/0'"
+    assert words[2:] == [
+        "worker",
+        "--serializer",
+        "rq.serializers.JSONSerializer",
+        "--worker-class",
+        "flask_poststack.worker.PostStackWorker",
+        "--with-scheduler",
+        "--maintenance-interval",
+        "30",
+        "poststack",
+    ]
+    assert KEY not in result.output
+    assert "hunter2" not in result.output

@@ -25,6 +25,9 @@ from flask_poststack.message import MAX_RECIPIENTS
 from flask_poststack.message import ORIGINAL_RECIPIENTS_HEADER
 from flask_poststack.message import Payload
 
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
 SETTINGS = Settings(default_from="Acme <noreply@acme.test>")
 
 
@@ -393,7 +396,7 @@ def test_attachment_path_too_large(tmp_path: pathlib.Path) -> None:
 
 
 @pytest.fixture
-def app(tmp_path: pathlib.Path) -> Flask:
+def app(make_app: AppFactory, tmp_path: pathlib.Path) -> Flask:
     emails = tmp_path / "emails"
     emails.mkdir()
     (emails / "welcome.html").write_text("<p>Hi {{ name }} from {{ site }}</p>")
@@ -401,7 +404,8 @@ def app(tmp_path: pathlib.Path) -> Flask:
     (emails / "welcome.subject.txt").write_text("  Welcome,\n  {{ name }}!\n")
     (emails / "textonly.txt").write_text("Just text")
     (emails / "broken.txt").write_text("{{ 1 // 0 }}")
-    app = Flask(__name__, template_folder=str(tmp_path))
+    # Templates only: build_payload renders them without the extension.
+    app = make_app(register=False, template_folder=str(tmp_path))
     app.context_processor(lambda: {"site": "Acme"})
     return app
 

@@ -25,10 +25,12 @@ from flask_poststack import Attachment
 from flask_poststack import enqueue_email
 from flask_poststack import get_state
 from flask_poststack import InvalidEmailError
-from flask_poststack import PostStack
 from flask_poststack import send_email
 from flask_poststack.sandbox import SandboxConfig
 from flask_poststack.sandbox.validation import parse_send
+
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
 
 ADDRESSES = st.sampled_from(
     ["ada@example.com", "Ada Lovelace <ada@example.com>", "b+tag@sub.example.org"]
@@ -101,10 +103,8 @@ FAST = settings(
 
 
 @pytest.fixture
-def app() -> t.Iterator[Flask]:
-    app = Flask(__name__)
-    app.config.update(TESTING=True, POSTSTACK_DEFAULT_FROM="hello@acme.test")
-    PostStack(app)
+def app(make_app: AppFactory) -> t.Iterator[Flask]:
+    app = make_app()  # TESTING: sends are captured, nothing leaves the process
     connection = fakeredis.FakeRedis()
     with get_state(app).use_redis(connection):
         yield app

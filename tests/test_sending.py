@@ -8,33 +8,42 @@ from datetime import timezone
 from pathlib import Path
 
 import pytest
+import redis
 from flask import Flask
 
 from flask_poststack import Attachment
 from flask_poststack import ConfigurationError
+from flask_poststack import enqueue_batch
+from flask_poststack import enqueue_many
 from flask_poststack import get_state
 from flask_poststack import InvalidEmailError
 from flask_poststack import PostStack
 from flask_poststack import PostStackError
 from flask_poststack import RecipientNotAllowedError
+from flask_poststack import send_batch
 from flask_poststack import send_email
 from flask_poststack.retry import is_retryable
 from flask_poststack.sandbox import Sandbox
+from flask_poststack.testing import outbox
+from tests.helpers import batch_requests
+from tests.helpers import messages
+
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
 
 KEY = "sk_test_sending0123456789"
 
 
 @pytest.fixture
-def app(sandbox: Sandbox, tmp_path: Path) -> Flask:
-    app = Flask(__name__, template_folder=str(tmp_path))
-    app.config.update(
+def app(make_app: AppFactory, sandbox: Sandbox, tmp_path: Path) -> Flask:
+    return make_app(
+        template_folder=str(tmp_path),
+        TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=sandbox.base_url,
         POSTSTACK_DEFAULT_FROM="Acme <hello@acme.test>",
         POSTSTACK_MAX_RETRIES=2,
     )
-    PostStack(app)
-    return app
 
 
 def test_send_returns_the_api_id(app: Flask, sandbox: Sandbox) -> None:
@@ -357,3 +366,73 @@ def test_two_apps_send_with_their_own_settings(sandbox: Sandbox) -> None:
         "one@acme.test",
         "two@acme.test",
     ]
+
+
+# Batches: send_batch -------------------------------------------------------------
+
+
+def test_send_batch_chunks_by_100_and_keeps_the_order(
+    batch_app: Flask, sandbox: Sandbox
+) -> None:
+    with batch_app.app_context():
+        items = send_batch(messages(250))
+    assert len(batch_requests(sandbox)) == 3
+    assert [item.index for item in items] == list(range(250))
+    stored = {email.id: email for email in sandbox.emails}
+    assert len(stored) == 250
+    for n, item in enumerate(items):
+        assert item.ok
+        email = stored[item.id or ""]
+        assert email.to == [f"user{n}@example.com"]
+        assert email.input.idempotency_key == item.idempotency_key
+    assert len({item.idempotency_key for item in items}) == 250
+
+
+def test_send_batch_reports_refused_emails_in_place(
+    batch_app: Flask, sandbox: Sandbox
+) -> None:
+    sandbox.configure(suppressed_recipients=["user1@example.com"])
+    with batch_app.app_context():
+        items = send_batch(messages(3))
+    assert [item.ok for item in items] == [True, False, True]
+    assert items[1].error and items[1].code == "unprocessable_entity"
+    assert len(sandbox.emails) == 2
+
+
+def test_a_failed_request_marks_its_chunk_and_the_others_still_go(
+    batch_app: Flask, sandbox: Sandbox
+) -> None:
+    sandbox.faults.add("error", status=503, path="/emails/batch", times=1)
+    with batch_app.app_context():
+        items = send_batch(messages(150))
+    assert {item.code for item in items[:100]} == {None}
+    assert not any(item.ok for item in items[:100])
+    assert all(item.ok for item in items[100:])
+    assert len(sandbox.emails) == 50
+
+
+def test_bad_input_names_the_message_and_sends_nothing(
+    batch_app: Flask, sandbox: Sandbox, redis_url: str
+) -> None:
+    bad = messages(5)
+    bad[3]["to"] = "nope"
+    with batch_app.app_context():
+        for call in (send_batch, enqueue_batch, enqueue_many):
+            with pytest.raises(InvalidEmailError) as info:
+                call(bad)
+            assert info.value.argument == "messages[3].to"
+        with pytest.raises(InvalidEmailError, match="messages"):
+            send_batch([])
+        with pytest.raises(InvalidEmailError, match=r"messages\[0\]"):
+            send_batch([{"too": "x"}])  # type: ignore[typeddict-unknown-key]
+    assert sandbox.stats["requests"] == 0
+    assert redis.Redis.from_url(redis_url).dbsize() == 0
+
+
+def test_send_batch_when_suppressed(batch_app: Flask, sandbox: Sandbox) -> None:
+    batch_app.config["POSTSTACK_SUPPRESS_SEND"] = True
+    with batch_app.app_context():
+        items = send_batch(messages(3))
+    assert all(item.id and item.id.startswith("em_suppressed_") for item in items)
+    assert len(outbox(batch_app)) == 3
+    assert sandbox.stats["requests"] == 0

@@ -14,7 +14,6 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
-from flask_poststack import PostStack
 from flask_poststack import PostStackError
 from flask_poststack import send_email
 from flask_poststack import SendCancelled
@@ -24,23 +23,23 @@ from flask_poststack.client import reset_worker
 from flask_poststack.config import load_settings
 from flask_poststack.sandbox import Sandbox
 
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
 KEY = "sk_test_signals0123456789"
 EMAIL: dict[str, t.Any] = {"to": "ada@example.com", "subject": "Hi", "text": "Hi"}
 
 
 @pytest.fixture
-def app(sandbox: Sandbox, redis_url: str) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
+def app(make_app: AppFactory, sandbox: Sandbox, redis_url: str) -> Flask:
+    return make_app(
+        TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=sandbox.base_url,
         POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
         POSTSTACK_MAX_RETRIES=0,
         POSTSTACK_RETRY_INTERVALS="0",
     )
-    PostStack(app)
-    return app
 
 
 class Calls:

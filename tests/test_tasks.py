@@ -1,79 +1,62 @@
 """The worker side, run in-process with rq's own workers (burst mode).
 
-The same code under real ``rq worker`` subprocesses, kills and restarts is
-in ``test_delivery.py``.
+Single emails (``send_payload``) and batches (``send_batch_payloads``). The
+same code under real ``rq worker`` subprocesses, kills and restarts is in
+``e2e/test_delivery.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import typing as t
-import warnings
 from datetime import datetime
 from datetime import timezone
 
 import pytest
 import redis
 from flask import Flask
+from poststack.resources import EmailsResource
 from rq import Queue
-from rq import SimpleWorker
 from rq.job import Job
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from flask_poststack import enqueue_batch
 from flask_poststack import enqueue_email
-from flask_poststack import PostStack
-from flask_poststack.client import reset_worker
-from flask_poststack.client import worker_client
+from flask_poststack import signals
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.status import email_status
 from flask_poststack.worker import PostStackWorker
+from tests.conftest import TEST_KEY
+from tests.helpers import batch_requests
+from tests.helpers import messages
+from tests.helpers import work
 
-KEY = "sk_test_tasks0123456789"
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
 
+KEY = TEST_KEY  # the worker's, from the worker_env fixture
 
-@pytest.fixture(autouse=True)
-def worker_env(monkeypatch: pytest.MonkeyPatch, sandbox: Sandbox) -> None:
-    """What a worker process has: environment variables, no app."""
-    monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
-    monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
-    monkeypatch.setenv("POSTSTACK_MAX_RETRIES", "0")  # RQ's retries, not the SDK's
-
-
-@pytest.fixture
-def conn(redis_url: str) -> t.Iterator[redis.Redis]:
-    conn = redis.Redis.from_url(redis_url)
-    yield conn
-    conn.close()
-    reset_worker()
+pytestmark = pytest.mark.usefixtures("worker_env")
 
 
 @pytest.fixture
-def app(redis_url: str) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
+def app(make_app: AppFactory, redis_url: str) -> Flask:
+    # The key comes from the environment, as in the worker.
+    return make_app(
+        TESTING=False,
         POSTSTACK_SUPPRESS_SEND=False,
         POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
         POSTSTACK_RETRY_INTERVALS="0,0",  # retry at once: no scheduler needed here
     )
-    PostStack(app)  # the key comes from the environment, as in the worker
-    return app
 
 
 def enqueue(app: Flask, **kwargs: t.Any) -> Job:
     email = {"to": "ada@example.com", "subject": "Hi", "text": "Hi", **kwargs}
     with app.app_context():
         return enqueue_email(**email)
-
-
-def work(conn: redis.Redis, worker_class: type[SimpleWorker] = SimpleWorker) -> None:
-    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
-    worker = worker_class([queue], connection=conn, serializer=JSONSerializer)
-    worker.work(burst=True, with_scheduler=False)
 
 
 def failed_ids(conn: redis.Redis) -> list[str]:
@@ -233,84 +216,118 @@ def test_missing_key_in_the_worker_fails_the_job_without_retries(
     assert "POSTSTACK_API_KEY" in job.meta["poststack_error"]["error"]
 
 
-def test_one_client_per_process_and_a_new_one_after_fork(conn: redis.Redis) -> None:
-    client = worker_client()
-    assert worker_client() is client
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        os.write(write, b"1" if worker_client() is not client else b"0")
-        os._exit(0)
-    os.close(write)
-    answer = os.read(read, 1)
-    os.close(read)
-    os.waitpid(pid, 0)
-    assert answer == b"1"
-    assert worker_client() is client
+# Batch jobs (enqueue_batch) ---------------------------------------------------
 
 
-def test_flask_poststack_worker_prints_the_documented_command() -> None:
-    app = Flask(__name__)
-    app.config["POSTSTACK_API_KEY"] = KEY
-    app.config["POSTSTACK_REDIS_URL"] = "redis://:hunter2@127.0.0.1:6379/0"
-    PostStack(app)
-    result = app.test_cli_runner().invoke(args=["poststack", "worker", "--print"])
-    assert result.exit_code == 0, result.output
-    words = result.output.split()
-    assert words[0] == "RQ_REDIS_URL='redis://:***@127.0.0.1:6379/0'"
-    assert words[2:] == [
-        "worker",
-        "--serializer",
-        "rq.serializers.JSONSerializer",
-        "--worker-class",
-        "flask_poststack.worker.PostStackWorker",
-        "--with-scheduler",
-        "--maintenance-interval",
-        "30",
-        "poststack",
+# drop_after: the answer is lost; empty_2xx: it comes back unreadable.
+@pytest.mark.parametrize("fault", ["drop_after", "empty_2xx"])
+def test_a_batch_retry_replays_instead_of_sending_twice(
+    batch_app: Flask, sandbox: Sandbox, redis_url: str, fault: str
+) -> None:
+    sandbox.faults.add(fault, path="/emails/batch", times=1)
+    with batch_app.app_context():
+        (job,) = enqueue_batch(messages(40))
+    work(redis_url)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == 1
+    assert len(sandbox.emails) == 40
+    assert sandbox.stats["replays"] == 40
+    assert [r["id"] for r in job.return_value() or []] == [e.id for e in sandbox.emails]
+
+
+def test_refused_emails_of_a_batch_job_are_not_retried(
+    batch_app: Flask, sandbox: Sandbox, redis_url: str
+) -> None:
+    sandbox.configure(daily_quota=3)
+    with batch_app.app_context():
+        (job,) = enqueue_batch(messages(5))
+    work(redis_url)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == 2
+    codes = [result.get("code") for result in job.return_value() or []]
+    assert codes == [None, None, None, "daily_limit_exceeded", "daily_limit_exceeded"]
+    assert len(batch_requests(sandbox)) == 1
+
+
+def test_a_legacy_quota_in_a_batch_fails_at_once(
+    batch_app: Flask, sandbox: Sandbox, redis_url: str
+) -> None:
+    # Before 0.14 the API refused over-quota emails with rate_limit_exceeded.
+    # A throttle refuses a whole request, so on one email that code is a
+    # quota: retrying cannot help.
+    sandbox.configure(daily_quota=3, quota_legacy_code=True)
+    failed: list[BaseException] = []
+
+    def on_failed(sender: t.Any, exception: BaseException, **extra: t.Any) -> None:
+        failed.append(exception)
+
+    with batch_app.app_context():
+        (job,) = enqueue_batch(messages(5))
+    with signals.email_failed.connected_to(on_failed):
+        work(redis_url)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert job.retries_left == 2
+    assert len(batch_requests(sandbox)) == 1
+    codes = [result.get("code") for result in job.return_value() or []]
+    assert codes == [None, None, None, "rate_limit_exceeded", "rate_limit_exceeded"]
+    assert [(e.status_code, e.code) for e in failed] == [  # type: ignore[attr-defined]
+        (429, "rate_limit_exceeded"),
+        (429, "rate_limit_exceeded"),
     ]
-    assert KEY not in result.output
-    assert "hunter2" not in result.output
 
 
-def test_status_follows_the_job(
-    app: Flask, conn: redis.Redis, sandbox: Sandbox
+def test_a_retry_resends_only_the_emails_with_an_internal_error(
+    batch_app: Flask, sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    refused = enqueue(app)
-    retried = enqueue(app)
-    later = enqueue(app, delay=3600)
-    with app.app_context():
-        assert email_status(refused).state == "queued"
-        assert email_status(later.id).state == "scheduled"
-        assert email_status("no-such-job").state == "unknown"
-    # Jobs run in order: the 422 hits the first, the 503 the second.
-    sandbox.faults.add("error", status=422, code="unprocessable_entity", times=1)
-    sandbox.faults.add("error", status=503, times=1)
-    work(conn)
-    with app.app_context():
-        failed = email_status(refused)
-        assert failed.state == "failed"
-        assert failed.error is not None
-        assert failed.error["code"] == "unprocessable_entity"
-        sent = email_status(retried)
-        assert (sent.state, sent.error) == ("sent", None)
-        assert sent.email_id == sandbox.emails[0].id
-        assert sent.retries_left == 1  # the 503 cost one retry
-        assert sent.email_id is not None
-        sandbox.wait_for_status(sent.email_id, "delivered")
-        assert email_status(retried, check_api=True).api_status == "delivered"
+    # The sandbox never refuses one email with internal_error; this stands
+    # in for an API that does: those two are not sent, the rest are.
+    broken = {"user3@example.com", "user4@example.com"}
+    asked: list[int] = []  # how many emails each try of the job sent
+    batch = EmailsResource.batch
 
+    def partly_broken(self: EmailsResource, body: dict[str, t.Any]) -> t.Any:
+        emails = body["emails"]
+        asked.append(len(emails))
+        good = [e for e in emails if e["to"][0] not in broken]
+        sent = iter(batch(self, {"emails": good})["data"] if good else [])
+        refused = {"error": "Internal server error", "code": "internal_error"}
+        answers = [refused if e["to"][0] in broken else next(sent) for e in emails]
+        return {"data": answers}
 
-def test_status_says_retrying_with_the_last_error(
-    app: Flask, conn: redis.Redis, sandbox: Sandbox
-) -> None:
-    sandbox.faults.add("throttle", retry_after=90, path="/emails", times=1)
-    job = enqueue(app)
-    work(conn)
-    with app.app_context():
-        status = email_status(job)
-    assert status.state == "retrying"
-    assert status.error is not None
-    assert (status.error["status"], status.error["retry_after"]) == (429, 90)
+    failed: list[t.Any] = []
+
+    def on_failed(sender: t.Any, exception: t.Any, **extra: t.Any) -> None:
+        failed.append((exception.status_code, exception.code))
+
+    monkeypatch.setattr(EmailsResource, "batch", partly_broken)
+    with batch_app.app_context():
+        (job,) = enqueue_batch(messages(5))
+    with signals.email_failed.connected_to(on_failed):
+        work(redis_url)
+    job.refresh()
+    assert asked == [5, 2, 2]  # the first try, then two retries of the two
+    assert failed == [(500, "internal_error")] * 6  # a server error: retried
+    assert sandbox.stats["replays"] == 0  # the accepted three were not resent
+    assert len(sandbox.emails) == 3
+    # Retries used up with emails still unsent: the job fails, visibly,
+    # with every answer kept.
+    assert job.get_status() == JobStatus.FAILED
+    assert [r.get("code") for r in job.meta["results"]][3:] == [
+        "internal_error",
+        "internal_error",
+    ]
+    with batch_app.app_context():
+        assert email_status(job).state == "failed"
+        broken.clear()
+        result = batch_app.test_cli_runner().invoke(
+            args=["poststack", "requeue-failed"]
+        )
+    assert "1 job(s) requeued" in result.output
+    work(redis_url)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert len(sandbox.emails) == 5  # the two unsent ones, and only them
+    assert sandbox.stats["replays"] == 0

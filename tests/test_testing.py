@@ -7,35 +7,36 @@ import pytest
 from flask import Flask
 from rq.job import JobStatus
 
+from flask_poststack import enqueue_batch
 from flask_poststack import enqueue_email
-from flask_poststack import PostStack
 from flask_poststack import PostStackError
+from flask_poststack import send_batch
 from flask_poststack import send_email
 from flask_poststack import signals
+from flask_poststack.sandbox import Sandbox
 from flask_poststack.testing import clear_failures
 from flask_poststack.testing import fail_next
 from flask_poststack.testing import outbox
 from flask_poststack.testing import record_messages
+from tests.helpers import batch_requests
+from tests.helpers import messages
 
 if t.TYPE_CHECKING:
     from flask_poststack.pytest_plugin import FakeQueue
+    from tests.conftest import AppFactory
 
 KEY = "sk_test_testing0123456789"
 
 
 @pytest.fixture
-def app(poststack_sandbox: t.Any) -> t.Iterator[Flask]:
-    app = Flask(__name__)
-    app.config.update(
+def app(make_app: AppFactory, poststack_sandbox: t.Any) -> t.Iterator[Flask]:
+    yield make_app(
         TESTING=True,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=poststack_sandbox.base_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
         POSTSTACK_MAX_RETRIES=0,
         POSTSTACK_RETRY_INTERVALS="0,0",
     )
-    PostStack(app)
-    yield app
     clear_failures()
 
 
@@ -194,3 +195,24 @@ def test_the_plugin_from_a_users_test_module(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_batches_are_recorded_like_single_sends(
+    batch_app: Flask, sandbox: Sandbox
+) -> None:
+    batch_app.config["POSTSTACK_SUPPRESS_SEND"] = True
+    with record_messages(batch_app) as records, batch_app.app_context():
+        send_batch(messages(2))
+        enqueue_batch(messages(3))
+    assert [r.kind for r in records] == ["sent"] * 2 + ["enqueued"] * 3
+    assert records[0].to == ["user0@example.com"]
+    assert len({r.job.id for r in records[2:] if r.job}) == 1  # one job, 3 emails
+
+
+def test_fail_next_reaches_batch_requests(batch_app: Flask, sandbox: Sandbox) -> None:
+    fail_next(status=503)
+    with batch_app.app_context():
+        items = send_batch(messages(150))
+    assert not any(item.ok for item in items[:100])
+    assert all(item.ok for item in items[100:])
+    assert len(batch_requests(sandbox)) == 1

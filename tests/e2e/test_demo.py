@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, "-u", "-m", "example_app.demo"]
 
 pytestmark = pytest.mark.slow

@@ -32,23 +32,23 @@ from rq.serializers import JSONSerializer
 from flask_poststack import get_state
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
-from tests.harness import API_KEY
-from tests.harness import assert_delivered_once
-from tests.harness import diagnose_unfinished
-from tests.harness import dump_redis
-from tests.harness import enqueue
-from tests.harness import fetch_jobs
-from tests.harness import make_app
-from tests.harness import registry_counts
-from tests.harness import RETRIES
-from tests.harness import rq_queue
-from tests.harness import settings_of
-from tests.harness import wait_until
-from tests.harness import Workers
+from tests.e2e.harness import API_KEY
+from tests.e2e.harness import assert_delivered_once
+from tests.e2e.harness import diagnose_unfinished
+from tests.e2e.harness import dump_redis
+from tests.e2e.harness import enqueue
+from tests.e2e.harness import fetch_jobs
+from tests.e2e.harness import make_app
+from tests.e2e.harness import registry_counts
+from tests.e2e.harness import RETRIES
+from tests.e2e.harness import rq_queue
+from tests.e2e.harness import settings_of
+from tests.e2e.harness import wait_until
+from tests.e2e.harness import Workers
 
 pytestmark = pytest.mark.slow
 
-# Helpers: tests/harness.py -------------------------------------------------
+# Helpers: tests/e2e/harness.py -------------------------------------------------
 
 
 @pytest.fixture

@@ -12,28 +12,35 @@ import redis
 from flask import Flask
 from rq import Queue
 from rq.job import Job
+from rq.job import JobStatus
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from flask_poststack import enqueue_batch
 from flask_poststack import enqueue_email
+from flask_poststack import enqueue_many
 from flask_poststack import InvalidEmailError
 from flask_poststack import PostStack
 from flask_poststack import QueueUnavailableError
 from flask_poststack.redis_server import free_port
+from flask_poststack.sandbox import Sandbox
+from tests.helpers import batch_requests
+from tests.helpers import messages
+from tests.helpers import work
+
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
 
 KEY = "sk_test_enqueue0123456789"
 
 
 @pytest.fixture
-def app(redis_url: str) -> Flask:
-    app = Flask(__name__)
-    app.config.update(
+def app(make_app: AppFactory, redis_url: str) -> Flask:
+    return make_app(
+        TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
     )
-    PostStack(app)
-    return app
 
 
 @pytest.fixture
@@ -247,3 +254,36 @@ def test_one_transaction_per_email(app: Flask, conn: redis.Redis) -> None:
     assert after - before == 1
     assert queue(conn).job_ids[-1] == job.id
     assert conn.sismember("rq:queues", "rq:queue:poststack")
+
+
+# Many emails: enqueue_many and enqueue_batch ------------------------------------
+
+
+def test_enqueue_many_is_one_job_per_email(
+    batch_app: Flask, sandbox: Sandbox, redis_url: str
+) -> None:
+    with batch_app.app_context():
+        jobs = enqueue_many(messages(30))
+    assert len(jobs) == 30
+    assert len({job.meta["idempotency_key"] for job in jobs}) == 30
+    work(redis_url)
+    assert len(sandbox.emails) == 30
+
+
+def test_enqueue_batch_makes_one_job_per_100(
+    batch_app: Flask, sandbox: Sandbox, redis_url: str
+) -> None:
+    with batch_app.app_context():
+        jobs = enqueue_batch(messages(250))
+    assert [len(job.args[0]) for job in jobs] == [100, 100, 50]
+    work(redis_url)
+    assert len(batch_requests(sandbox)) == 3
+    stored = {email.input.idempotency_key: email for email in sandbox.emails}
+    assert len(stored) == 250
+    for job in jobs:
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED
+        results = job.return_value()
+        assert results == job.meta["results"]
+        for payload, result in zip(job.args[0], results, strict=True):
+            assert stored[payload["idempotency_key"]].id == result["id"]

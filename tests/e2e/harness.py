@@ -1,10 +1,9 @@
 """Helpers that drive real ``rq worker`` processes, Redis and the sandbox.
 
-Shared by the end-to-end tests (``tests/test_delivery.py``,
-``tests/test_reliability.py``) and the reliability benchmarks
-(``benchmarks/soak.py``, ``benchmarks/redis_durability.py``). Nothing here
-imports pytest: a failed wait raises :class:`HarnessError` (an
-``AssertionError``), which fails a test and stops a benchmark alike.
+Used by the end-to-end tests (``tests/e2e/test_delivery.py``). The
+reliability benchmarks keep their own copy (``benchmarks/_harness.py``), so
+that neither tree imports the other. Nothing here imports pytest: a failed
+wait raises :class:`HarnessError` (an ``AssertionError``), which fails a test.
 
 Every worker is started with exactly the command the docs give
 (:func:`flask_poststack.cli.worker_command`) and an environment that holds
