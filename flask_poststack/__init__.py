@@ -27,6 +27,7 @@ if t.TYPE_CHECKING:
     from .errors import QueueUnavailableError as QueueUnavailableError
     from .errors import RecipientNotAllowedError as RecipientNotAllowedError
     from .errors import SendCancelled as SendCancelled
+    from .errors import UnknownArgumentError as UnknownArgumentError
     from .errors import WebhookVerificationError as WebhookVerificationError
     from .extension import PostStack as PostStack
     from .message import Attachment as Attachment
@@ -58,6 +59,7 @@ _WHERE = {
     "RecipientNotAllowedError": "errors",
     "SendCancelled": "errors",
     "SendResult": "results",
+    "UnknownArgumentError": "errors",
     "WebhookEvent": "webhooks",
     "WebhookVerificationError": "errors",
     "email_status": "status",

@@ -40,8 +40,8 @@ _RESERVED_HEADERS = {
 # C0 controls but TAB, DEL, and the Unicode line separators: CR and LF inject
 # headers, the others are folded into line breaks by some mail libraries.
 CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-_HEADER_NAME = re.compile(r"^[!-9;-~]+$")
-_TOKEN = re.compile(r"^[!-~]+$")
+_HEADER_NAME = re.compile(r"[!-9;-~]+")
+_TOKEN = re.compile(r"[!-~]+")
 
 
 def check_utf8(argument: str, value: object) -> None:
@@ -157,7 +157,7 @@ def header_map(headers: object) -> dict[str, str]:
         )
     result: dict[str, str] = {}
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise InvalidEmailError(
                 "headers",
                 f"{name!r} is not a header name (printable ASCII, no space,"
@@ -199,7 +199,11 @@ def tag_list(defaults: t.Sequence[str], tags: object) -> list[str]:
 
 
 def token(argument: str, value: object, max_length: int = 255) -> str:
-    if not isinstance(value, str) or not _TOKEN.match(value) or len(value) > max_length:
+    if (
+        not isinstance(value, str)
+        or not _TOKEN.fullmatch(value)
+        or len(value) > max_length
+    ):
         raise InvalidEmailError(
             argument,
             f"must be a non-empty string of at most {max_length} printable ASCII"

@@ -20,6 +20,7 @@ from poststack import PostStackError
 
 from ._state import get_state
 from .client import make_client
+from .config import OUTSIDE_KEYS
 from .config import Settings
 from .errors import ConfigurationError
 from .errors import InvalidEmailError
@@ -64,8 +65,15 @@ def worker_command(
 
 
 def worker_environ(config: t.Mapping[str, t.Any]) -> dict[str, str]:
-    """``os.environ`` plus every ``POSTSTACK_*`` key set in ``config``."""
+    """``os.environ`` plus every ``POSTSTACK_*`` key set in ``config``.
+
+    For a testing app (``TESTING``), the keys that reach outside (API key and
+    URL, Redis URL, suppression) come from ``config`` only, as for the app.
+    """
     env = dict(os.environ)
+    if config.get("TESTING"):
+        for key in OUTSIDE_KEYS:
+            env.pop(key, None)
     for key, value in config.items():
         if not key.startswith("POSTSTACK_") or value is None:
             continue
@@ -192,7 +200,10 @@ def check() -> None:
         report("FAIL", "API key", "POSTSTACK_API_KEY is not set")
     if get_state().suppressed:
         report("warn", "sending", "suppressed: send_email() captures, sends nothing")
-    report(*_check_api(settings))
+    if settings.api_key:
+        report(*_check_api(settings))
+    else:
+        report("warn", f"API at {settings.base_url}", "not checked without a key")
     if settings.default_from:
         report("ok", "default sender", settings.default_from)
     else:

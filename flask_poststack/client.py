@@ -21,6 +21,7 @@ import poststack
 
 from .config import check_api_key
 from .config import environ_settings
+from .config import is_api_key
 from .config import Settings
 
 __all__ = [
@@ -41,8 +42,11 @@ _PLACEHOLDER_KEY = "sk_test_not_configured"
 
 def make_client(settings: Settings) -> poststack.PostStack:
     """A new SDK client for ``settings``."""
+    # A malformed key never reaches the SDK (it could not even build its
+    # headers); a send checks the key first and reports it.
+    key = settings.api_key if is_api_key(settings.api_key) else None
     return poststack.PostStack(
-        api_key=settings.api_key or _PLACEHOLDER_KEY,
+        api_key=key or _PLACEHOLDER_KEY,
         base_url=settings.base_url,
         timeout=settings.timeout,
         max_retries=settings.max_retries,

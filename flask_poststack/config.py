@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import typing as t
 from urllib.parse import urlsplit
 
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 API_KEY_PREFIXES = ("sk_live_", "sk_test_")
+# A key goes into an HTTP header: anything else would be quoted back in the
+# HTTP library's error message.
+_PRINTABLE = re.compile(r"[!-~]+")
 
 _Parse = t.Callable[[str, t.Any], t.Any]
 
@@ -233,6 +237,11 @@ def key_of(field: dataclasses.Field[t.Any]) -> str:
     return field.metadata["name"] or f"POSTSTACK_{field.name.upper()}"
 
 
+#: The keys a testing app reads from ``app.config`` only.
+OUTSIDE_KEYS = frozenset(
+    key_of(f) for f in dataclasses.fields(Settings) if f.metadata["outside"]
+)
+
 #: Every key and its default (``None``: not set), for docs and checks.
 DEFAULTS: dict[str, t.Any] = Settings().as_config()
 
@@ -303,6 +312,15 @@ def job_timeout_for(timeout: float, max_retries: int) -> int:
     return math.ceil(timeout * (max_retries + 1) + 60 * max_retries + 10)
 
 
+def is_api_key(api_key: str | None) -> bool:
+    """Whether ``api_key`` looks like a PostStack key (see :func:`check_api_key`)."""
+    try:
+        check_api_key(api_key)
+    except ConfigurationError:
+        return False
+    return True
+
+
 def check_api_key(api_key: str | None, where: str = "app.config") -> str:
     """Return ``api_key`` if it looks like a PostStack key, else raise.
 
@@ -318,10 +336,14 @@ def check_api_key(api_key: str | None, where: str = "app.config") -> str:
             f"no API key is configured. Set it in {where}"
             " (an 'sk_test_...' key for development).",
         )
-    if not api_key.startswith(API_KEY_PREFIXES) or len(api_key) <= 8:
+    if (
+        not api_key.startswith(API_KEY_PREFIXES)
+        or len(api_key) <= 8
+        or not _PRINTABLE.fullmatch(api_key)
+    ):
         raise ConfigurationError(
             "POSTSTACK_API_KEY",
             "the value is not a PostStack API key: it must start with"
-            " 'sk_live_' or 'sk_test_'.",
+            " 'sk_live_' or 'sk_test_' and hold only printable ASCII, no spaces.",
         )
     return api_key

@@ -4,6 +4,7 @@
 
     FlaskPostStackError(Exception)
     ├── InvalidEmailError(ValueError)          bad input; .argument names it
+    │   ├── UnknownArgumentError(TypeError)    not an email argument; .closest
     │   └── RecipientNotAllowedError           outside POSTSTACK_ALLOWED_RECIPIENTS
     ├── ConfigurationError(RuntimeError)       bad config; .key names it
     ├── QueueUnavailableError(ConnectionError) Redis unreachable; .url (no password)
@@ -30,6 +31,7 @@ __all__ = [
     "QueueUnavailableError",
     "RecipientNotAllowedError",
     "SendCancelled",
+    "UnknownArgumentError",
     "WebhookVerificationError",
 ]
 
@@ -51,6 +53,25 @@ class InvalidEmailError(FlaskPostStackError, ValueError):
         self.argument = argument
         self.message = message
         super().__init__(f"Invalid value for {argument!r}: {message}")
+
+
+class UnknownArgumentError(InvalidEmailError, TypeError):
+    """An argument name that is not an email argument (``body=`` for ``text=``).
+
+    Also a :exc:`TypeError`, as Python raises for an unknown keyword.
+
+    :param argument: the unknown name.
+    :param closest: the email argument it most likely meant, if any.
+    """
+
+    def __init__(self, argument: object, closest: str | None) -> None:
+        hint = f" Did you mean {closest!r}?" if closest else ""
+        self.closest = closest
+        FlaskPostStackError.__init__(
+            self, f"{argument!r} is not an email argument.{hint}"
+        )
+        self.argument = str(argument)
+        self.message = f"is not an email argument.{hint}"
 
 
 class RecipientNotAllowedError(InvalidEmailError):

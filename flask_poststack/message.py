@@ -29,6 +29,7 @@ from ._fields import ORIGINAL_RECIPIENTS_HEADER
 from ._templates import render_email
 from .config import Settings
 from .errors import InvalidEmailError
+from .errors import UnknownArgumentError
 
 __all__ = [
     "MAX_ATTACHMENT_BYTES",
@@ -143,11 +144,15 @@ def check_names(names: t.Iterable[str]) -> None:
     """
     for name in names:
         if name not in EMAIL_ARGS:
-            guess = _ALIASES.get(name) or next(
-                iter(difflib.get_close_matches(name, EMAIL_ARGS, n=1)), None
-            )
-            hint = f" Did you mean {guess!r}?" if guess else ""
-            raise InvalidEmailError(name, f"is not an email argument.{hint}")
+            raise UnknownArgumentError(name, _closest(name))
+
+
+def _closest(name: object) -> str | None:
+    if not isinstance(name, str):
+        return None
+    return _ALIASES.get(name) or next(
+        iter(difflib.get_close_matches(name, EMAIL_ARGS, n=1)), None
+    )
 
 
 def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:

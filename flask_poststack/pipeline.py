@@ -5,8 +5,9 @@ come here. This is the only code that
 
 - fires ``before_send`` (:func:`prepare`: once per email, in the app, before
   it is sent or queued; never again in the worker);
-- fires ``email_sent`` and ``email_failed``, and keeps a raising
-  ``email_sent`` receiver from turning an accepted email into a failure;
+- fires ``email_sent`` and ``email_failed``, and keeps a raising receiver
+  of either from changing what happened to the email (an accepted email
+  stays accepted, a failure is retried or not as the policy says);
 - logs a failed send, in one format (:func:`log_failure`);
 - captures instead of sending while sending is suppressed;
 - raises the failures queued by ``testing.fail_next``.
@@ -61,6 +62,8 @@ class Context:
     outbox: list[_Payload] | None = None
     #: The RQ job being run, if any: its retries decide ``will_retry``.
     job: Job | None = None
+    #: Whether rq retries the job after a failure: not when it runs inline.
+    retries: bool = True
 
     def is_suppressed(self) -> bool:
         """Whether to capture instead of sending."""
@@ -71,7 +74,10 @@ class Context:
     def will_retry(self, exc: BaseException) -> bool:
         """Whether this failure will be tried again: a job with retries left."""
         return (
-            is_retryable(exc) and self.job is not None and bool(self.job.retries_left)
+            self.retries
+            and self.job is not None
+            and bool(self.job.retries_left)
+            and is_retryable(exc)
         )
 
 
@@ -184,13 +190,18 @@ def _sent(context: Context, payload: _Payload, result: SendResult) -> None:
 def _failed(context: Context, payload: _Payload, exc: Exception) -> None:
     will_retry = context.will_retry(exc)
     log_failure(payload, exc, job=context.job, will_retry=will_retry)
-    signals.email_failed.send(
-        context.sender,
-        payload=payload,
-        exception=exc,
-        job=context.job,
-        will_retry=will_retry,
-    )
+    try:
+        signals.email_failed.send(
+            context.sender,
+            payload=payload,
+            exception=exc,
+            job=context.job,
+            will_retry=will_retry,
+        )
+    except Exception:
+        # The failure stands as it is: a receiver's bug must not change how
+        # it is retried (or make the rest of a batch look failed and resent).
+        logger.exception("An email_failed receiver failed")
 
 
 def log_failure(

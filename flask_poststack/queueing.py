@@ -10,6 +10,7 @@ replays at the API instead of sending twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import typing as t
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -265,11 +266,13 @@ def _queue_errors(state: AppState) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _inline_jobs(state: AppState, rq_queue: Queue) -> Iterator[None]:
-    # In eager mode rq runs the job inside enqueue(): it sends with the app.
+    # In eager mode rq runs the job inside enqueue(): it sends with the
+    # app's client, and is not retried.
     if rq_queue.is_async:
         yield
     else:
-        with pipeline.running_in(state.send_context()):
+        context = dataclasses.replace(state.send_context(), retries=False)
+        with pipeline.running_in(context):
             yield
 
 

@@ -49,7 +49,7 @@ def email_status(
 ) -> EmailStatus:
     """Say what happened to the email queued as ``job`` (a job or its id).
 
-    For a job of :func:`~flask_poststack.batch.enqueue_batch`, ``"sent"``
+    For a job of :func:`~flask_poststack.enqueue_batch`, ``"sent"``
     means every email of it has a final answer; which ones the API refused
     is in ``job.meta["results"]``.
 

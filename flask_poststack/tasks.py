@@ -97,8 +97,10 @@ def _retry_answer(answer: t.Mapping[str, t.Any]) -> bool:
 
 def _context(job: Job | None) -> pipeline.Context:
     inline = pipeline.active_context()
-    if inline is not None:  # eager mode or poststack_queue.run(): the app's
-        return dataclasses.replace(inline, job=job)
+    if inline is not None:
+        # Eager mode or poststack_queue.run(): the app's client and outbox,
+        # but the signals as a worker sends them (sender None).
+        return dataclasses.replace(inline, sender=None, job=job)
     # Suppression is read from the environment inside the pipeline, so that
     # a bad POSTSTACK_* value fails (and is logged) like any send.
     return pipeline.Context(sender=None, slot=worker_slot(), suppressed=None, job=job)

@@ -13,6 +13,7 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack import PostStack
+from flask_poststack.cli import worker_environ
 from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import free_port
 from flask_poststack.sandbox import Sandbox
@@ -223,3 +224,32 @@ def test_flask_poststack_worker_prints_the_documented_command(
     ]
     assert KEY not in result.output
     assert "hunter2" not in result.output
+
+
+def test_every_command_runs_without_a_key(
+    make_app: AppFactory, sandbox: Sandbox
+) -> None:
+    app = make_app(TESTING=False, POSTSTACK_BASE_URL=sandbox.base_url)
+    for args in (["--help"], ["sandbox", "--help"], ["worker", "--print"]):
+        result = run(app, *args)
+        assert result.exit_code == 0, (args, result.output)
+    result = run(app, "check")
+    assert "POSTSTACK_API_KEY is not set" in result.output
+    assert "not checked without a key" in result.output
+    assert sandbox.stats["requests"] == 0  # no placeholder key went out
+
+
+def test_a_testing_apps_worker_gets_no_outside_setting_from_the_shell(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSTACK_API_KEY", "sk_live_fromtheshell123")
+    monkeypatch.setenv("POSTSTACK_SUPPRESS_SEND", "0")
+    monkeypatch.setenv("POSTSTACK_REDIS_URL", "redis://real-redis:6379/0")
+    monkeypatch.setenv("POSTSTACK_QUEUE", "from-shell")
+    env = worker_environ(make_app().config)
+    assert "POSTSTACK_API_KEY" not in env
+    assert "POSTSTACK_SUPPRESS_SEND" not in env
+    assert env["POSTSTACK_REDIS_URL"] == "redis://localhost:6379/0"  # the app's
+    assert env["POSTSTACK_QUEUE"] == "from-shell"  # harmless keys still pass
+    production = worker_environ(make_app(TESTING=False).config)
+    assert production["POSTSTACK_API_KEY"] == "sk_live_fromtheshell123"

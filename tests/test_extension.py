@@ -61,18 +61,29 @@ def test_the_app_loads_without_a_key_and_a_send_names_it(make_app: AppFactory) -
     assert "app.config" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pk_Secret123",
+        "sk_test_Secret123\nabc",
+        "sk_test_Secret123 x",
+        "sk_test_Secret123é",
+    ],
+)
 def test_malformed_key_is_refused_at_the_send_without_being_echoed(
-    make_app: AppFactory,
+    make_app: AppFactory, key: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     app = make_app(
         TESTING=False,
-        POSTSTACK_API_KEY="pk_Secret123",
+        POSTSTACK_API_KEY=key,
         POSTSTACK_DEFAULT_FROM="a@a.test",
     )
     with app.app_context(), pytest.raises(ConfigurationError) as info:
         send_email(to="ada@example.com", subject="s", text="t")
     assert info.value.key == "POSTSTACK_API_KEY"
     assert "Secret123" not in str(info.value)
+    assert "Secret123" not in caplog.text
 
 
 def test_no_key_is_fine_when_sending_is_suppressed(make_app: AppFactory) -> None:

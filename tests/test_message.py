@@ -19,6 +19,7 @@ from flask_poststack.errors import ConfigurationError
 from flask_poststack.errors import InvalidEmailError
 from flask_poststack.errors import RecipientNotAllowedError
 from flask_poststack.message import Attachment
+from flask_poststack.message import build_all
 from flask_poststack.message import build_payload
 from flask_poststack.message import MAX_ATTACHMENT_BYTES
 from flask_poststack.message import MAX_RECIPIENTS
@@ -736,3 +737,30 @@ def test_an_unknown_argument_is_named_with_the_closest_one(
         build(to="ada@example.com", subject="s", text="t", **{name: "x"})
     assert info.value.argument == name
     assert f"Did you mean {hint!r}?" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("headers", {"X-Evil\n": "v"}),
+        ("idempotency_key", "key\n"),
+        ("template_id", "tpl_x\n"),
+    ],
+)
+def test_a_trailing_newline_is_refused(argument: str, value: t.Any) -> None:
+    message = invalid(argument, to="ada@example.com", subject="s", text="t",
+                      **{argument: value})  # fmt: skip
+    assert argument in str(message)
+
+
+def test_a_non_string_argument_name_is_an_invalid_email_error() -> None:
+    with pytest.raises(InvalidEmailError) as info:
+        build_all(
+            SETTINGS, [{"to": "a@example.com", "subject": "s", "text": "t", 1: 2}]
+        )
+    assert info.value.argument == "messages[0].1"
+
+
+def test_an_unknown_argument_is_also_a_type_error() -> None:
+    with pytest.raises(TypeError, match="'body' is not an email argument"):
+        build(to="ada@example.com", subject="s", body="t")

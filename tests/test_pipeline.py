@@ -20,40 +20,46 @@ from rq import SimpleWorker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from flask_poststack import EmailArgs
 from flask_poststack import enqueue_batch
 from flask_poststack import enqueue_email
-from flask_poststack import PostStack
 from flask_poststack import PostStackError
 from flask_poststack import send_batch
 from flask_poststack import send_email
 from flask_poststack import signals
 from flask_poststack.sandbox import Sandbox
 
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
 KEY = "sk_live_pipeline0123456789"
-EMAIL: dict[str, t.Any] = {"to": "ada@example.com", "subject": "Hi", "text": "t"}
+EMAIL: EmailArgs = {"to": "ada@example.com", "subject": "Hi", "text": "t"}
 ENTRY_POINTS = ["send_email", "send_batch", "enqueue_email", "enqueue_batch"]
 
 
 @pytest.fixture
-def app(sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Flask:
+def app_config(
+    sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, t.Any]:
     for name, value in {
         "POSTSTACK_API_KEY": KEY,
         "POSTSTACK_BASE_URL": sandbox.base_url,
         "POSTSTACK_MAX_RETRIES": "0",
     }.items():
         monkeypatch.setenv(name, value)  # the worker's environment
-    app = Flask(__name__)
-    app.config.update(
-        POSTSTACK_API_KEY=KEY,
-        POSTSTACK_BASE_URL=sandbox.base_url,
-        POSTSTACK_MAX_RETRIES=0,
-        POSTSTACK_REDIS_URL=redis_url,
-        POSTSTACK_DEFAULT_FROM="hello@acme.test",
-        POSTSTACK_RETRY_INTERVALS="",  # no retries: one attempt per job
-        POSTSTACK_SUPPRESS_SEND=False,
-    )
-    PostStack(app)
-    return app
+    return {
+        "POSTSTACK_API_KEY": KEY,
+        "POSTSTACK_BASE_URL": sandbox.base_url,
+        "POSTSTACK_MAX_RETRIES": 0,
+        "POSTSTACK_REDIS_URL": redis_url,
+        "POSTSTACK_RETRY_INTERVALS": "",  # no retries: one attempt per job
+        "POSTSTACK_SUPPRESS_SEND": False,
+    }
+
+
+@pytest.fixture
+def app(make_app: AppFactory, app_config: dict[str, t.Any]) -> Flask:
+    return make_app(**app_config)
 
 
 def send(app: Flask, entry: str, redis_url: str) -> t.Any:
@@ -155,3 +161,67 @@ def test_every_failed_send_logs_the_same_line(
     else:
         assert facts["job_id"] is None
     assert KEY not in caplog.text
+
+
+def test_a_raising_email_failed_receiver_changes_nothing(
+    app: Flask, sandbox: Sandbox, redis_url: str
+) -> None:
+    # One email of the batch is refused for good (422), one is accepted.
+    sandbox.configure(unverified_domains=["bad.example"])
+
+    def broken(sender: t.Any, **extra: t.Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    with app.app_context():
+        (batch,) = enqueue_batch(
+            [EMAIL, {**EMAIL, "from_": "x@bad.example", "to": "b@example.com"}]
+        )
+    sandbox.faults.add("error", status=422, path="/emails", times=1)
+    with app.app_context():
+        single = enqueue_email(**EMAIL)
+    with signals.email_failed.connected_to(broken):
+        send(app, "enqueue_email", redis_url)  # works off both jobs
+    batch.refresh()
+    single.refresh()
+    assert batch.get_status() == JobStatus.FINISHED
+    assert single.get_status() == JobStatus.FAILED
+    assert single.retries_left == 0
+    assert sandbox.stats["requests"] == 3  # the batch once, the 422 once, one more
+    assert len(sandbox.emails) == 2  # the batch's good email and the new one
+
+
+@pytest.mark.parametrize("entry", ["enqueue_email", "enqueue_batch"])
+def test_queued_email_signals_are_the_same_in_eager_mode_and_in_a_worker(
+    app: Flask, sandbox: Sandbox, redis_url: str, entry: str
+) -> None:
+    seen: dict[bool, list[t.Any]] = {}
+    for eager in (False, True):
+        app.config["POSTSTACK_EAGER"] = eager
+        seen[eager] = senders = []
+
+        def receiver(sender: t.Any, **extra: t.Any) -> None:
+            senders.append(sender)  # noqa: B023 - used inside the iteration
+
+        with signals.email_sent.connected_to(receiver):
+            send(app, entry, redis_url)
+    assert seen[False] == seen[True] == [None]
+
+
+def test_an_eager_job_is_never_logged_as_retried(
+    make_app: AppFactory,
+    app_config: dict[str, t.Any],
+    sandbox: Sandbox,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(
+        **{**app_config, "POSTSTACK_RETRY_INTERVALS": "0,0", "POSTSTACK_EAGER": True}
+    )
+    sandbox.faults.add("error", status=503, path="/emails", times=1)
+    failed: list[bool] = []
+    with signals.email_failed.connected_to(
+        lambda sender, will_retry, **extra: failed.append(will_retry)
+    ):
+        send(app, "enqueue_email", redis_url)
+    assert failed == [False]
+    assert " retry=no: " in caplog.text and " retry=yes: " not in caplog.text
