@@ -325,7 +325,9 @@ def test_another_serializer_is_replaced_by_json_with_one_warning(
     assert job.return_value() == "[1]"
 
 
-@pytest.mark.parametrize("serializer", [None, JSONSerializer, "json"])
+@pytest.mark.parametrize(
+    "serializer", [None, JSONSerializer, "rq.serializers.JSONSerializer"]
+)
 def test_json_or_nothing_given_warns_about_nothing(
     queue: Queue, caplog: pytest.LogCaptureFixture, serializer: t.Any
 ) -> None:
