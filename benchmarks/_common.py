@@ -145,24 +145,29 @@ def make_app(
     return app
 
 
-def worker_env(base_url: str) -> dict[str, str]:
-    """A minimal environment for a worker: ``POSTSTACK_*`` and nothing secret."""
+def worker_env(base_url: str, code: str | None = None) -> dict[str, str]:
+    """A minimal environment for a worker: ``POSTSTACK_*`` and nothing secret.
+
+    ``code``: a directory holding another copy of ``flask_poststack`` for the
+    worker to import instead of the installed one (a before/after comparison).
+    """
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
     env.update(POSTSTACK_API_KEY=API_KEY, POSTSTACK_BASE_URL=base_url)
-    env["PYTHONPATH"] = str(HERE)  # for job modules kept here (seed_task)
+    # HERE: for job modules kept here (seed_task).
+    env["PYTHONPATH"] = os.pathsep.join([code, str(HERE)] if code else [str(HERE)])
     return env
 
 
 @contextlib.contextmanager
 def spawn(
-    argvs: t.Sequence[t.Sequence[str]], base_url: str
+    argvs: t.Sequence[t.Sequence[str]], base_url: str, code: str | None = None
 ) -> t.Iterator[list[subprocess.Popen[bytes]]]:
     """One worker subprocess per command line, with :func:`worker_env`, each
     in its own session; stopped (and its scheduler with it) afterwards."""
     procs = [
         subprocess.Popen(
             argv,
-            env=worker_env(base_url),
+            env=worker_env(base_url, code),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

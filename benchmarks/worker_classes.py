@@ -12,15 +12,23 @@ burst mode and measures from the first job's start to the last job's end
 * ``simple``: our task on ``SimpleWorker``;
 * ``poststack``: our task on ``PostStackWorker``, the documented command;
 * ``pool``: ``rq worker-pool -n 2`` of ``PostStackWorker``;
+* ``before``: ``PostStackWorker`` as in another copy of the code
+  (``--before DIR``, a directory holding a ``flask_poststack`` package, put
+  first on the workers' ``PYTHONPATH``), for a before/after comparison;
 * ``loop``: no queue at all, ``benchmarks/sdk_loop.py`` calling the SDK in a
   loop (one process per "worker"): the practical ceiling on this machine,
   since even a bare loop pays the HTTP exchange on top of the latency.
 
 The latency bound is workers / 0.020 s: no worker can send faster than one
-email per round trip. Each scenario runs 3 times; medians are reported, a
-table is printed and the figures go to ``benchmarks/results/worker_classes.json``.
+email per round trip. Each scenario runs 3 times, in rounds: every round
+runs each scenario once, in an order that flips from round to round, so that
+the machine's drift hits them alike. Medians are reported, a table is
+printed and the figures go to ``benchmarks/results/worker_classes.json``.
+``--latency`` takes several values (one table row per scenario and latency).
 
     python benchmarks/worker_classes.py [--count 300] [--runs 3]
+    python benchmarks/worker_classes.py --only before poststack --before /tmp/old \
+        --latency 20 200
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "simple": ("rq.SimpleWorker", "ours"),
     "poststack": ("flask_poststack.worker.PostStackWorker", "ours"),
     "pool": ("flask_poststack.worker.PostStackWorker", "ours"),
+    "before": ("flask_poststack.worker.PostStackWorker (--before)", "ours"),
     "loop": ("(no queue) SDK loop", "loop"),
 }
 
@@ -91,7 +100,7 @@ def commands(name: str, app: Flask, workers: int) -> list[list[str]]:
     worker_class, _ = SCENARIOS[name]
     settings = get_state(app).settings
     base = worker_command(settings, burst=True)
-    if name == "poststack":
+    if name in ("poststack", "before"):
         return [base for _ in range(workers)]
     if name == "pool":
         rq = base[0]
@@ -106,7 +115,13 @@ def commands(name: str, app: Flask, workers: int) -> list[list[str]]:
 
 
 def run_once(
-    name: str, app: Flask, base_url: str, workers: int, count: int, latency: float
+    name: str,
+    app: Flask,
+    base_url: str,
+    workers: int,
+    count: int,
+    latency: float,
+    before: str | None = None,
 ) -> float:
     """Run one scenario; return emails/s."""
     with httpx.Client(base_url=base_url) as admin:
@@ -117,7 +132,8 @@ def run_once(
     state = get_state(app)
     state.redis.flushall()
     ids = enqueue(app, SCENARIOS[name][1], count)
-    with spawn(commands(name, app, workers), base_url) as procs:
+    code = before if name == "before" else None
+    with spawn(commands(name, app, workers), base_url, code) as procs:
         deadline = time.monotonic() + DEADLINE
         for proc in procs:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -160,59 +176,101 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fork-count", type=int, default=100, help="emails per run, forking workers"
     )
+    parser.add_argument(
+        "--slow-count",
+        type=int,
+        default=None,
+        help="emails per run at a latency of 100 ms or more (default: --count)",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=list(SCENARIOS))
     parser.add_argument(
-        "--latency", type=float, default=LATENCY * 1000, help="API latency, ms"
+        "--latency",
+        type=float,
+        nargs="+",
+        default=[LATENCY * 1000],
+        help="API latency, ms (several: one row each)",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="directory with another flask_poststack, for the 'before' scenario",
     )
     parser.add_argument(
         "--out", type=Path, default=HERE / "results" / "worker_classes.json"
     )
     args = parser.parse_args(argv)
-    latency = args.latency / 1000
+    names = args.only or [n for n in SCENARIOS if n != "before"]
+    if "before" in names and args.before is None:
+        parser.error("the 'before' scenario needs --before DIR")
+    before = str(args.before.resolve()) if args.before else None
+    if before and not (Path(before) / "flask_poststack" / "worker.py").is_file():
+        parser.error(f"{before} holds no flask_poststack package")
+
+    def count_for(name: str, latency: float) -> int:
+        if SCENARIOS[name][0] == "rq.Worker":
+            return int(args.fork_count)
+        if latency >= 0.1 and args.slow_count:
+            return int(args.slow_count)
+        return int(args.count)
 
     rows: list[dict[str, t.Any]] = []
     with sandbox_process() as base_url, redis_process() as redis_server:
         app = make_app(redis_server.url, base_url)
-        for name in args.only or SCENARIOS:
+        for latency in (ms / 1000 for ms in args.latency):
             for workers in (1, 2):
-                if name == "pool" and workers == 1:
-                    continue
-                count = args.fork_count if SCENARIOS[name][0] == "rq.Worker" else (
-                    args.count)  # fmt: skip
-                rates = [
-                    run_once(name, app, base_url, workers, count, latency)
-                    for _ in range(args.runs)
-                ]
-                median = statistics.median(rates)
-                bound = workers / latency if latency else float("inf")
-                row = {
-                    "scenario": name,
-                    "worker_class": SCENARIOS[name][0],
-                    "workers": workers,
-                    "emails": count,
-                    "runs": [round(r, 1) for r in rates],
-                    "emails_per_s": round(median, 1),
-                    "per_worker": round(median / workers, 1),
-                    "pct_of_bound": round(100 * median / bound),
-                }
-                rows.append(row)
-                print(
-                    f"{name:10} {workers} worker(s): {median:6.1f} emails/s"
-                    f" ({median / workers:5.1f}/worker, {row['pct_of_bound']:3d}%"
-                    f" of {bound:.0f}/s)",
-                    flush=True,
-                )
+                group = [n for n in names if not (n == "pool" and workers == 1)]
+                rates: dict[str, list[float]] = {n: [] for n in group}
+                for round_ in range(args.runs):
+                    order = group if round_ % 2 == 0 else group[::-1]
+                    for name in order:
+                        rates[name].append(
+                            run_once(name, app, base_url, workers,
+                                     count_for(name, latency), latency, before)
+                        )  # fmt: skip
+                for name in group:
+                    median = statistics.median(rates[name])
+                    bound = workers / latency if latency else float("inf")
+                    row = {
+                        "scenario": name,
+                        "worker_class": SCENARIOS[name][0],
+                        "latency_ms": round(latency * 1000, 3),
+                        "workers": workers,
+                        "emails": count_for(name, latency),
+                        "runs": [round(r, 1) for r in rates[name]],
+                        "emails_per_s": round(median, 1),
+                        "per_worker": round(median / workers, 1),
+                        "pct_of_bound": round(100 * median / bound),
+                    }
+                    rows.append(row)
+                    print(
+                        f"{name:10} {latency * 1000:5.0f} ms {workers} worker(s):"
+                        f" {median:6.1f} emails/s ({median / workers:5.1f}/worker,"
+                        f" {row['pct_of_bound']:3d}% of {bound:.0f}/s)"
+                        f" runs {row['runs']}",
+                        flush=True,
+                    )
 
     print()
-    print("| scenario | worker class | workers | emails/s | per worker | % of bound |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| scenario | worker class | latency | workers | emails/s | per worker"
+        " | % of bound |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in rows:
         print(
-            f"| {row['scenario']} | `{row['worker_class']}` | {row['workers']}"
-            f" | {row['emails_per_s']} | {row['per_worker']} | {row['pct_of_bound']}% |"
+            f"| {row['scenario']} | `{row['worker_class']}` | {row['latency_ms']} ms"
+            f" | {row['workers']} | {row['emails_per_s']} | {row['per_worker']}"
+            f" | {row['pct_of_bound']}% |"
         )
-    result = {"latency_s": latency, "runs": args.runs, "results": rows}
+    result = {
+        "latency_s": args.latency[0] / 1000,  # what plot.py reads
+        "latencies_s": [ms / 1000 for ms in args.latency],
+        "runs": args.runs,
+        "before": before,
+        "results": rows,
+    }
     write_json(args.out, document("worker_classes", result))
     return 0
 

@@ -2,12 +2,13 @@
 
 :class:`PostStackWorker` is rq's :class:`~rq.SimpleWorker` (jobs run in the
 worker process, so the SDK client and its connections are reused from job to
-job) with these changes, for the "never lost, not late" promise and for speed:
+job) with these changes, for the "never lost, not late" promise:
 
 - While a job runs, a thread renews the job's heartbeat every
   ``POSTSTACK_HEARTBEAT_INTERVAL`` seconds (10) with a short TTL. A
   worker killed mid-send is then noticed within ``3 * heartbeat_interval``
   seconds, not after the job timeout plus 60 s as with ``SimpleWorker``.
+  The thread is one per :meth:`~rq.worker.BaseWorker.work` call.
 - An idle worker wakes up at least every ``--maintenance-interval`` seconds,
   so abandoned jobs are put back promptly even when no new job arrives.
 - A job that a worker took off the queue but died before starting (it is
@@ -18,15 +19,17 @@ job) with these changes, for the "never lost, not late" promise and for speed:
 - A queue's registry-cleaning lock is held for at most
   :attr:`~PostStackWorker.cleaning_lock_seconds` and always released (rq:
   899 s, released only when cleaning succeeds).
-- Fewer Redis round trips per job: rq calls the worker's heartbeat several
-  times per job, three commands each; here one is one round trip, and one
-  that would change nothing (a few seconds after the last) is skipped. The
-  idle state, the heartbeat and rq's suspension check after a job share one
-  round trip. The heartbeat thread is one per :meth:`work` call, not one
-  started and joined per job.
-- On rq 3, a job's success is recorded in Redis by a helper thread while
-  the next email is with the API (:attr:`~PostStackWorker.background_success`)
-  instead of between the two sends. Still one email in flight per worker.
+- A retry is written in one transaction (:class:`PostStackJob`).
+- Jobs are always read and written as JSON
+  (:class:`rq.serializers.JSONSerializer`), as ``enqueue_email`` writes
+  them, whatever ``-S`` says: another serializer is replaced, with one
+  warning. A job that is not JSON fails with a message saying so.
+- At start, one warning if ``POSTSTACK_API_KEY`` is missing from the
+  worker's environment and sending is not suppressed
+  (``POSTSTACK_SUPPRESS_SEND``): every send would fail.
+
+Everything else (rq's heartbeats, state writes, suspension check and
+success bookkeeping) is rq's own, one job after the other.
 
 Start it with::
 
@@ -37,21 +40,26 @@ Start it with::
 
 from __future__ import annotations
 
+import copy
 import inspect
 import threading
 import time
 import typing as t
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from rq import SimpleWorker
+from rq.exceptions import DeserializationError
 from rq.job import Job as RQJob
-from rq.job import JobStatus
+from rq.queue import Queue as RQQueue
 from rq.registry import clean_registries
-from rq.suspension import WORKERS_SUSPENDED
+from rq.serializers import JSONSerializer
+from rq.serializers import resolve_serializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
+
+from .client import worker_slot
+from .errors import ConfigurationError
 
 if t.TYPE_CHECKING:
     from rq.job import Job
@@ -62,6 +70,18 @@ __all__ = ["PostStackJob", "PostStackWorker"]
 # rq 3 passes the job's Execution to perform_job and maintain_heartbeats;
 # rq 2.x keeps it on the worker (self.execution) and takes no argument.
 _PASS_EXECUTION = "execution" in inspect.signature(SimpleWorker.perform_job).parameters
+
+SERIALIZER_PATH = "rq.serializers.JSONSerializer"
+
+#: What a job that is not JSON fails with (after the job's id).
+NOT_JSON = (
+    "its data cannot be read as JSON. Flask-PostStack's jobs are JSON"
+    " (enqueue_email and enqueue_batch write them with"
+    f" {SERIALIZER_PATH}): run them with"
+    " 'rq worker -w flask_poststack.worker.PostStackWorker', which always"
+    f" reads JSON, or pass '-S {SERIALIZER_PATH}' to the rq worker; a job"
+    f" enqueued by hand must be enqueued with serializer={SERIALIZER_PATH}."
+)
 
 
 # Move a job id from the intermediate list back to the front of its queue,
@@ -83,6 +103,10 @@ class PostStackJob(RQJob):
     out of the started one. A worker killed between the two leaves a job that
     is in no queue and no registry and is never run again: an email lost.
     Here the status goes into that same transaction.
+
+    A job whose data its serializer cannot read fails with a
+    :class:`~rq.exceptions.DeserializationError` that names the fix
+    (``-S rq.serializers.JSONSerializer``, or :class:`PostStackWorker`).
     """
 
     _retry_pipeline: t.Any = None
@@ -101,45 +125,70 @@ class PostStackJob(RQJob):
             pipeline = self._retry_pipeline
         super().set_status(status, pipeline=pipeline)
 
+    @property
+    def func_name(self) -> str | None:
+        """rq's; reading it first reads the job's data (rq does so before it
+        runs the job), so a job whose data cannot be read fails naming the fix."""
+        try:
+            return t.cast("str | None", _RQ_FUNC_NAME.__get__(self))
+        except DeserializationError as exc:
+            raise DeserializationError(f"Job {self.id}: {NOT_JSON}") from exc
+
+    @func_name.setter
+    def func_name(self, value: str | None) -> None:
+        _RQ_FUNC_NAME.__set__(self, value)
+
+
+_RQ_FUNC_NAME: t.Any = vars(RQJob)["func_name"]
+
+
+def _is_json(serializer: t.Any) -> bool:
+    resolved = resolve_serializer(serializer)
+    return isinstance(resolved, type) and issubclass(resolved, JSONSerializer)
+
 
 class PostStackWorker(SimpleWorker):
     """A :class:`~rq.SimpleWorker` that heartbeats while a job runs.
 
     Its jobs are :class:`PostStackJob`, unless ``--job-class`` names another
-    class than rq's own.
+    class than rq's own. Its serializer is always
+    :class:`rq.serializers.JSONSerializer` (or a subclass given as
+    ``serializer=``); any other is replaced, with a warning.
     """
 
     #: How long a worker may hold a queue's cleaning lock if it dies while
     #: cleaning (rq's own: 899 s). Cleaning takes seconds at most.
     cleaning_lock_seconds = 60
 
-    #: A plain heartbeat this many seconds after one that set the same TTL
-    #: is skipped: the worker key's expiry moves by less than that.
-    heartbeat_slack = 5.0
-
-    #: Record each job's success from a helper thread, during the next
-    #: job's send (rq 3 only). ``False`` in a subclass records it at once,
-    #: as :class:`~rq.SimpleWorker` does.
-    background_success = True
-
-    #: Seconds a success waits for the next send to start before it is
-    #: recorded anyway (the queue may be empty, the worker stopping).
-    background_wait = 0.05
-
     #: rq logs how long each result is kept, a second line per job.
     log_result_lifespan = False
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        queues: t.Any,
+        *args: t.Any,
+        serializer: t.Any = None,
+        **kwargs: t.Any,
+    ) -> None:
+        given = serializer
+        if given is None or not _is_json(given):
+            serializer = JSONSerializer
+        # rq's CLI builds the queues with -S's serializer before the worker.
+        queues = [_json_queue(queue) for queue in _listed(queues)]
+        kwargs["serializer"] = serializer
+        super().__init__(queues, *args, **kwargs)
         if self.job_class is RQJob:  # rq's CLI passes its default explicitly
             self.job_class = PostStackJob
-        # time.monotonic() until which the worker key surely lives: only
-        # heartbeats this class executed itself count.
-        self._alive_until = 0.0
-        self._helper: ThreadPoolExecutor | None = None
-        # Set while the main thread runs a job: the helper's Redis round trips
-        # then overlap the API's wait instead of delaying the next job.
-        self._sending = threading.Event()
+        if given is not None and serializer is not given:
+            self.log.warning(
+                "PostStackWorker reads and writes jobs as JSON: using %s instead"
+                " of the serializer given (%s). Flask-PostStack's jobs are JSON;"
+                " pass '-S %s' to say so.",
+                SERIALIZER_PATH,
+                given if isinstance(given, str) else getattr(given, "__name__", given),
+                SERIALIZER_PATH,
+            )
+        self._warn_if_no_api_key()
         # The running job for the heartbeat thread: (job, execution, when
         # its next beat is due). The thread beats with the lock held, so
         # clearing it waits for a beat in progress: none comes after a job.
@@ -147,36 +196,26 @@ class PostStackWorker(SimpleWorker):
         self._beating: tuple[Job, t.Any, float] | None = None
         self._beat_thread: threading.Thread | None = None
         self._beat_stop = False
-        # The end-of-job round trip also read rq's suspension flag.
-        self._known_not_suspended = False
 
-    def heartbeat(self, timeout: int | None = None, pipeline: t.Any = None) -> None:
-        """rq's heartbeat, in one round trip, and skipped when it would be a no-op."""
-        until = time.monotonic() + (timeout or self.worker_ttl + 60)
-        if pipeline is not None:
-            # The caller executes it, maybe with a shorter TTL (a job's 30 s
-            # while it runs): it can only lower what we know to be safe.
-            self._alive_until = min(self._alive_until, until)
-            super().heartbeat(timeout, pipeline=pipeline)
+    def _warn_if_no_api_key(self) -> None:
+        try:
+            settings = worker_slot().settings
+        except ConfigurationError:
+            return  # the first job fails naming the bad setting
+        if settings.api_key or settings.suppress_send:
             return
-        if timeout is None and self._alive_until >= until - self.heartbeat_slack:
-            return
-        with self.connection.pipeline(transaction=False) as pipe:
-            super().heartbeat(timeout, pipeline=pipe)
-            pipe.execute()
-        self._alive_until = until
-
-    def set_state(self, state: str, pipeline: t.Any = None) -> None:
-        """rq's set_state, without the round trip when the state is unchanged."""
-        if pipeline is None and state == getattr(self, "_state", None):
-            return
-        super().set_state(state, pipeline=pipeline)
+        # rq's log format has no level name: the line says it.
+        self.log.warning(
+            "WARNING: POSTSTACK_API_KEY is not set in this worker's environment,"
+            " so every email job will fail: the worker reads POSTSTACK_* from its"
+            " own environment only (not from the app's config). Set POSTSTACK_API_KEY"
+            " in the worker's environment, or POSTSTACK_SUPPRESS_SEND=1 to log"
+            " emails instead of sending them."
+        )
 
     @property
     def heartbeat_interval(self) -> int:
         """Seconds between heartbeats: ``POSTSTACK_HEARTBEAT_INTERVAL`` (10)."""
-        from .client import worker_slot
-
         return worker_slot().settings.heartbeat_interval
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
@@ -251,23 +290,8 @@ class PostStackWorker(SimpleWorker):
             else:
                 self.perform_job(job, queue)  # type: ignore[call-arg]
         finally:
-            self._sending.clear()
             self._beat_for(None)
-        # Idle again, and alive, and is rq suspended: one round trip; rq's
-        # own heartbeat and suspension check right after this are skipped.
-        with self.connection.pipeline(transaction=False) as pipe:
-            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
-            super().heartbeat(pipeline=pipe)
-            pipe.exists(WORKERS_SUSPENDED)
-            suspended = pipe.execute()[-1]
-        self._alive_until = time.monotonic() + self.worker_ttl + 60
-        self._known_not_suspended = not suspended
-
-    def prepare_job_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
-        """rq's: the job is started. Its send comes next, so a success
-        waiting to be recorded (in the helper) may go now."""
-        super().prepare_job_execution(job, *args, **kwargs)
-        self._sending.set()
+        self.set_state(WorkerStatus.IDLE)
 
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's. On rq 2.x, which forgets the worker's execution here, the
@@ -277,67 +301,15 @@ class PostStackWorker(SimpleWorker):
             self._beat_for(None)
         super().cleanup_execution(job, *args, **kwargs)
 
-    def check_for_suspension(self, burst: bool) -> None:
-        """rq's check, unless the end of the last job just read the flag."""
-        if self._known_not_suspended:
-            self._known_not_suspended = False
-            return
-        super().check_for_suspension(burst)
-
-    def handle_execution_ended(
-        self, job: Job, queue: Queue, heartbeat_ttl: int
-    ) -> None:
-        """Note the end time; after a success, the job's heartbeat goes with
-        the success record (in the background), not in a round trip of its own."""
-        if self._in_background() and job.get_status(refresh=False) != JobStatus.FAILED:
-            job.ended_at = now()
-        else:
-            super().handle_execution_ended(job, queue, heartbeat_ttl)
-
-    def handle_job_success(self, *args: t.Any, **kwargs: t.Any) -> None:
-        """Record the success; on rq 3, from the helper, during the next send.
-
-        The email is sent already: if the worker dies before this is written,
-        the job runs again and the API answers with a replay.
-        """
-        if not self._in_background():
-            super().handle_job_success(*args, **kwargs)
-            return
-        self._sending.clear()
-        if self._helper is None:
-            self._helper = ThreadPoolExecutor(1, thread_name_prefix="poststack-rq")
-        self._helper.submit(self._record_success, *args, **kwargs)
-
-    def _record_success(self, *args: t.Any, **kwargs: t.Any) -> None:
-        self._sending.wait(self.background_wait)
-        job: Job = kwargs["job"] if "job" in kwargs else args[0]
-        try:
-            job.heartbeat(now(), job.success_callback_timeout)
-            super().handle_job_success(*args, **kwargs)
-        except Exception:
-            # The job stays started; rq's abandoned-job check runs it again
-            # and the API replays it (same idempotency key).
-            self.log.exception("Recording a job's success failed")
-
-    def _in_background(self) -> bool:
-        return self.background_success and _PASS_EXECUTION
-
     def teardown(self) -> None:
-        """Wait for the last successes to be recorded, then rq's teardown."""
-        if self._helper is not None:
-            self._sending.set()  # no next send to wait for: record them now
-            self._helper.shutdown(wait=True)
-            self._helper = None
+        """Stop the heartbeat thread, then rq's teardown."""
         with self._beat_lock:
             self._beat_stop = True
             self._beat_lock.notify()
         thread, self._beat_thread = self._beat_thread, None
         if thread is not None:
             thread.join()
-        # Ready for another work() on this instance: a new thread, and rq's
-        # suspension check at its start.
-        self._beat_stop = False
-        self._known_not_suspended = False
+        self._beat_stop = False  # ready for another work() on this instance
         super().teardown()  # type: ignore[no-untyped-call]
 
     def _beat_for(self, job: Job | None, execution: t.Any = None) -> None:
@@ -380,3 +352,20 @@ class PostStackWorker(SimpleWorker):
                 except Exception:  # a missed beat must never kill the job
                     self.log.warning("Heartbeat for job %s failed", job.id,
                                      exc_info=True)  # fmt: skip
+
+
+def _listed(queues: t.Any) -> list[t.Any]:
+    """rq's ``queues`` argument (a name, a Queue or a sequence) as a list."""
+    if isinstance(queues, (str, RQQueue)):
+        return [queues]
+    return list(queues)
+
+
+def _json_queue(queue: t.Any) -> t.Any:
+    """``queue``, or a copy of it that reads and writes JSON (the caller's
+    own Queue object is left as it was)."""
+    if isinstance(queue, str) or _is_json(queue.serializer):
+        return queue
+    queue = copy.copy(queue)
+    queue.serializer = JSONSerializer
+    return queue

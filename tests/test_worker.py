@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 import typing as t
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,7 +21,9 @@ from rq.serializers import JSONSerializer
 from rq.suspension import resume
 from rq.suspension import suspend
 
-from flask_poststack.worker import _PASS_EXECUTION
+from flask_poststack.cli import worker_command
+from flask_poststack.config import load_settings
+from flask_poststack.config import Settings
 from flask_poststack.worker import PostStackJob
 from flask_poststack.worker import PostStackWorker
 
@@ -83,65 +87,7 @@ def test_the_worker_uses_postStack_jobs_even_when_the_cli_names_rqs(
     assert custom.job_class is Custom
 
 
-def test_redundant_heartbeats_are_skipped_but_never_shorten_the_ttl(
-    queue: Queue,
-) -> None:
-    redis = queue.connection
-    worker = PostStackWorker([queue], connection=redis)
-    worker.register_birth()
-
-    def hsets() -> int:
-        # Each heartbeat that reaches Redis writes the last_heartbeat field.
-        stats = redis.info("commandstats")
-        return int(stats.get("cmdstat_hset", {}).get("calls", 0))
-
-    worker.heartbeat()
-    before = hsets()
-    worker.heartbeat()
-    worker.heartbeat()
-    assert hsets() == before  # nothing to change: skipped
-    assert redis.ttl(worker.key) > worker.worker_ttl
-
-    # A job's short heartbeat (in the caller's pipeline) lowers the TTL ...
-    with redis.pipeline() as pipe:
-        worker.heartbeat(30, pipeline=pipe)
-        pipe.execute()
-    assert redis.ttl(worker.key) <= 30
-    # ... so the next plain heartbeat goes out and restores it.
-    worker.heartbeat()
-    assert hsets() == before + 2  # the pipelined one and this one
-    assert redis.ttl(worker.key) > worker.worker_ttl
-
-    # An explicit TTL is always written.
-    worker.heartbeat(worker.worker_ttl + 60)
-    assert hsets() == before + 3
-
-
-def test_an_unchanged_state_is_not_written_again(queue: Queue) -> None:
-    redis = queue.connection
-    worker = PostStackWorker([queue], connection=redis)
-    worker.register_birth()
-    worker.set_state("idle")
-    redis.hset(worker.key, "state", "marker")
-    worker.set_state("idle")
-    assert redis.hget(worker.key, "state") == b"marker"
-    worker.set_state("busy")
-    assert redis.hget(worker.key, "state") == b"busy"
-
-
-# -- success recorded in the background (rq 3; at once on rq 2.x) -------------
-
-
-_returned: dict[str, float] = {}
-
-
-def slow(seconds: float) -> str:
-    """A job that takes a while, as a send to the API does."""
-    time.sleep(seconds)
-    job = get_current_job()
-    if job is not None:
-        _returned[job.id] = time.perf_counter()
-    return "done"
+# -- a worker's stop -----------------------------------------------------------
 
 
 def stop_worker() -> None:
@@ -149,78 +95,14 @@ def stop_worker() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-class AtOnceWorker(PostStackWorker):
-    background_success = False
-
-
-class PatientWorker(PostStackWorker):
-    # However slow this machine is, the next job starts before the record.
-    background_wait = 10.0
-
-
-def make_worker(
-    queue: Queue, worker_class: type[PostStackWorker] = PostStackWorker
-) -> PostStackWorker:
-    return worker_class([queue], connection=queue.connection, serializer=JSONSerializer)
+def make_worker(queue: Queue, **kwargs: t.Any) -> PostStackWorker:
+    kwargs.setdefault("serializer", JSONSerializer)
+    return PostStackWorker([queue], connection=queue.connection, **kwargs)
 
 
 def nothing_left_running(queue: Queue) -> None:
     assert queue.started_job_registry.get_job_ids() == []
     assert queue.connection.llen(queue.intermediate_queue_key) == 0
-
-
-def _defined_by(name: str) -> type:
-    """The rq class whose ``name`` our worker's ``super()`` calls reach."""
-    return next(c for c in PostStackWorker.__mro__[1:] if name in vars(c))
-
-
-@pytest.mark.parametrize(("worker_class", "during"), [
-    (PatientWorker, True), (AtOnceWorker, False),
-])  # fmt: skip
-def test_a_success_is_recorded_while_the_next_job_runs(
-    queue: Queue,
-    worker_class: type[PostStackWorker],
-    during: bool,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # Stamped in this process when rq's own steps return: Redis keeps a
-    # result's time to the millisecond only, and the record comes well
-    # under a millisecond after the next job's start.
-    stamps: dict[tuple[str, str], float] = {}
-
-    def stamping(step: str) -> None:
-        cls = _defined_by(step)
-        original = vars(cls)[step]
-
-        def wrapper(self: t.Any, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
-            original(self, job, *args, **kwargs)
-            stamps[step, job.id] = time.perf_counter()
-
-        monkeypatch.setattr(cls, step, wrapper)
-
-    stamping("prepare_job_execution")
-    stamping("handle_job_success")
-    first = queue.enqueue("tests.test_worker.slow", args=(0.05,), kwargs={})
-    second = queue.enqueue("tests.test_worker.slow", args=(0.5,), kwargs={})
-    make_worker(queue, worker_class).work(burst=True)
-    started = stamps["prepare_job_execution", second.id]
-    recorded = stamps["handle_job_success", first.id]
-    if during and _PASS_EXECUTION:
-        assert started < recorded < _returned[second.id]
-    else:
-        assert recorded < started
-    assert first.get_status() == second.get_status() == "finished"
-    assert len(first.results()) == len(second.results()) == 1
-    nothing_left_running(queue)
-
-
-def test_the_last_success_is_recorded_before_the_worker_quits(queue: Queue) -> None:
-    jobs = [queue.enqueue("json.dumps", args=([n],), kwargs={}) for n in range(3)]
-    make_worker(queue).work(burst=True, max_jobs=2)
-    statuses = [job.get_status(refresh=True) for job in jobs]
-    assert statuses == ["finished", "finished", "queued"]
-    nothing_left_running(queue)
-    assert queue.job_ids == [jobs[2].id]
 
 
 def test_a_warm_shutdown_records_the_success_and_takes_nothing_more(
@@ -405,11 +287,11 @@ def test_a_job_that_never_started_goes_back_without_using_a_retry(
     # A worker took the job (BLMOVE) and died before starting it.
     assert conn.lmove(queue.key, stranded.key) == job.id.encode()
     worker = make_worker(queue)
-    worker._put_back_stranded(queue)  # first seen now: left alone
+    worker.clean_registries()  # first seen now: left alone
     assert stranded.get_job_ids() == [job.id]
     conn.set(stranded.get_first_seen_key(job.id), time.time() - 3600)
-    worker._put_back_stranded(queue)
-    worker._put_back_stranded(queue)  # twice: still put back once
+    worker.clean_registries()
+    worker.clean_registries()  # twice: still put back once
     assert stranded.get_job_ids() == []
     assert queue.job_ids == [job.id, other.id]  # at the front, as it was
     assert job.get_status(refresh=True) == "queued"
@@ -417,3 +299,122 @@ def test_a_job_that_never_started_goes_back_without_using_a_retry(
     make_worker(queue).work(burst=True)
     assert job.get_status(refresh=True) == other.get_status(refresh=True) == "finished"
     assert len(job.results()) == 1
+
+
+# -- JSON only, whatever -S says; the API key in the worker's environment -------
+
+
+def test_another_serializer_is_replaced_by_json_with_one_warning(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    pickled = Queue("poststack", connection=queue.connection)  # rq's default
+    job = queue.enqueue("json.dumps", args=([1],), kwargs={})
+    caplog.set_level("WARNING")
+    worker = PostStackWorker([pickled], connection=queue.connection,
+                             serializer="rq.serializers.DefaultSerializer")  # fmt: skip
+    warnings = [r for r in caplog.records if "reads and writes jobs as JSON" in
+                r.getMessage()]  # fmt: skip
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"
+    assert "-S rq.serializers.JSONSerializer" in warnings[0].getMessage()
+    assert worker.serializer is JSONSerializer
+    assert all(q.serializer is JSONSerializer for q in worker.queues)
+    assert pickled.serializer is not JSONSerializer  # the caller's, untouched
+    worker.work(burst=True)
+    assert job.get_status(refresh=True) == "finished"
+    assert job.return_value() == "[1]"
+
+
+@pytest.mark.parametrize(
+    "serializer", [None, JSONSerializer, "rq.serializers.JSONSerializer"]
+)
+def test_json_or_nothing_given_warns_about_nothing(
+    queue: Queue, caplog: pytest.LogCaptureFixture, serializer: t.Any
+) -> None:
+    caplog.set_level("WARNING")
+    worker = PostStackWorker([queue], connection=queue.connection,
+                             serializer=serializer)  # fmt: skip
+    assert "reads and writes jobs as JSON" not in caplog.text
+    assert worker.serializer is JSONSerializer
+
+
+def test_a_job_that_is_not_json_fails_naming_the_fix(queue: Queue) -> None:
+    # Enqueued with rq's default (pickle), as a hand-written enqueue would be.
+    job = Queue("poststack", connection=queue.connection).enqueue(
+        "json.dumps", args=([1],), kwargs={}
+    )
+    make_worker(queue).work(burst=True)
+    failed = Job.fetch(job.id, connection=queue.connection, serializer=JSONSerializer)
+    assert failed.get_status() == "failed"
+    result = failed.latest_result()
+    assert result is not None and result.exc_string is not None
+    assert "-S rq.serializers.JSONSerializer" in result.exc_string
+    assert "flask_poststack.worker.PostStackWorker" in result.exc_string
+    nothing_left_running(queue)
+
+
+def run_worker_process(
+    redis_url: str, tmp_path: Path, serializer: str | None, env: dict[str, str]
+) -> str:
+    """``rq worker --burst`` of PostStackWorker in a subprocess; its log."""
+    argv = worker_command(environ_settings_for(redis_url), burst=True,
+                          maintenance_interval=1)  # fmt: skip
+    at = argv.index("--serializer")
+    if serializer is None:
+        del argv[at : at + 2]
+    else:
+        argv[at + 1] = serializer
+    environ = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    environ.update(env)
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.run(argv, env=environ, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=60)  # fmt: skip
+    text = log.read_text(errors="replace")
+    assert proc.returncode == 0, text
+    return text
+
+
+def environ_settings_for(redis_url: str) -> Settings:
+    return load_settings({"POSTSTACK_REDIS_URL": redis_url})
+
+
+def warning_lines(log: str, needle: str) -> list[str]:
+    return [line for line in log.splitlines() if needle in line]
+
+
+@pytest.mark.parametrize(("env", "warned"), [
+    ({}, True),
+    ({"POSTSTACK_SUPPRESS_SEND": "1"}, False),
+    ({"POSTSTACK_API_KEY": "sk_test_0123456789abcdef"}, False),
+], ids=["no key", "suppressed", "key set"])  # fmt: skip
+def test_a_worker_process_warns_once_without_the_api_key(
+    queue: Queue,
+    redis_url: str,
+    tmp_path: Path,
+    env: dict[str, str],
+    warned: bool,
+) -> None:
+    job = queue.enqueue("json.dumps", args=([1],), kwargs={})
+    log = run_worker_process(redis_url, tmp_path, "rq.serializers.JSONSerializer", env)
+    lines = warning_lines(log, "POSTSTACK_API_KEY")
+    if warned:
+        assert len(lines) == 1, log
+        assert "WARNING" in lines[0] and "worker's environment" in lines[0]
+    else:
+        assert lines == [], log
+    assert job.get_status(refresh=True) == "finished"
+
+
+def test_a_worker_process_without_s_reads_json_and_says_so_once(
+    queue: Queue, redis_url: str, tmp_path: Path
+) -> None:
+    # No -S: rq's CLI passes its pickle default, which would fail every job.
+    job = queue.enqueue("json.dumps", args=([1],), kwargs={})
+    log = run_worker_process(redis_url, tmp_path, None,
+                             {"POSTSTACK_SUPPRESS_SEND": "1"})  # fmt: skip
+    lines = warning_lines(log, "reads and writes jobs as JSON")
+    assert len(lines) == 1, log
+    assert "rq.serializers.DefaultSerializer" in lines[0]
+    assert job.get_status(refresh=True) == "finished"
+    assert job.return_value() == "[1]"
