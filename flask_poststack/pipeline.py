@@ -5,6 +5,7 @@ come here. This is the only code that
 
 - fires ``before_send`` (:func:`prepare`: once per email, in the app, before
   it is sent or queued; never again in the worker);
+- fires ``email_enqueued`` once the email is in Redis;
 - fires ``email_sent`` and ``email_failed``, and keeps a raising receiver
   of either from changing what happened to the email (an accepted email
   stays accepted, a failure is retried or not as the policy says);
@@ -41,7 +42,7 @@ if t.TYPE_CHECKING:
 
     from .client import ClientSlot
 
-__all__ = ["Context", "log_failure", "prepare", "send_many", "send_one"]
+__all__ = ["Context", "enqueued", "log_failure", "prepare", "send_many", "send_one"]
 
 logger = logging.getLogger("flask_poststack")
 
@@ -108,6 +109,19 @@ def prepare(sender: t.Any, payloads: Sequence[_Payload]) -> None:
     """
     for payload in payloads:
         signals.before_send.send(sender, payload=payload)
+
+
+def enqueued(sender: t.Any, jobs: Sequence[tuple[_Payload, Job]]) -> None:
+    """Fire ``email_enqueued`` for each email now in Redis, with its job.
+
+    A receiver that raises is logged and ignored: the email is queued, and
+    an error here would invite a fallback send of an email already queued.
+    """
+    for payload, job in jobs:
+        try:
+            signals.email_enqueued.send(sender, payload=payload, job=job)
+        except Exception:
+            logger.exception("An email_enqueued receiver failed for job %s", job.id)
 
 
 def send_one(context: Context, payload: _Payload) -> SendResult:

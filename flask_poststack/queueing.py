@@ -19,7 +19,6 @@ from datetime import timedelta
 from datetime import timezone
 
 from . import pipeline
-from . import signals
 from ._state import AppState
 from ._state import get_state
 from .errors import InvalidEmailError
@@ -125,7 +124,7 @@ def enqueue_email(
             return Job.fetch(
                 job_id, connection=state.redis, serializer=rq_queue.serializer
             )
-    signals.email_enqueued.send(state.app, payload=payload, job=job)
+    pipeline.enqueued(state.app, [(payload, job)])
     return job
 
 
@@ -147,7 +146,7 @@ def enqueue_many(
     options = [_job_options(state, TASK, p, p["idempotency_key"]) for p in payloads]
     jobs = _enqueue_all(state, state.queue(queue), TASK, options)
     for payload, job in zip(payloads, jobs, strict=True):
-        signals.email_enqueued.send(state.app, payload=payload, job=job)
+        pipeline.enqueued(state.app, [(payload, job)])
     return jobs
 
 
@@ -191,7 +190,7 @@ def enqueue_batch(
     jobs = _enqueue_all(state, state.queue(queue), BATCH_TASK, all_options)
     for job, chunk in zip(jobs, chunks(payloads), strict=True):
         for payload in chunk:
-            signals.email_enqueued.send(state.app, payload=payload, job=job)
+            pipeline.enqueued(state.app, [(payload, job)])
     return jobs
 
 

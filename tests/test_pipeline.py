@@ -225,3 +225,16 @@ def test_an_eager_job_is_never_logged_as_retried(
         send(app, "enqueue_email", redis_url)
     assert failed == [False]
     assert " retry=no: " in caplog.text and " retry=yes: " not in caplog.text
+
+
+@pytest.mark.parametrize("entry", ["enqueue_email", "enqueue_batch"])
+def test_a_raising_email_enqueued_receiver_does_not_hide_the_job(
+    app: Flask, sandbox: Sandbox, redis_url: str, entry: str
+) -> None:
+    def broken(sender: t.Any, **extra: t.Any) -> None:
+        raise RuntimeError("receiver bug")
+
+    with signals.email_enqueued.connected_to(broken):
+        (job,) = send(app, entry, redis_url)
+    assert job.get_status() == JobStatus.FINISHED
+    assert len(sandbox.emails) == 1
