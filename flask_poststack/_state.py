@@ -24,9 +24,27 @@ if t.TYPE_CHECKING:
     from redis import Redis
     from rq import Queue
 
-__all__ = ["AppState", "get_state"]
+__all__ = ["AppState", "get_state", "testing_redis"]
 
 STATE_KEY = "poststack.state"
+
+# Set by the pytest plugin for the length of each test (see testing_redis).
+# Not app-specific: a process-wide switch, like pytest's own state.
+_testing_redis: t.Callable[[], Redis] | None = None
+
+
+@contextlib.contextmanager
+def testing_redis(factory: t.Callable[[], Redis]) -> t.Iterator[None]:
+    """Inside the block, testing apps that do not set ``POSTSTACK_REDIS_URL``
+    in ``app.config`` use ``factory()`` as their Redis (the pytest plugin's
+    in-memory queue). ``use_redis`` still comes first.
+    """
+    global _testing_redis
+    previous, _testing_redis = _testing_redis, factory
+    try:
+        yield
+    finally:
+        _testing_redis = previous
 
 
 class _RedisSlot:
@@ -72,6 +90,10 @@ class AppState:
     client_slot: ClientSlot = dataclasses.field(repr=False)
     #: Payloads captured while sending was suppressed, oldest first.
     outbox: list[dict[str, t.Any]] = dataclasses.field(default_factory=list, repr=False)
+    #: Whether ``app.config`` itself set ``POSTSTACK_REDIS_URL`` at
+    #: ``init_app``: a testing app that did not gets the pytest plugin's
+    #: in-memory Redis.
+    redis_url_in_config: bool = True
     _redis: _RedisSlot = dataclasses.field(init=False, repr=False)
     # RQ queues by (name, is_async): Queue() costs a good part of an enqueue.
     _queues: dict[tuple[str, bool], Queue] = dataclasses.field(
@@ -84,6 +106,14 @@ class AppState:
     @property
     def redis(self) -> Redis:
         """The app's Redis client (its queue's connection)."""
+        factory = _testing_redis
+        if (
+            factory is not None
+            and self._redis._override is None
+            and not self.redis_url_in_config
+            and self.app.testing
+        ):
+            return factory()
         return self._redis.get()
 
     @contextlib.contextmanager

@@ -60,6 +60,7 @@ class PostStack:
                 " app.extensions['poststack'] client."
             )
         settings = app_settings(app.config)
+        redis_url_in_config = app.config.get("POSTSTACK_REDIS_URL") is not None
         for key, value in settings.as_config().items():
             app.config.setdefault(key, value)
 
@@ -72,7 +73,9 @@ class PostStack:
 
         slot = ClientSlot(settings, on_new=on_new)
         app.extensions["poststack"] = slot.get()
-        app.extensions[STATE_KEY] = AppState(app, settings, slot)
+        app.extensions[STATE_KEY] = AppState(
+            app, settings, slot, redis_url_in_config=redis_url_in_config
+        )
         # Closes the client when the app is collected, or at interpreter exit.
         weakref.finalize(app, slot.close)
 

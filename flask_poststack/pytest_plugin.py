@@ -1,20 +1,30 @@
-"""pytest fixtures for apps that use Flask-PostStack. Opt in from a conftest::
+"""pytest fixtures for apps that use Flask-PostStack.
 
-    pytest_plugins = ["flask_poststack.pytest_plugin"]
+Installing Flask-PostStack registers this plugin with pytest (the
+``pytest11`` entry point ``poststack``): there is nothing to add to a
+conftest. Turn it off with ``-p no:poststack``. A conftest that still lists
+``pytest_plugins = ["flask_poststack.pytest_plugin"]`` keeps working.
+
+For every test, a testing app (``TESTING = True``) that does not set
+``POSTSTACK_REDIS_URL`` in ``app.config`` queues into an in-memory
+fakeredis, new for each test: ``enqueue_email`` needs no Redis server and
+leaves nothing in one. A test that wants a real Redis sets the URL.
 
 Fixtures (all prefixed ``poststack_`` so none shadows your own):
 
 ``poststack_outbox``
     A list of :class:`~flask_poststack.testing.RecordedEmail`, one per email
-    sent or queued during the test.
+    sent, captured or queued during the test (a queued email that the test
+    runs is the same record, updated).
 ``poststack_fail_next``
     :func:`flask_poststack.testing.fail_next`; leftovers are cleared.
 ``poststack_sandbox``
     A running :class:`~flask_poststack.sandbox.Sandbox` (one per session,
     reset for each test): point ``POSTSTACK_BASE_URL`` at its ``base_url``.
 ``poststack_queue``
-    Routes ``enqueue_email`` of your ``app`` fixture to an in-memory
-    fakeredis (needs ``fakeredis[lua]``), with ``.jobs`` and ``.run()``.
+    The test's in-memory queue of your ``app`` fixture, with ``.jobs`` and
+    ``.run()`` (it moves an app with its own ``POSTSTACK_REDIS_URL`` there
+    too).
 ``poststack_app``
     The app ``poststack_queue`` works on: your ``app`` fixture by default;
     override it if your app fixture has another name.
@@ -22,12 +32,14 @@ Fixtures (all prefixed ``poststack_`` so none shadows your own):
 
 from __future__ import annotations
 
+import sys
 import typing as t
 
 import pytest
 from flask import Flask
 
 from ._state import get_state
+from ._state import testing_redis
 from .pipeline import running_in
 from .testing import clear_failures
 from .testing import fail_next
@@ -39,6 +51,43 @@ if t.TYPE_CHECKING:
     from rq.job import Job
 
     from .sandbox import Sandbox
+
+
+def pytest_plugin_registered(
+    plugin: object, plugin_name: str | None, manager: pytest.PytestPluginManager
+) -> None:
+    """Registered by the entry point, block the module's own name, so that a
+    conftest's ``pytest_plugins = ["flask_poststack.pytest_plugin"]`` is a
+    no-op instead of pluggy's "already registered" error."""
+    ours = plugin is sys.modules[__name__] and plugin_name != __name__
+    if ours and not manager.is_blocked(__name__):
+        manager.set_blocked(__name__)
+
+
+def memory_redis() -> redis.Redis:
+    """A new, empty in-memory Redis (fakeredis, a test dependency)."""
+    try:
+        import fakeredis
+    except ImportError:
+        raise RuntimeError(
+            "Flask-PostStack's pytest plugin queues into an in-memory Redis,"
+            " which needs fakeredis: 'pip install \"fakeredis[lua]\"'. Or set"
+            " POSTSTACK_REDIS_URL in app.config to use a real Redis."
+        ) from None
+    connection: redis.Redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    return connection
+
+
+class _MemoryRedis:
+    """The test's in-memory Redis, made on first use."""
+
+    def __init__(self) -> None:
+        self.connection: redis.Redis | None = None
+
+    def get(self) -> redis.Redis:
+        if self.connection is None:
+            self.connection = memory_redis()
+        return self.connection
 
 
 class FakeQueue:
@@ -82,6 +131,17 @@ class FakeQueue:
         return Queue(name, connection=self.connection, serializer=JSONSerializer)
 
 
+@pytest.fixture(autouse=True)
+def _poststack_memory_redis() -> t.Iterator[_MemoryRedis]:
+    """Testing apps without their own ``POSTSTACK_REDIS_URL`` queue into an
+    in-memory Redis for the test, instead of the default localhost one."""
+    memory = _MemoryRedis()
+    with testing_redis(memory.get):
+        yield memory
+    if memory.connection is not None:
+        memory.connection.close()
+
+
 @pytest.fixture
 def poststack_outbox() -> t.Iterator[list[RecordedEmail]]:
     """Every email sent or queued during the test, in order."""
@@ -120,11 +180,12 @@ def poststack_app(request: pytest.FixtureRequest) -> Flask:
 
 
 @pytest.fixture
-def poststack_queue(poststack_app: Flask) -> t.Iterator[FakeQueue]:
-    """The app's queue, moved to a fakeredis for the test."""
-    import fakeredis
-
-    connection = fakeredis.FakeRedis()
+def poststack_queue(
+    poststack_app: Flask, _poststack_memory_redis: _MemoryRedis
+) -> t.Iterator[FakeQueue]:
+    """The app's queue in the test's in-memory Redis (where a testing app
+    without ``POSTSTACK_REDIS_URL`` queues anyway; one with it is moved
+    there for the test)."""
+    connection = _poststack_memory_redis.get()
     with get_state(poststack_app).use_redis(connection):
         yield FakeQueue(poststack_app, connection)
-    connection.close()

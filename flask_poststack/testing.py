@@ -1,8 +1,9 @@
 """Helpers for testing an app that sends email with Flask-PostStack.
 
-- :func:`record_messages` captures every email sent or queued inside a
-  ``with`` block, with or without ``POSTSTACK_SUPPRESS_SEND``;
-- :func:`outbox` is what a suppressed app would have sent;
+- :func:`record_messages` records every email sent, captured or queued
+  inside a ``with`` block, one :class:`RecordedEmail` per email (the pytest
+  fixture ``poststack_outbox`` is this, for a whole test: use it);
+- :func:`outbox` is the raw payloads a suppressed app captured (low level);
 - :func:`fail_next` makes the next sends fail as the API would;
 - ``POSTSTACK_EAGER = True`` runs queued jobs inside ``enqueue_email``.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import threading
 import typing as t
 
 from blinker import ANY
@@ -28,23 +30,63 @@ from .results import SendResult
 if t.TYPE_CHECKING:
     from rq.job import Job
 
-__all__ = ["RecordedEmail", "clear_failures", "fail_next", "outbox", "record_messages"]
+__all__ = [
+    "RecordedEmail",
+    "Status",
+    "clear_failures",
+    "fail_next",
+    "outbox",
+    "record_messages",
+]
 
 
-@dataclasses.dataclass(frozen=True)
+#: What :attr:`RecordedEmail.status` can be.
+Status = t.Literal["queued", "sent", "failed"]
+
+
+@dataclasses.dataclass(eq=False)
 class RecordedEmail:
-    """One email seen by :func:`record_messages`."""
+    """One email seen by :func:`record_messages` (and ``poststack_outbox``).
 
-    #: ``"sent"`` (sent, or captured while suppressed) or ``"enqueued"``.
-    kind: str
-    #: A deep copy of the wire payload, taken when the signal fired.
+    There is one record per email, whichever way it went: sent now, captured
+    while sending is suppressed, or queued. A queued email that the test
+    then runs (``poststack_queue.run()``, eager mode) is the same record,
+    updated in place: :attr:`status` goes from ``"queued"`` to ``"sent"``
+    (or ``"failed"``) and :attr:`result` is set. The email is recognised
+    across its queueing and its send by its ``idempotency_key``, which every
+    queued email has.
+
+    Every field of the wire payload reads as an attribute (``.to``,
+    ``.subject``, ``.html``, ``.from_`` for ``"from"``...), with ``None``
+    (or an empty list or dict) for a field the email does not have.
+    """
+
+    #: A deep copy of the wire payload, taken when the email was sent or queued.
     payload: dict[str, t.Any]
-    #: The app that sent it, or ``None`` for a job run by a worker.
+    #: The app that sent or queued it, or ``None`` for a job run by a worker.
     sender: Flask | None
-    #: The API's answer, for ``"sent"``.
+    #: ``"queued"`` (waiting for a worker, or to be retried), ``"sent"``
+    #: (accepted by the API, or captured while suppressed: see
+    #: :attr:`captured`) or ``"failed"`` (for good).
+    status: Status
+    #: The API's answer, once sent.
     result: SendResult | None = None
-    #: The RQ job, for ``"enqueued"``.
+    #: The RQ job, for a queued email.
     job: Job | None = None
+    #: The last failure, if any (a queued email keeps it while it is retried).
+    error: Exception | None = None
+
+    @property
+    def kind(self) -> str:
+        """``"enqueued"`` for an email that went through the queue, else
+        ``"sent"``. Kept for older tests: prefer :attr:`status` and :attr:`job`.
+        """
+        return "enqueued" if self.job is not None else "sent"
+
+    @property
+    def captured(self) -> bool:
+        """Whether it was captured (suppressed) rather than sent to the API."""
+        return self.result is not None and self.result.suppressed
 
     @property
     def to(self) -> list[str]:
@@ -52,14 +94,150 @@ class RecordedEmail:
         return list(self.payload.get("to", []))
 
     @property
+    def cc(self) -> list[str]:
+        """The ``cc`` recipients."""
+        return list(self.payload.get("cc", []))
+
+    @property
+    def bcc(self) -> list[str]:
+        """The ``bcc`` recipients."""
+        return list(self.payload.get("bcc", []))
+
+    @property
+    def from_(self) -> str | None:
+        """The sender (the wire key ``from``)."""
+        return self.payload.get("from")
+
+    @property
+    def reply_to(self) -> str | None:
+        """The reply-to address."""
+        return self.payload.get("reply_to")
+
+    @property
     def subject(self) -> str | None:
         """The subject."""
         return self.payload.get("subject")
 
+    @property
+    def html(self) -> str | None:
+        """The HTML body."""
+        return self.payload.get("html")
+
+    @property
+    def text(self) -> str | None:
+        """The plain-text body."""
+        return self.payload.get("text")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The extra headers."""
+        return dict(self.payload.get("headers", {}))
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags."""
+        return list(self.payload.get("tags", []))
+
+    @property
+    def attachments(self) -> list[dict[str, t.Any]]:
+        """The attachments, as sent (``filename``, base64 ``content``...)."""
+        return list(self.payload.get("attachments", []))
+
+    @property
+    def template_id(self) -> str | None:
+        """The server-side template."""
+        return self.payload.get("template_id")
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """The server-side template's variables."""
+        return dict(self.payload.get("variables", {}))
+
+    @property
+    def scheduled_at(self) -> str | None:
+        """When the API is to send it (ISO 8601), if scheduled."""
+        return self.payload.get("scheduled_at")
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The idempotency key (every queued email has one)."""
+        return self.payload.get("idempotency_key")
+
+
+class _Recorder:
+    """Turns the signals into one :class:`RecordedEmail` per email."""
+
+    def __init__(self, app: Flask | None) -> None:
+        self.app = app
+        self.records: list[RecordedEmail] = []
+        # Sends by jobs (sender None) not yet matched to a queued email: in
+        # eager mode the job runs before ``email_enqueued`` fires.
+        self._unclaimed: dict[str, RecordedEmail] = {}
+        self._lock = threading.Lock()
+
+    def _find(self, key: str | None, *statuses: str) -> RecordedEmail | None:
+        if key is None:
+            return None
+        for record in reversed(self.records):
+            if record.idempotency_key == key and record.status in statuses:
+                return record
+        return None
+
+    def on_enqueued(
+        self, sender: Flask | None, payload: dict[str, t.Any], job: Job, **_: t.Any
+    ) -> None:
+        key = payload.get("idempotency_key")
+        with self._lock:
+            record = self._unclaimed.pop(key, None) if key else None
+            if record is None:
+                record = RecordedEmail(copy.deepcopy(payload), sender, "queued")
+            if not any(r is record for r in self.records):
+                self.records.append(record)
+            record.sender, record.job = sender, job
+
+    def on_sent(
+        self,
+        sender: Flask | None,
+        payload: dict[str, t.Any],
+        result: SendResult,
+        **_: t.Any,
+    ) -> None:
+        with self._lock:
+            record = self._find(payload.get("idempotency_key"), "queued")
+            if record is not None:
+                record.status, record.result = "sent", result
+                return
+            record = RecordedEmail(copy.deepcopy(payload), sender, "sent", result)
+            if sender is None and record.idempotency_key:
+                # Perhaps an eager job, whose email_enqueued comes next.
+                self._unclaimed[record.idempotency_key] = record
+            if self.app is None or sender is self.app:
+                self.records.append(record)
+
+    def on_failed(
+        self,
+        sender: Flask | None,
+        payload: dict[str, t.Any],
+        exception: Exception,
+        will_retry: bool = False,
+        **_: t.Any,
+    ) -> None:
+        status: Status = "queued" if will_retry else "failed"
+        with self._lock:
+            record = self._find(payload.get("idempotency_key"), "queued")
+            if record is not None:
+                record.status, record.error = status, exception
+            elif sender is None and payload.get("idempotency_key"):
+                # An eager job that failed: recorded once it counts as queued.
+                self._unclaimed[payload["idempotency_key"]] = RecordedEmail(
+                    copy.deepcopy(payload), sender, status, error=exception
+                )
+
 
 @contextlib.contextmanager
 def record_messages(app: Flask | None = None) -> t.Iterator[list[RecordedEmail]]:
-    """Record every email sent or queued in the block (by ``app``, or any).
+    """Record every email sent, captured or queued in the block (by ``app``,
+    or by any app), one :class:`RecordedEmail` per email.
 
     ::
 
@@ -68,36 +246,35 @@ def record_messages(app: Flask | None = None) -> t.Iterator[list[RecordedEmail]]
         assert emails[0].to == ["ada@example.com"]
 
     Each record holds a deep copy of the payload, so later changes to the
-    caller's objects don't show. Suppressed sends are recorded too.
+    caller's objects don't show. Suppressed sends are recorded too. A queued
+    email run in the block (by ``poststack_queue.run()`` or in eager mode)
+    updates its record. A send that fails is not recorded, unless the
+    email was queued: then its record's ``status`` and ``error`` say so.
+
+    The pytest plugin's ``poststack_outbox`` fixture is this, for the whole
+    test.
     """
-    records: list[RecordedEmail] = []
+    recorder = _Recorder(app)
     sender: t.Any = ANY if app is None else app
-
-    def on_sent(
-        sender: Flask | None, payload: dict[str, t.Any], result: SendResult, **_: t.Any
-    ) -> None:
-        records.append(
-            RecordedEmail("sent", copy.deepcopy(payload), sender, result=result)
-        )
-
-    def on_enqueued(
-        sender: Flask | None, payload: dict[str, t.Any], job: Job, **_: t.Any
-    ) -> None:
-        records.append(
-            RecordedEmail("enqueued", copy.deepcopy(payload), sender, job=job)
-        )
-
     with (
-        signals.email_sent.connected_to(on_sent, sender=sender),
-        signals.email_enqueued.connected_to(on_enqueued, sender=sender),
+        # Jobs run in this process signal with the sender None: always heard,
+        # so that a queued email's record follows it to its send.
+        signals.email_sent.connected_to(recorder.on_sent),
+        signals.email_failed.connected_to(recorder.on_failed),
+        signals.email_enqueued.connected_to(recorder.on_enqueued, sender=sender),
     ):
-        yield records
+        yield recorder.records
 
 
 def outbox(app: Flask) -> list[dict[str, t.Any]]:
-    """The payloads ``app`` captured while sending was suppressed, oldest first.
+    """The raw payloads ``app`` captured while sending was suppressed, oldest
+    first.
 
-    The list is live: clear it with ``outbox(app).clear()``.
+    This is the app's own low-level capture: only suppressed sends, only
+    payloads, nothing about queued emails. In tests, prefer
+    ``poststack_outbox`` (or :func:`record_messages`), one
+    :class:`RecordedEmail` per email. The list is live: clear it with
+    ``outbox(app).clear()``.
     """
     return get_state(app).outbox
 

@@ -104,18 +104,110 @@ def test_queue_fixture_runs_jobs_through_the_task(
         job = enqueue_email(to="a@example.com", subject="queued", text="t")
     assert [j.id for j in poststack_queue.jobs] == [job.id]
     assert outbox(app) == []
+    (record,) = poststack_outbox
+    assert (record.status, record.job.id, record.result) == ("queued", job.id, None)
     (done,) = poststack_queue.run()
     assert str(done.return_value()).startswith("em_suppressed_")
-    assert [e.kind for e in poststack_outbox] == ["enqueued", "sent"]
+    # The same record, followed to its send: one email, one record.
+    (same,) = poststack_outbox
+    assert same is record and record.status == "sent" and record.captured
+    assert record.result is not None and record.result.id == done.return_value()
+    assert record.kind == "enqueued"
 
 
 def test_eager_mode_runs_the_job_inline(app: Flask, poststack_queue: FakeQueue) -> None:
     app.config["POSTSTACK_EAGER"] = True
-    with app.app_context():
+    with record_messages(app) as emails, app.app_context():
         job = enqueue_email(to="a@example.com", subject="now", text="t")
     assert job.get_status() == JobStatus.FINISHED
     assert [p["subject"] for p in outbox(app)] == ["now"]
     assert poststack_queue.jobs == []
+    (email,) = emails  # the job ran before it was queued: still one record
+    assert (email.status, email.job, email.sender) == ("sent", job, app)
+
+
+def test_one_record_per_email_sent_captured_or_queued(
+    app: Flask, poststack_queue: FakeQueue, poststack_sandbox: t.Any
+) -> None:
+    with record_messages() as everyone, record_messages(app) as emails:
+        with app.app_context():
+            send_email(to="a@example.com", subject="captured", text="t")
+            app.config["POSTSTACK_SUPPRESS_SEND"] = False
+            send_email(to="b@example.com", subject="sent", text="t")
+            app.config["POSTSTACK_SUPPRESS_SEND"] = True
+            enqueue_email(to="c@example.com", subject="queued", text="t")
+            enqueue_email(to="d@example.com", subject="run", text="t")
+        assert [e.status for e in emails] == ["sent", "sent", "queued", "queued"]
+        poststack_queue.run()
+    for records in (emails, everyone):
+        assert [(e.subject, e.status, e.captured) for e in records] == [
+            ("captured", "sent", True),
+            ("sent", "sent", False),
+            ("queued", "sent", True),
+            ("run", "sent", True),
+        ]
+        assert [e.kind for e in records] == ["sent", "sent", "enqueued", "enqueued"]
+        assert all(e.sender is app for e in records)
+    assert emails[1].result is not None
+    assert emails[1].result.id == poststack_sandbox.emails[0].id
+    assert all(e.job is not None and e.idempotency_key for e in emails[2:])
+
+
+def test_a_queued_email_that_fails_keeps_its_record(
+    app: Flask, poststack_queue: FakeQueue
+) -> None:
+    with record_messages(app) as emails, app.app_context():
+        enqueue_email(to="a@example.com", subject="retried", text="t")
+        enqueue_email(to="b@example.com", subject="refused", text="t")
+        fail_next(status=503)
+        fail_next(status=422, code="unprocessable_entity")
+        poststack_queue.run()
+    retried, refused = emails
+    assert retried.status == "sent"
+    assert isinstance(retried.error, PostStackError)  # the retried failure
+    assert refused.status == "failed" and refused.result is None
+    assert isinstance(refused.error, PostStackError)
+    assert refused.error.code == "unprocessable_entity"
+
+
+def test_every_payload_field_reads_as_an_attribute(app: Flask) -> None:
+    with record_messages(app) as emails, app.app_context():
+        enqueue_email(
+            to=["a@example.com"],
+            cc="c@example.com",
+            bcc=["b@example.com"],
+            from_="Acme <hi@acme.test>",
+            reply_to="help@acme.test",
+            subject="All of it",
+            html="<p>Hi</p>",
+            text="Hi",
+            headers={"X-Campaign": "spring"},
+            tags=["welcome"],
+            attachments=[{"filename": "a.txt", "content": b"hello"}],
+            scheduled_at="2030-01-01T00:00:00Z",
+            idempotency_key="key-all-of-it",
+        )
+        send_email(
+            to="a@example.com", template_id="tmpl_welcome", variables={"name": "Ada"}
+        )
+    queued, templated = emails
+    payload = queued.payload
+    assert queued.to == ["a@example.com"] and queued.cc == ["c@example.com"]
+    assert queued.bcc == ["b@example.com"]
+    assert queued.from_ == payload["from"] == "Acme <hi@acme.test>"
+    assert queued.reply_to == "help@acme.test"
+    assert (queued.subject, queued.html) == ("All of it", "<p>Hi</p>")
+    assert queued.text == "Hi"
+    assert queued.headers == {"X-Campaign": "spring"}
+    assert queued.tags == payload["tags"]
+    assert queued.attachments == payload["attachments"]
+    assert queued.attachments[0]["filename"] == "a.txt"
+    assert queued.scheduled_at == payload["scheduled_at"]
+    assert queued.idempotency_key == "key-all-of-it"
+    assert (queued.template_id, queued.variables) == (None, {})
+    assert templated.template_id == "tmpl_welcome"
+    assert templated.variables == {"name": "Ada"}
+    assert (templated.cc, templated.html, templated.headers) == ([], None, {})
 
 
 def test_eager_mode_still_serializes_like_the_queue(

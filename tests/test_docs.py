@@ -1,0 +1,160 @@
+"""Every Python code block of README.md and docs/*.md runs here, with Sybil.
+
+A document's blocks run in order, in one namespace. A block whose first
+line names a file (``# myapp/auth.py``, or ``{# myapp/templates/x.html #}``
+for a template) is written into a project folder instead of being run; when
+a document wrote test files (``tests/...``), pytest then runs that project,
+as its reader would. docs/testing.md builds on the app of
+docs/quickstart.md. A block that cannot run as written (a long-running
+server, a fragment) is preceded by Sybil's skip marker with a reason:
+``<!-- skip: next "why" -->``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import typing as t
+import unittest
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from jinja2 import DictLoader
+from sybil import Example
+from sybil import Sybil
+from sybil.evaluators.python import PythonEvaluator
+from sybil.parsers.myst import CodeBlockParser
+from sybil.parsers.myst import SkipParser
+
+from flask_poststack import PostStack
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: Documents whose examples continue another's app.
+BUILDS_ON = {"docs/testing.md": "docs/quickstart.md"}
+
+HEADER = re.compile(r"\A(?:#|\{#)\s*(?P<path>[\w./-]+\.\w+)\s*(?:#\})?[ \t]*\n")
+PROJECT = "__docs_project__"
+#: The templates the examples of the guides render.
+TEMPLATES = {
+    "emails/welcome.subject.txt": "Welcome, {{ name }}",
+    "emails/welcome.html": "<h1>Welcome, {{ name }}!</h1>",
+    "emails/welcome.txt": "Welcome, {{ name }}!",
+}
+
+
+def write_file(example: Example) -> bool:
+    """Write a block that names its file into the project; whether it did."""
+    match = HEADER.match(example.parsed)
+    if match is None:
+        return False
+    path = Path(example.namespace[PROJECT]) / match["path"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(example.parsed[match.end() :])
+    return True
+
+
+class PythonBlock:
+    def __init__(self) -> None:
+        self.run = PythonEvaluator()
+
+    def __call__(self, example: Example) -> str | None:
+        if write_file(example):
+            return None
+        self.run(example)
+        return None
+
+
+def template_block(example: Example) -> None:
+    write_file(example)
+
+
+def sybil() -> Sybil:
+    return Sybil(
+        parsers=[
+            SkipParser(),
+            CodeBlockParser(language="python", evaluator=PythonBlock()),
+            *(
+                CodeBlockParser(language=language, evaluator=template_block)
+                for language in ("html", "jinja", "text")
+            ),
+        ]
+    )
+
+
+def run_document(path: Path, project: Path, *, files_only: bool = False) -> None:
+    document = sybil().parse(path)
+    document.namespace[PROJECT] = str(project)
+    # For a document's hidden set-up block: an app context, popped after.
+    contexts: list[t.Any] = []
+
+    def docs_app(register: bool = True) -> Flask:
+        app = Flask("docs")
+        app.config.update(TESTING=True, POSTSTACK_DEFAULT_FROM="hello@acme.test")
+        app.jinja_loader = DictLoader(TEMPLATES)
+        if register:
+            PostStack(app)
+        contexts.append(app.app_context())
+        contexts[-1].push()
+        return app
+
+    document.namespace["docs_app"] = docs_app
+    try:
+        run_examples(document, path, files_only=files_only)
+    finally:
+        for context in reversed(contexts):
+            context.pop()
+
+
+def run_examples(document: t.Any, path: Path, *, files_only: bool) -> None:
+    for example in document.examples():
+        if files_only and not HEADER.match(str(example.parsed)):
+            continue
+        try:
+            example.evaluate()
+        except unittest.SkipTest:
+            continue
+        except Exception as exc:
+            name = path.relative_to(ROOT)
+            raise AssertionError(f"{name}, line {example.line}: {exc!r}") from exc
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[Path]:
+    """An empty folder for a document's files, importable while it runs."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(sys.modules)
+    yield folder
+    for name in set(sys.modules) - before:
+        module = getattr(sys.modules[name], "__file__", None) or ""
+        if module.startswith(str(folder)):
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize(
+    "path", DOCUMENTS, ids=[str(p.relative_to(ROOT)) for p in DOCUMENTS]
+)
+def test_examples(path: Path, project: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    if name in BUILDS_ON:
+        run_document(ROOT / BUILDS_ON[name], project, files_only=True)
+    run_document(path, project)
+    for written in project.rglob("*.py"):
+        compile(written.read_text(), str(written), "exec")
+    if list(project.glob("tests/test_*.py")):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POSTSTACK_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, f"{name}'s tests:\n{done.stdout}{done.stderr}"
