@@ -16,6 +16,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -104,6 +105,18 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _port_taken(port: int) -> str | None:
+    """Why 127.0.0.1:``port`` cannot be listened on, or ``None``."""
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _wait_for_worker(
@@ -210,13 +223,19 @@ def _run(
         ) from None
     stack.callback(sandbox.stop)
 
+    taken = _port_taken(redis_port)
+    if taken:
+        raise DevError(
+            f"Redis cannot listen on 127.0.0.1:{redis_port} ({taken});"
+            " pass another --redis-port."
+        )
     server = RedisServer(port=redis_port, new_session=True)
     stack.callback(server.stop)
     try:
         server.start()
     except FileNotFoundError as exc:
         raise DevError(str(exc)) from None
-    except (RuntimeError, TimeoutError) as exc:
+    except (RuntimeError, TimeoutError, redis.RedisError) as exc:
         raise DevError(
             f"Redis did not start on port {redis_port} ({exc});"
             " if the port is taken, pass another --redis-port."
