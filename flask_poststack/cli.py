@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -134,6 +136,31 @@ def _api_error(exc: PostStackError) -> click.ClickException:
     )
 
 
+class _NotTheFailureLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # pipeline.log_failure puts its facts in extra={"poststack": ...}.
+        return not hasattr(record, "poststack")
+
+
+@contextlib.contextmanager
+def _own_error_only() -> t.Iterator[None]:
+    """Hold back the pipeline's one-line failure log: the command prints the
+    same facts as its own error, and a raw log line before it (from Python's
+    last-resort handler when the app configured no logging) only confuses."""
+    log = logging.getLogger("flask_poststack")
+    quiet = _NotTheFailureLine()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
+#: What a missing sender says on the command line (the Python API's message
+#: names ``from_=``).
+NO_SENDER = "no sender: pass --from or set POSTSTACK_DEFAULT_FROM in the config."
+
+
 @poststack_cli.command("send-test")
 @click.option("--to", required=True, help="Recipient address.")
 @click.option("--from", "from_", help="Sender. [default: POSTSTACK_DEFAULT_FROM]")
@@ -141,15 +168,19 @@ def _api_error(exc: PostStackError) -> click.ClickException:
 def send_test(to: str, from_: str | None, subject: str) -> None:
     """Send a test email with the app's configuration; print its id and status."""
     app = current_app
+    if from_ is None and not get_state().settings.default_from:
+        raise click.BadParameter(NO_SENDER, param_hint="'--from'")
     try:
-        result = send_email(
-            to=to,
-            from_=from_,
-            subject=subject,
-            text=f"A test email sent by 'flask poststack send-test' from {app.name}.",
-            html=f"<p>A test email sent by <code>flask poststack send-test</code>"
-            f" from {escape(app.name)}.</p>",
-        )
+        with _own_error_only():
+            result = send_email(
+                to=to,
+                from_=from_,
+                subject=subject,
+                text="A test email sent by 'flask poststack send-test'"
+                f" from {app.name}.",
+                html="<p>A test email sent by <code>flask poststack send-test</code>"
+                f" from {escape(app.name)}.</p>",
+            )
     except InvalidEmailError as exc:
         hint = "--from" if exc.argument == "from_" else f"--{exc.argument}"
         raise click.BadParameter(exc.message, param_hint=repr(hint)) from None
@@ -197,7 +228,13 @@ def check() -> None:
     if settings.api_key:
         report("ok", "API key", f"set, {settings.mode} mode")
     else:
-        report("FAIL", "API key", "POSTSTACK_API_KEY is not set")
+        report(
+            "FAIL",
+            "API key",
+            "POSTSTACK_API_KEY is not set: set it in the app's config or export"
+            " it (the worker reads it from its environment); sk_test_... for"
+            " tests",
+        )
     if get_state().suppressed:
         report("warn", "sending", "suppressed: send_email() captures, sends nothing")
     if settings.api_key:
@@ -236,6 +273,7 @@ def _check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
     from rq import Worker
     from rq.registry import FailedJobRegistry
     from rq.registry import ScheduledJobRegistry
+    from rq.scheduler import RQScheduler
 
     what = f"Redis at {redact_url(settings.redis_url)}"
     conn = get_state().redis
@@ -255,10 +293,33 @@ def _check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
     )
     yield ("warn" if failed else "ok"), "failed jobs", str(failed)
     workers = Worker.all(queue=queue)
+    start = "flask poststack worker (or the rq worker command in the docs)"
     if workers:
         yield "ok", "workers", f"{len(workers)} listening on {settings.queue!r}"
     else:
-        yield "warn", "workers", f"none listening on {settings.queue!r}"
+        yield (
+            "warn",
+            "workers",
+            f"none listening on {settings.queue!r}: queued emails wait until"
+            f" one runs. Start one: {start}",
+        )
+    # The scheduler (rq worker --with-scheduler) holds this lock while it runs:
+    # without one, retries with a delay and emails sent later never run.
+    locked = conn.exists(RQScheduler.get_locking_key(settings.queue))
+    if locked:
+        yield "ok", "scheduler", f"running for {settings.queue!r}"
+    elif scheduled or workers:
+        waiting = (
+            f"{scheduled} job(s) scheduled or retrying never run"
+            if scheduled
+            else "retries and delayed emails will not run"
+        )
+        yield (
+            "warn",
+            "scheduler",
+            f"none holds the lock for {settings.queue!r}, so {waiting}. Run a"
+            f" worker with --with-scheduler: {start}",
+        )
 
 
 @poststack_cli.command("preview")
@@ -283,6 +344,13 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         rendered = render_email(template, context)
     except InvalidEmailError as exc:
         raise click.BadParameter(exc.message, param_hint="'TEMPLATE'") from None
+    for name, missing in _undefined_variables(template, context):
+        click.echo(
+            click.style("warning:", fg="yellow")
+            + f" {name} uses {', '.join(missing)}, not in --context:"
+            " rendered as blank.",
+            err=True,
+        )
     for name, value in rendered._asdict().items():
         click.echo(click.style(f"--- {name} ---", bold=True))
         click.echo(value if value is not None else "(no template)")
@@ -316,6 +384,48 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
     )
     for warning in answer.get("warnings") or []:
         click.echo(f"warning: {warning.get('message')}")
+
+
+def _undefined_variables(
+    template: str, context: t.Mapping[str, t.Any]
+) -> list[tuple[str, list[str]]]:
+    """For each file of ``template``, the variables it (or a template it
+    includes or extends) reads that neither ``context``, the Jinja globals
+    nor the app's context processors define."""
+    from jinja2 import meta
+    from jinja2 import TemplateError
+
+    from ._templates import SUFFIXES
+
+    app = current_app
+    env = app.jinja_env
+    known = set(env.globals) | set(context)
+    processed: dict[str, t.Any] = {}
+    with contextlib.suppress(Exception):  # a processor that needs a request
+        app.update_template_context(processed)
+    known |= set(processed)
+    loader = env.loader
+    found = []
+    for suffix in SUFFIXES:
+        top = template + suffix
+        seen: set[str] = set()
+        todo, missing = [top], set()
+        while todo and len(seen) < 100:
+            name = todo.pop()
+            if name in seen or loader is None:
+                continue
+            seen.add(name)
+            try:
+                source = loader.get_source(env, name)[0]
+                tree = env.parse(source)
+            except (TemplateError, ValueError):
+                continue
+            missing |= meta.find_undeclared_variables(tree)
+            todo.extend(n for n in meta.find_referenced_templates(tree) if n)
+        missing -= known
+        if missing:
+            found.append((top, sorted(missing)))
+    return found
 
 
 @poststack_cli.command("requeue-failed")
