@@ -371,7 +371,12 @@ def test_sandbox_command_takes_the_same_options_as_python_m(
     import flask_poststack.sandbox.__main__ as sandbox_main
 
     seen: list[list[str]] = []
-    monkeypatch.setattr(sandbox_main, "main", lambda argv: seen.append(argv) or 0)
+
+    def main(argv: list[str]) -> int:
+        seen.append(argv)
+        return 0
+
+    monkeypatch.setattr(sandbox_main, "main", main)
     args = ["--port", "0", "--lifecycle-delay", "1.5", "--seed", "7", "--quiet"]
     result = run(app, "sandbox", *args)
     assert result.exit_code == 0, result.output
