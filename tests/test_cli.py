@@ -391,3 +391,35 @@ def test_dev_has_help_with_its_ports(app: Flask) -> None:
     assert result.exit_code == 0
     assert "--sandbox-port" in result.output and "8025" in result.output
     assert "--redis-port" in result.output and "6380" in result.output
+
+
+def test_dev_warns_about_settings_the_apps_config_pins(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_poststack import get_state
+    from flask_poststack._dev import _shadowed
+
+    exports = {
+        "POSTSTACK_BASE_URL": "http://127.0.0.1:8025",
+        "POSTSTACK_REDIS_URL": "redis://127.0.0.1:6380/0",
+        "POSTSTACK_API_KEY": "sk_test_dev_local",
+    }
+    pinned = make_app(
+        TESTING=False,
+        POSTSTACK_BASE_URL="https://api.poststack.dev/v2",
+        POSTSTACK_API_KEY="sk_live_pinned0123",
+    )
+    assert _shadowed(get_state(pinned).settings, exports) == [
+        "POSTSTACK_BASE_URL",
+        "POSTSTACK_API_KEY",
+    ]
+    for key, value in exports.items():
+        monkeypatch.setenv(key, value)
+    from_env = make_app(TESTING=False)
+    assert _shadowed(get_state(from_env).settings, exports) == []
+
+
+def test_dev_takes_test_keys_only(app: Flask) -> None:
+    result = run(app, "dev", "--api-key", "sk_live_nope0123")
+    assert result.exit_code == 2
+    assert "'--api-key'" in result.output
