@@ -33,6 +33,9 @@ from .cli import worker_environ
 from .config import Settings
 from .redis_server import RedisServer
 
+if t.TYPE_CHECKING:
+    from .sandbox import Sandbox
+
 __all__ = ["DEV_API_KEY", "REDIS_PORT", "SANDBOX_PORT", "run_dev"]
 
 #: The sandbox's port: the same as ``flask poststack sandbox``.
@@ -93,17 +96,26 @@ def _forward(stream: t.IO[bytes], prefix: str) -> None:
         sys.stderr.flush()
 
 
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    killpg = getattr(os, "killpg", None)  # not on Windows: no groups there
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if killpg is not None:
+            killpg(proc.pid, sig)
+        elif proc.poll() is None and sig == signal.SIGTERM:
+            proc.terminate()
+        elif proc.poll() is None:
+            proc.kill()
+
+
 def _stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM to the process group (rq: warm shutdown, the job at hand
     finishes), SIGKILL after ``timeout``; then SIGKILL whatever is left in
     the group (rq's scheduler process), so nothing outlives this command."""
     if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
+        _signal_group(proc, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    _signal_group(proc, getattr(signal, "SIGKILL", signal.SIGTERM))
     proc.wait()
 
 
@@ -208,7 +220,7 @@ def _run(
     settings: Settings,
     *,
     app_path: str | None,
-    sandbox: t.Any,
+    sandbox: Sandbox,
     redis_port: int,
     api_key: str,
     quiet: bool,
