@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections.abc as cabc
+import contextlib
 import typing as t
 
 import flask
@@ -79,3 +80,43 @@ def _check_context(context: object) -> dict[str, t.Any]:
             "context", "the key 'template_name_or_list' is reserved by Flask."
         )
     return dict(context)
+
+
+def undefined_variables(
+    template: str, context: t.Mapping[str, t.Any]
+) -> list[tuple[str, list[str]]]:
+    """For each file of ``template``, the variables it (or a template it
+    includes or extends) reads that neither ``context``, the Jinja globals
+    nor the app's context processors define."""
+    from jinja2 import meta
+    from jinja2 import TemplateError
+
+    app = flask.current_app
+    env = app.jinja_env
+    known = set(env.globals) | set(context)
+    processed: dict[str, t.Any] = {}
+    with contextlib.suppress(Exception):  # a processor that needs a request
+        app.update_template_context(processed)
+    known |= set(processed)
+    loader = env.loader
+    found = []
+    for suffix in SUFFIXES:
+        top = template + suffix
+        seen: set[str] = set()
+        todo, missing = [top], set()
+        while todo and len(seen) < 100:
+            name = todo.pop()
+            if name in seen or loader is None:
+                continue
+            seen.add(name)
+            try:
+                source = loader.get_source(env, name)[0]
+                tree = env.parse(source)
+            except (TemplateError, ValueError):
+                continue
+            missing |= meta.find_undeclared_variables(tree)
+            todo.extend(n for n in meta.find_referenced_templates(tree) if n)
+        missing -= known
+        if missing:
+            found.append((top, sorted(missing)))
+    return found

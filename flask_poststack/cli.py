@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
+import logging
 import os
 import shlex
-import shutil
 import sys
 import typing as t
 
 import click
 import httpx
-import poststack
 from flask import current_app
 from flask.cli import AppGroup
 from markupsafe import escape
 from poststack import PostStackError
 
+from ._cli_checks import check_api
+from ._cli_checks import check_queue
+from ._cli_checks import quick_client
+from ._dev import dev
 from ._state import get_state
-from .client import make_client
-from .config import OUTSIDE_KEYS
-from .config import Settings
+from ._templates import undefined_variables
+from ._workercmd import worker_command
+from ._workercmd import worker_environ
 from .errors import ConfigurationError
 from .errors import InvalidEmailError
 from .errors import redact_url
@@ -30,57 +33,6 @@ from .sending import send_email
 __all__ = ["poststack_cli", "worker_command", "worker_environ"]
 
 poststack_cli = AppGroup("poststack", help="Flask-PostStack commands.")
-
-
-def worker_command(
-    settings: Settings,
-    *,
-    queues: t.Sequence[str] = (),
-    burst: bool = False,
-    maintenance_interval: int = 30,
-    url_in_argv: bool = True,
-) -> list[str]:
-    """The documented ``rq worker`` command line for ``settings``.
-
-    The API key is not in it: the worker reads ``POSTSTACK_*`` from its
-    environment (see :func:`worker_environ`). With ``url_in_argv=False`` the
-    Redis URL is left out too, for rq to read from ``RQ_REDIS_URL``: a
-    password in the command line shows in ``ps``.
-    """
-    here = os.path.dirname(sys.executable)
-    rq = shutil.which("rq", path=here) or shutil.which("rq") or "rq"
-    argv = [rq, "worker"]
-    if url_in_argv:
-        argv += ["--url", settings.redis_url]
-    argv += [
-        "--serializer", "rq.serializers.JSONSerializer",
-        "--worker-class", "flask_poststack.worker.PostStackWorker",
-        "--with-scheduler",
-        "--maintenance-interval", str(maintenance_interval),
-    ]  # fmt: skip
-    if burst:
-        argv.append("--burst")
-    argv.extend(queues or [settings.queue])
-    return argv
-
-
-def worker_environ(config: t.Mapping[str, t.Any]) -> dict[str, str]:
-    """``os.environ`` plus every ``POSTSTACK_*`` key set in ``config``.
-
-    For a testing app (``TESTING``), the keys that reach outside (API key and
-    URL, Redis URL, suppression) come from ``config`` only, as for the app.
-    """
-    env = dict(os.environ)
-    if config.get("TESTING"):
-        for key in OUTSIDE_KEYS:
-            env.pop(key, None)
-    for key, value in config.items():
-        if not key.startswith("POSTSTACK_") or value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            value = ",".join(str(item) for item in value)
-        env[key] = str(value)
-    return env
 
 
 @poststack_cli.command("worker")
@@ -121,17 +73,36 @@ def worker(
     os.execvpe(argv[0], argv, env)
 
 
-def _quick_client() -> poststack.PostStack:
-    """A client for interactive commands: short timeout, no SDK retries."""
-    settings = get_state().settings
-    return make_client(dataclasses.replace(settings, timeout=5.0, max_retries=0))
-
-
 def _api_error(exc: PostStackError) -> click.ClickException:
     return click.ClickException(
         f"the API refused it: {exc.status_code} {exc.code or ''} {exc.error}"
         f" (request id {exc.request_id})"
     )
+
+
+class _NotTheFailureLine(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # pipeline.log_failure puts its facts in extra={"poststack": ...}.
+        return not hasattr(record, "poststack")
+
+
+@contextlib.contextmanager
+def _own_error_only() -> t.Iterator[None]:
+    """Hold back the pipeline's one-line failure log: the command prints the
+    same facts as its own error, and a raw log line before it (from Python's
+    last-resort handler when the app configured no logging) only confuses."""
+    log = logging.getLogger("flask_poststack")
+    quiet = _NotTheFailureLine()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
+#: What a missing sender says on the command line (the Python API's message
+#: names ``from_=``).
+NO_SENDER = "no sender: pass --from or set POSTSTACK_DEFAULT_FROM in the config."
 
 
 @poststack_cli.command("send-test")
@@ -141,15 +112,19 @@ def _api_error(exc: PostStackError) -> click.ClickException:
 def send_test(to: str, from_: str | None, subject: str) -> None:
     """Send a test email with the app's configuration; print its id and status."""
     app = current_app
+    if from_ is None and not get_state().settings.default_from:
+        raise click.BadParameter(NO_SENDER, param_hint="'--from'")
     try:
-        result = send_email(
-            to=to,
-            from_=from_,
-            subject=subject,
-            text=f"A test email sent by 'flask poststack send-test' from {app.name}.",
-            html=f"<p>A test email sent by <code>flask poststack send-test</code>"
-            f" from {escape(app.name)}.</p>",
-        )
+        with _own_error_only():
+            result = send_email(
+                to=to,
+                from_=from_,
+                subject=subject,
+                text="A test email sent by 'flask poststack send-test'"
+                f" from {app.name}.",
+                html="<p>A test email sent by <code>flask poststack send-test</code>"
+                f" from {escape(app.name)}.</p>",
+            )
     except InvalidEmailError as exc:
         hint = "--from" if exc.argument == "from_" else f"--{exc.argument}"
         raise click.BadParameter(exc.message, param_hint=repr(hint)) from None
@@ -164,7 +139,7 @@ def send_test(to: str, from_: str | None, subject: str) -> None:
     if result.suppressed:
         click.echo("status: suppressed (POSTSTACK_SUPPRESS_SEND is on: nothing sent)")
         return
-    client = _quick_client()
+    client = quick_client()
     try:
         answer = client.emails.get(result.id)
     except (PostStackError, httpx.TransportError, ValueError):
@@ -197,68 +172,27 @@ def check() -> None:
     if settings.api_key:
         report("ok", "API key", f"set, {settings.mode} mode")
     else:
-        report("FAIL", "API key", "POSTSTACK_API_KEY is not set")
+        report(
+            "FAIL",
+            "API key",
+            "POSTSTACK_API_KEY is not set: set it in the app's config or export"
+            " it (the worker reads it from its environment); sk_test_... for"
+            " tests",
+        )
     if get_state().suppressed:
         report("warn", "sending", "suppressed: send_email() captures, sends nothing")
     if settings.api_key:
-        report(*_check_api(settings))
+        report(*check_api(settings))
     else:
         report("warn", f"API at {settings.base_url}", "not checked without a key")
     if settings.default_from:
         report("ok", "default sender", settings.default_from)
     else:
         report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
-    for row in _check_queue(settings):
+    for row in check_queue(settings):
         report(*row)
     if failures:
         raise click.exceptions.Exit(1)
-
-
-def _check_api(settings: Settings) -> tuple[str, str, str]:
-    what = f"API at {settings.base_url}"
-    client = _quick_client()
-    try:
-        client.emails.list({"per_page": 1})
-    except PostStackError as exc:
-        if exc.status_code == 401:
-            return "FAIL", what, "reachable, but it refused the API key"
-        return "warn", what, f"reachable, answered {exc.status_code} {exc.code}"
-    except httpx.TransportError as exc:
-        return "FAIL", what, f"unreachable ({type(exc).__name__})"
-    finally:
-        client.close()
-    return "ok", what, "reachable, key accepted"
-
-
-def _check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
-    import redis
-    from rq import Queue
-    from rq import Worker
-    from rq.registry import FailedJobRegistry
-    from rq.registry import ScheduledJobRegistry
-
-    what = f"Redis at {redact_url(settings.redis_url)}"
-    conn = get_state().redis
-    try:
-        conn.ping()
-    except redis.RedisError as exc:
-        yield "FAIL", what, f"unreachable ({type(exc).__name__})"
-        return
-    yield "ok", what, "reachable"
-    queue = Queue(settings.queue, connection=conn)
-    failed = FailedJobRegistry(queue=queue).count
-    scheduled = ScheduledJobRegistry(queue=queue).count  # type: ignore[no-untyped-call]
-    yield (
-        "ok",
-        f"queue {settings.queue!r}",
-        (f"{queue.count} waiting, {scheduled} scheduled or retrying"),
-    )
-    yield ("warn" if failed else "ok"), "failed jobs", str(failed)
-    workers = Worker.all(queue=queue)
-    if workers:
-        yield "ok", "workers", f"{len(workers)} listening on {settings.queue!r}"
-    else:
-        yield "warn", "workers", f"none listening on {settings.queue!r}"
 
 
 @poststack_cli.command("preview")
@@ -283,6 +217,13 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         rendered = render_email(template, context)
     except InvalidEmailError as exc:
         raise click.BadParameter(exc.message, param_hint="'TEMPLATE'") from None
+    for name, missing in undefined_variables(template, context):
+        click.echo(
+            click.style("warning:", fg="yellow")
+            + f" {name} uses {', '.join(missing)}, not in --context:"
+            " rendered as blank.",
+            err=True,
+        )
     for name, value in rendered._asdict().items():
         click.echo(click.style(f"--- {name} ---", bold=True))
         click.echo(value if value is not None else "(no template)")
@@ -294,7 +235,7 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         "to": [to],
         **{k: v for k, v in rendered._asdict().items() if v is not None},
     }
-    client = _quick_client()
+    client = quick_client()
     try:
         answer = client.emails.preview(draft)
     except PostStackError as exc:
@@ -359,12 +300,34 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
 
 @poststack_cli.command("sandbox", with_appcontext=False)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8025, show_default=True)
+@click.option("--port", default=8025, show_default=True, help="0 picks a free port.")
 @click.option("--latency", default=0.0, show_default=True, help="Milliseconds.")
-def sandbox(host: str, port: int, latency: float) -> None:
+@click.option(
+    "--lifecycle-delay",
+    default=0.2,
+    show_default=True,
+    help="Seconds between queued, sent and delivered.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for fault randomness.")
+@click.option("--quiet", is_flag=True, help="Do not log each request.")
+def sandbox(
+    host: str,
+    port: int,
+    latency: float,
+    lifecycle_delay: float,
+    seed: int | None,
+    quiet: bool,
+) -> None:
     """Run the local PostStack sandbox until Ctrl-C."""
     from .sandbox.__main__ import main
 
-    raise click.exceptions.Exit(
-        main(["--host", host, "--port", str(port), "--latency", str(latency)])
-    )
+    argv = ["--host", host, "--port", str(port), "--latency", str(latency)]
+    argv += ["--lifecycle-delay", str(lifecycle_delay)]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    if quiet:
+        argv.append("--quiet")
+    raise click.exceptions.Exit(main(argv))
+
+
+poststack_cli.add_command(dev)

@@ -61,6 +61,10 @@ class RedisServer:
         append-only file on. Data then survives :meth:`restart`.
     :param directory: where the server keeps its files; a temporary
         directory (removed by :meth:`stop`) when omitted.
+    :param new_session: start the server in a session (process group) of
+        its own, so that a Ctrl-C at the terminal does not reach it and the
+        parent decides when it stops (``flask poststack dev`` stops it after
+        the worker).
     """
 
     def __init__(
@@ -69,11 +73,13 @@ class RedisServer:
         port: int | None = None,
         appendonly: str | None = None,
         directory: str | os.PathLike[str] | None = None,
+        new_session: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="poststack-redis-"))
+        self.new_session = new_session
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -102,7 +108,11 @@ class RedisServer:
         else:
             args += ["--appendonly", "no"]
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=self.new_session,
         )
         deadline = time.monotonic() + timeout
         conn = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)

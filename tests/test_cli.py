@@ -3,12 +3,14 @@ from __future__ import annotations
 import typing as t
 from pathlib import Path
 
+import httpx
 import poststack.resources.emails
 import pytest
 import redis
 from flask import Flask
 from rq import Queue
 from rq import SimpleWorker
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
@@ -121,7 +123,10 @@ def test_check_reports_everything(app: Flask, redis_url: str) -> None:
     assert "default sender: hello@acme.test" in out
     assert "queue 'poststack': 1 waiting" in out
     assert "failed jobs: 0" in out
-    assert "none listening" in out
+    assert (
+        "warn  workers: none listening on 'poststack': queued emails wait until"
+        " one runs. Start one: flask poststack worker"
+    ) in out
 
 
 def test_check_fails_when_the_api_or_redis_is_down(sandbox: Sandbox) -> None:
@@ -234,7 +239,9 @@ def test_every_command_runs_without_a_key(
         result = run(app, *args)
         assert result.exit_code == 0, (args, result.output)
     result = run(app, "check")
-    assert "POSTSTACK_API_KEY is not set" in result.output
+    assert "POSTSTACK_API_KEY is not set: set it in the app's config or export" in (
+        result.output
+    )
     assert "not checked without a key" in result.output
     assert sandbox.stats["requests"] == 0  # no placeholder key went out
 
@@ -253,3 +260,166 @@ def test_a_testing_apps_worker_gets_no_outside_setting_from_the_shell(
     assert env["POSTSTACK_QUEUE"] == "from-shell"  # harmless keys still pass
     production = worker_environ(make_app(TESTING=False).config)
     assert production["POSTSTACK_API_KEY"] == "sk_live_fromtheshell123"
+
+
+def test_check_names_a_missing_scheduler_and_the_fix(
+    app: Flask, conn: redis.Redis
+) -> None:
+    with app.app_context():
+        enqueue_email(to="ada@example.com", subject="s", text="t", delay=3600)
+    out = run(app, "check").output
+    assert "1 scheduled or retrying" in out
+    assert (
+        "warn  scheduler: none holds the lock for 'poststack', so 1 job(s)"
+        " scheduled or retrying never run. Run a worker with --with-scheduler"
+    ) in out
+    # What a running scheduler (rq worker --with-scheduler) holds:
+    conn.set(RQScheduler.get_locking_key("poststack"), "scheduler-1", ex=60)
+    out = run(app, "check").output
+    assert "  ok  scheduler: running for 'poststack'" in out
+    assert "--with-scheduler" not in out
+
+
+def test_check_says_nothing_of_a_scheduler_with_nothing_to_schedule(
+    app: Flask,
+) -> None:
+    out = run(app, "check").output
+    assert "scheduler" not in out  # no worker, no scheduled job: nothing to say
+
+
+def test_send_test_with_the_api_down_prints_only_its_own_error(
+    make_app: AppFactory,
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    app = make_app(
+        TESTING=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=url,
+        POSTSTACK_MAX_RETRIES=0,
+        POSTSTACK_SUPPRESS_SEND=False,
+    )
+    result = run(app, "send-test", "--to", "ada@example.com")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output  # no "PostStack send failed" line
+    assert lines[0].startswith(f"Error: could not reach {url}: ")
+
+
+def test_send_test_still_logs_failures_outside_the_command(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_poststack import send_email
+
+    app = make_app(
+        TESTING=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=f"http://127.0.0.1:{free_port()}",
+        POSTSTACK_MAX_RETRIES=0,
+        POSTSTACK_SUPPRESS_SEND=False,
+    )
+    run(app, "send-test", "--to", "ada@example.com")
+    with app.app_context(), pytest.raises(httpx.TransportError):
+        send_email(to="ada@example.com", subject="s", text="t")
+    assert "PostStack send failed" in caplog.text  # the filter was removed
+
+
+def test_send_test_without_a_sender_names_the_option_and_the_key(
+    make_app: AppFactory, sandbox: Sandbox
+) -> None:
+    app = make_app(
+        TESTING=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_DEFAULT_FROM=None,
+    )
+    result = run(app, "send-test", "--to", "ada@example.com")
+    assert result.exit_code == 2
+    assert "pass --from or set POSTSTACK_DEFAULT_FROM" in result.output
+    assert "from_=" not in result.output
+    assert sandbox.stats["requests"] == 0
+
+
+def test_preview_warns_about_variables_not_in_the_context(
+    app: Flask, tmp_path: Path
+) -> None:
+    (tmp_path / "emails").mkdir()
+    (tmp_path / "emails/layout.html").write_text(
+        "{{ footer }}{% block b %}{% endblock %}"
+    )
+    (tmp_path / "emails/welcome.html").write_text(
+        '{% extends "emails/layout.html" %}{% block b %}<p>Hi {{ name }},'
+        " {{ plan }} {{ config.DEBUG }} {{ url_for }}</p>{% endblock %}"
+    )
+    (tmp_path / "emails/welcome.txt").write_text("Hi {{ name }}")
+    result = run(app, "preview", "emails/welcome", "--context", '{"name": "Ada"}')
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: emails/welcome.html uses footer, plan, not in --context:"
+        " rendered as blank."
+    ) in result.output
+    assert "welcome.txt uses" not in result.output
+    full = run(
+        app, "preview", "emails/welcome", "--context",
+        '{"name": "Ada", "plan": "Pro", "footer": "-"}',
+    )  # fmt: skip
+    assert "warning" not in full.output
+
+
+def test_sandbox_command_takes_the_same_options_as_python_m(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flask_poststack.sandbox.__main__ as sandbox_main
+
+    seen: list[list[str]] = []
+
+    def main(argv: list[str]) -> int:
+        seen.append(argv)
+        return 0
+
+    monkeypatch.setattr(sandbox_main, "main", main)
+    args = ["--port", "0", "--lifecycle-delay", "1.5", "--seed", "7", "--quiet"]
+    result = run(app, "sandbox", *args)
+    assert result.exit_code == 0, result.output
+    (argv,) = seen
+    assert argv[argv.index("--lifecycle-delay") + 1] == "1.5"
+    assert argv[argv.index("--seed") + 1] == "7"
+    assert "--quiet" in argv
+
+
+def test_dev_has_help_with_its_ports(app: Flask) -> None:
+    result = run(app, "dev", "--help")
+    assert result.exit_code == 0
+    assert "--sandbox-port" in result.output and "8025" in result.output
+    assert "--redis-port" in result.output and "6380" in result.output
+
+
+def test_dev_warns_about_settings_the_apps_config_pins(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flask_poststack import get_state
+    from flask_poststack._dev import _shadowed
+
+    exports = {
+        "POSTSTACK_BASE_URL": "http://127.0.0.1:8025",
+        "POSTSTACK_REDIS_URL": "redis://127.0.0.1:6380/0",
+        "POSTSTACK_API_KEY": "sk_test_dev_local",
+    }
+    pinned = make_app(
+        TESTING=False,
+        POSTSTACK_BASE_URL="https://api.poststack.dev/v2",
+        POSTSTACK_API_KEY="sk_live_pinned0123",
+    )
+    assert _shadowed(get_state(pinned).settings, exports) == [
+        "POSTSTACK_BASE_URL",
+        "POSTSTACK_API_KEY",
+    ]
+    for key, value in exports.items():
+        monkeypatch.setenv(key, value)
+    from_env = make_app(TESTING=False)
+    assert _shadowed(get_state(from_env).settings, exports) == []
+
+
+def test_dev_takes_test_keys_only(app: Flask) -> None:
+    result = run(app, "dev", "--api-key", "sk_live_nope0123")
+    assert result.exit_code == 2
+    assert "'--api-key'" in result.output

@@ -236,11 +236,71 @@ def _setup(state: BlueprintSetupState, url: str | None) -> None:
     )
 
 
+#: Where the not-registered warning's rate limit lives in ``app.extensions``.
+_UNREGISTERED_KEY = "poststack.webhooks.unregistered"
+
+
+@dataclasses.dataclass(eq=False)
+class _Unregistered:
+    """When the last "POST to an unregistered endpoint" warning was logged."""
+
+    warned_at: float | None = None
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            if self.warned_at is not None and now - self.warned_at < (
+                _WARN_EVERY_SECONDS
+            ):
+                return False
+            self.warned_at = now
+            return True
+
+
+def _has_endpoint(app: Flask) -> bool:
+    return any(view is receive_webhook for view in app.view_functions.values())
+
+
+def _warn_unregistered(response: Response) -> Response:
+    """An ``after_request`` hook: a POST that 404s at ``POSTSTACK_WEBHOOK_URL``
+    while no webhook endpoint is registered is most likely PostStack's own
+    delivery, lost without a word. Say why, at most once a minute."""
+    if response.status_code != 404 or request.method != "POST":
+        return response
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = get_state(app).settings
+    if request.path != settings.webhook_url or _has_endpoint(app):
+        return response
+    limit: _Unregistered = app.extensions[_UNREGISTERED_KEY]
+    if limit.due():
+        why = (
+            "POSTSTACK_WEBHOOK_REGISTER is False"
+            if settings.webhook_register is False
+            else "POSTSTACK_WEBHOOK_SECRET is not set"
+        )
+        logger.warning(
+            "A POST to %s (POSTSTACK_WEBHOOK_URL) answered 404: the PostStack"
+            " webhook endpoint is not registered, because %s. Set"
+            " POSTSTACK_WEBHOOK_SECRET to the webhook's signingSecret (init_app"
+            " then registers it), or register webhook_blueprint() yourself"
+            " with POSTSTACK_WEBHOOK_REGISTER = False. Logged at most once a"
+            " minute.",
+            request.path,
+            why,
+        )
+    return response
+
+
 def register_default_blueprint(app: Flask) -> None:
-    """What ``init_app`` does: register the endpoint when so configured."""
+    """What ``init_app`` does: register the endpoint when so configured;
+    otherwise, watch for deliveries that arrive at its path anyway."""
     settings = get_state(app).settings
     wanted = settings.webhook_register
     if wanted is None:
         wanted = bool(settings.webhook_secrets)
     if wanted:
         app.register_blueprint(webhook_blueprint())
+    else:
+        app.extensions[_UNREGISTERED_KEY] = _Unregistered()
+        app.after_request(_warn_unregistered)

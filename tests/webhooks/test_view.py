@@ -59,6 +59,72 @@ def test_not_registered_without_a_secret() -> None:
     assert app.test_client().post(URL).status_code == 404
 
 
+def _unregistered_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "flask_poststack.webhooks.view"
+        and "answered 404" in r.getMessage()
+    ]
+
+
+def test_a_post_to_the_unregistered_endpoint_says_why_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(POSTSTACK_WEBHOOK_SECRET=None)
+    client = app.test_client()
+    with caplog.at_level(logging.WARNING, "flask_poststack"):
+        assert client.post(URL, data=b"{}").status_code == 404
+        assert client.post(URL, data=b"{}").status_code == 404
+        (line,) = _unregistered_warnings(caplog)
+        assert caplog.records[-1].levelno == logging.WARNING
+        assert f"A POST to {URL} (POSTSTACK_WEBHOOK_URL) answered 404" in line
+        assert "because POSTSTACK_WEBHOOK_SECRET is not set" in line
+        assert "POSTSTACK_WEBHOOK_REGISTER = False" in line
+        limit = app.extensions["poststack.webhooks.unregistered"]
+        limit.warned_at -= 61  # a minute later
+        assert client.post(URL, data=b"{}").status_code == 404
+        assert len(_unregistered_warnings(caplog)) == 2
+
+
+def test_other_404s_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app(POSTSTACK_WEBHOOK_SECRET=None)
+    client = app.test_client()
+    with caplog.at_level(logging.DEBUG, "flask_poststack"):
+        assert client.post("/elsewhere").status_code == 404
+        assert client.get(URL).status_code == 404
+        assert client.head(URL).status_code == 404
+    assert _unregistered_warnings(caplog) == []
+
+
+def test_the_unregistered_warning_names_register_false_and_stops_once_registered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = make_app(POSTSTACK_WEBHOOK_REGISTER=False)
+    with caplog.at_level(logging.WARNING, "flask_poststack"):
+        assert app.test_client().post(URL).status_code == 404
+        (line,) = _unregistered_warnings(caplog)
+        assert "because POSTSTACK_WEBHOOK_REGISTER is False" in line
+
+    other = make_app(POSTSTACK_WEBHOOK_REGISTER=False)
+    other.register_blueprint(webhook_blueprint("/hooks/poststack"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "flask_poststack"):
+        assert other.test_client().post(URL).status_code == 404
+    assert _unregistered_warnings(caplog) == []  # the endpoint is elsewhere
+
+
+def test_the_apps_own_404_handler_still_answers() -> None:
+    app = make_app(POSTSTACK_WEBHOOK_SECRET=None)
+
+    @app.errorhandler(404)
+    def not_found(error: Exception) -> tuple[str, int]:
+        return "custom", 404
+
+    response = app.test_client().post(URL)
+    assert (response.status_code, response.data) == (404, b"custom")
+
+
 def test_url_from_config() -> None:
     app = make_app(POSTSTACK_WEBHOOK_URL="/hooks/ps")
     body, headers = sign_webhook(make_event_payload("email.sent", "em_1"), SECRET)

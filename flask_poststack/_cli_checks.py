@@ -1,0 +1,94 @@
+"""What ``flask poststack check`` looks at, and the CLI's short-lived client."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+import httpx
+import poststack
+from poststack import PostStackError
+
+from ._state import get_state
+from .client import make_client
+from .config import Settings
+from .errors import redact_url
+
+__all__ = ["check_api", "check_queue", "quick_client"]
+
+
+def quick_client() -> poststack.PostStack:
+    """A client for interactive commands: short timeout, no SDK retries."""
+    settings = get_state().settings
+    return make_client(dataclasses.replace(settings, timeout=5.0, max_retries=0))
+
+
+def check_api(settings: Settings) -> tuple[str, str, str]:
+    what = f"API at {settings.base_url}"
+    client = quick_client()
+    try:
+        client.emails.list({"per_page": 1})
+    except PostStackError as exc:
+        if exc.status_code == 401:
+            return "FAIL", what, "reachable, but it refused the API key"
+        return "warn", what, f"reachable, answered {exc.status_code} {exc.code}"
+    except httpx.TransportError as exc:
+        return "FAIL", what, f"unreachable ({type(exc).__name__})"
+    finally:
+        client.close()
+    return "ok", what, "reachable, key accepted"
+
+
+def check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
+    import redis
+    from rq import Queue
+    from rq import Worker
+    from rq.registry import FailedJobRegistry
+    from rq.registry import ScheduledJobRegistry
+    from rq.scheduler import RQScheduler
+
+    what = f"Redis at {redact_url(settings.redis_url)}"
+    conn = get_state().redis
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        yield "FAIL", what, f"unreachable ({type(exc).__name__})"
+        return
+    yield "ok", what, "reachable"
+    queue = Queue(settings.queue, connection=conn)
+    failed = FailedJobRegistry(queue=queue).count
+    scheduled = ScheduledJobRegistry(queue=queue).count  # type: ignore[no-untyped-call]
+    yield (
+        "ok",
+        f"queue {settings.queue!r}",
+        (f"{queue.count} waiting, {scheduled} scheduled or retrying"),
+    )
+    yield ("warn" if failed else "ok"), "failed jobs", str(failed)
+    workers = Worker.all(queue=queue)
+    start = "flask poststack worker (or the rq worker command in the docs)"
+    if workers:
+        yield "ok", "workers", f"{len(workers)} listening on {settings.queue!r}"
+    else:
+        yield (
+            "warn",
+            "workers",
+            f"none listening on {settings.queue!r}: queued emails wait until"
+            f" one runs. Start one: {start}",
+        )
+    # The scheduler (rq worker --with-scheduler) holds this lock while it runs:
+    # without one, retries with a delay and emails sent later never run.
+    locked = conn.exists(RQScheduler.get_locking_key(settings.queue))
+    if locked:
+        yield "ok", "scheduler", f"running for {settings.queue!r}"
+    elif scheduled or workers:
+        waiting = (
+            f"{scheduled} job(s) scheduled or retrying never run"
+            if scheduled
+            else "retries and delayed emails will not run"
+        )
+        yield (
+            "warn",
+            "scheduler",
+            f"none holds the lock for {settings.queue!r}, so {waiting}. Run a"
+            f" worker with --with-scheduler: {start}",
+        )
