@@ -32,7 +32,9 @@ class EmailStatus:
     #: The PostStack email id once the API accepted the email.
     email_id: str | None = None
     #: The last failure: ``status``, ``code``, ``request_id``, ``error``,
-    #: ``retry_after`` and ``retryable``, as the worker recorded it.
+    #: ``retry_after`` and ``retryable``, as the worker recorded it. When the
+    #: job code never ran (a worker that could not read the job), rq's own
+    #: record of the failure, with a ``hint`` naming the fix.
     error: t.Mapping[str, t.Any] | None = None
     #: RQ retries left, when the job has a retry policy.
     retries_left: int | None = None
@@ -71,7 +73,7 @@ def email_status(
         return EmailStatus(state="unknown", job_id=job_id)
 
     meta = fresh.meta or {}
-    error = meta.get("poststack_error")
+    error = meta.get("poststack_error") or _worker_error(fresh)
     email_id = meta.get("poststack_id")
     state = {
         JobStatus.QUEUED: "retrying" if error else "queued",
@@ -95,3 +97,36 @@ def email_status(
         retries_left=fresh.retries_left,
         api_status=api_status,
     )
+
+
+#: What a job's failure says when the worker could not read the job at all.
+_NOT_JSON = ("UnpicklingError", "DeserializationError", "invalid load key")
+
+
+def _worker_error(job: Job) -> dict[str, t.Any] | None:
+    """The failure rq recorded when our job code never ran (so left no
+    ``poststack_error``): e.g. a worker started without the JSON serializer."""
+    from rq.results import Result
+
+    try:
+        result = job.latest_result()
+    except Exception:  # an unreadable result must not hide the job's state
+        return None
+    if result is None or result.type != Result.Type.FAILED or not result.exc_string:
+        return None
+    last = result.exc_string.strip().splitlines()[-1]
+    error: dict[str, t.Any] = {
+        "status": None,
+        "code": last.split(":", 1)[0].rsplit(".", 1)[-1],
+        "request_id": None,
+        "error": last,
+        "retry_after": None,
+        "retryable": None,
+    }
+    if any(sign in result.exc_string for sign in _NOT_JSON):
+        error["hint"] = (
+            "the worker could not read the job: start it with"
+            " -S rq.serializers.JSONSerializer, or use"
+            " --worker-class flask_poststack.worker.PostStackWorker"
+        )
+    return error

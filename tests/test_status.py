@@ -75,3 +75,25 @@ def test_status_says_retrying_with_the_last_error(
     assert status.state == "retrying"
     assert status.error is not None
     assert (status.error["status"], status.error["retry_after"]) == (429, 90)
+
+
+def test_a_worker_that_cannot_read_the_job_is_named_with_the_fix(
+    app: Flask, redis_url: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = enqueue(app)
+    # A plain `rq worker` without -S: rq's pickle serializer meets a JSON job.
+    rq = Path(sys.executable).with_name("rq")
+    subprocess.run(
+        [str(rq), "worker", "--burst", "--url", redis_url, "poststack"],
+        env={**os.environ}, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    with app.app_context():
+        status = email_status(job)
+    assert status.error is not None, status
+    assert "JSONSerializer" in status.error["hint"]
+    assert status.state in ("failed", "retrying", "scheduled")
