@@ -203,3 +203,32 @@ def test_examples(path: Path, project: Path) -> None:
             timeout=240,
         )
         assert done.returncode == 0, f"{name}'s tests:\n{done.stdout}{done.stderr}"
+
+
+EXCERPT = re.compile(
+    r'<!-- skip: next "verbatim from (?P<source>example_app/[\w/]+\.py);'
+    r' (?P<test>tests/[\w/]+\.py) runs it" -->\s*```python\n(?P<code>.*?)^```',
+    re.MULTILINE | re.DOTALL,
+)
+
+
+@pytest.mark.parametrize(
+    "path", DOCUMENTS, ids=[str(p.relative_to(ROOT)) for p in DOCUMENTS]
+)
+def test_excerpts_are_verbatim(path: Path) -> None:
+    """A block skipped as an excerpt of example_app/ is one, at some indent,
+    and the test its reason names, which runs that code, exists."""
+    text = path.read_text()
+    excerpts = list(EXCERPT.finditer(text))
+    assert len(excerpts) == text.count('skip: next "verbatim from'), "a bad reason"
+    for match in excerpts:
+        assert (ROOT / match["test"]).is_file(), match["test"]
+        source = (ROOT / match["source"]).read_text().splitlines()
+        code = match["code"].splitlines()
+        assert code, f"{path.name}: an empty excerpt of {match['source']}"
+        assert any(
+            source[i : i + len(code)]
+            == [(line[: len(line) - len(line.lstrip())] + c) if c else c for c in code]
+            for i, line in enumerate(source)
+            if line.lstrip() == code[0]
+        ), f"{path.name}: not verbatim in {match['source']}:\n{match['code']}"
