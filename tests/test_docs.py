@@ -6,8 +6,17 @@ for a template) is written into a project folder instead of being run; when
 a document wrote test files (``tests/...``), pytest then runs that project,
 as its reader would. docs/testing.md builds on the app of
 docs/quickstart.md. A block that cannot run as written (a long-running
-server, a fragment) is preceded by Sybil's skip marker with a reason:
-``<!-- skip: next "why" -->``.
+server, code of another library) is preceded by Sybil's skip marker with a
+reason: ``<!-- skip: next "why" -->``. A skipped excerpt of example_app/
+names its file (``"verbatim from example_app/auth.py, ..."``), and
+test_excerpts_are_verbatim checks that it still is.
+
+A document's hidden set-up blocks (``<!-- invisible-code-block: python``)
+get ``docs_app()`` (a testing app, in an app context), ``docs_request()``
+(a request context of that app), ``docs_sandbox()`` (a running sandbox)
+and ``docs_rewrite(old, new)`` (text replaced in the blocks that follow,
+such as the sandbox URL a block hard-codes); all are undone when the
+document ends.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from sybil.parsers.myst import CodeBlockParser
 from sybil.parsers.myst import SkipParser
 
 from flask_poststack import PostStack
+from flask_poststack.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -38,11 +48,16 @@ BUILDS_ON = {"docs/testing.md": "docs/quickstart.md"}
 
 HEADER = re.compile(r"\A(?:#|\{#)\s*(?P<path>[\w./-]+\.\w+)\s*(?:#\})?[ \t]*\n")
 PROJECT = "__docs_project__"
+REWRITES = "__docs_rewrites__"
 #: The templates the examples of the guides render.
 TEMPLATES = {
     "emails/welcome.subject.txt": "Welcome, {{ name }}",
     "emails/welcome.html": "<h1>Welcome, {{ name }}!</h1>",
     "emails/welcome.txt": "Welcome, {{ name }}!",
+    "emails/invite.subject.txt": "{{ inviter }} invited you to {{ team }}",
+    "emails/invite.txt": "Join {{ team }}: {{ join_url }}",
+    "emails/digest.subject.txt": "Your weekly digest, {{ user.name }}",
+    "emails/digest.txt": "Hello {{ user.name }}, here is what happened.",
 }
 
 
@@ -64,7 +79,16 @@ class PythonBlock:
     def __call__(self, example: Example) -> str | None:
         if write_file(example):
             return None
-        self.run(example)
+        rewrites: dict[str, str] = example.namespace.get(REWRITES, {})
+        if not rewrites:
+            self.run(example)
+            return None
+        source = str(example.parsed)
+        for old, new in rewrites.items():
+            source = source.replace(old, new)
+        padding = "\n" * (example.line + example.parsed.line_offset)
+        exec(compile(padding + source, example.path, "exec"), example.namespace)
+        example.namespace.pop("__builtins__", None)
         return None
 
 
@@ -101,12 +125,33 @@ def run_document(path: Path, project: Path, *, files_only: bool = False) -> None
         contexts[-1].push()
         return app
 
-    document.namespace["docs_app"] = docs_app
+    def docs_request(app: Flask, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        contexts.append(app.test_request_context(*args, **kwargs))
+        contexts[-1].push()
+        return contexts[-1]
+
+    sandboxes: list[Sandbox] = []
+
+    def docs_sandbox(**kwargs: t.Any) -> Sandbox:
+        sandboxes.append(Sandbox(**kwargs).start())  # 127.0.0.1, a free port
+        return sandboxes[-1]
+
+    def docs_rewrite(old: str, new: str) -> None:
+        document.namespace.setdefault(REWRITES, {})[old] = new
+
+    document.namespace.update(
+        docs_app=docs_app,
+        docs_request=docs_request,
+        docs_sandbox=docs_sandbox,
+        docs_rewrite=docs_rewrite,
+    )
     try:
         run_examples(document, path, files_only=files_only)
     finally:
         for context in reversed(contexts):
             context.pop()
+        for sandbox in sandboxes:
+            sandbox.stop()
 
 
 def run_examples(document: t.Any, path: Path, *, files_only: bool) -> None:
@@ -158,3 +203,32 @@ def test_examples(path: Path, project: Path) -> None:
             timeout=240,
         )
         assert done.returncode == 0, f"{name}'s tests:\n{done.stdout}{done.stderr}"
+
+
+EXCERPT = re.compile(
+    r'<!-- skip: next "verbatim from (?P<source>example_app/[\w/]+\.py);'
+    r' (?P<test>tests/[\w/]+\.py) runs it" -->\s*```python\n(?P<code>.*?)^```',
+    re.MULTILINE | re.DOTALL,
+)
+
+
+@pytest.mark.parametrize(
+    "path", DOCUMENTS, ids=[str(p.relative_to(ROOT)) for p in DOCUMENTS]
+)
+def test_excerpts_are_verbatim(path: Path) -> None:
+    """A block skipped as an excerpt of example_app/ is one, at some indent,
+    and the test its reason names, which runs that code, exists."""
+    text = path.read_text()
+    excerpts = list(EXCERPT.finditer(text))
+    assert len(excerpts) == text.count('skip: next "verbatim from'), "a bad reason"
+    for match in excerpts:
+        assert (ROOT / match["test"]).is_file(), match["test"]
+        source = (ROOT / match["source"]).read_text().splitlines()
+        code = match["code"].splitlines()
+        assert code, f"{path.name}: an empty excerpt of {match['source']}"
+        assert any(
+            source[i : i + len(code)]
+            == [(line[: len(line) - len(line.lstrip())] + c) if c else c for c in code]
+            for i, line in enumerate(source)
+            if line.lstrip() == code[0]
+        ), f"{path.name}: not verbatim in {match['source']}:\n{match['code']}"
