@@ -144,12 +144,12 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
 
     # job id -> the email id the API stored (and answered) for the held send
     held_sends: list[tuple[str, str]] = []
-    mid_send = anywhere = stolen = 0
+    mid_send = anywhere = stolen = unstored = 0
     deadline = started + 60
     while (
         registry_counts(app)["finished"] < count
         or anywhere < len(progress_at)
-        or len(held_sends) < len(hold_after)
+        or len(held_sends) + unstored < len(hold_after)
     ):
         if time.monotonic() > deadline:
             pytest.fail(
@@ -161,6 +161,13 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
             )
         with contextlib.suppress(TimeoutError):
             for held in sandbox.wait_held(timeout=0.05):
+                if held["email_id"] is None:
+                    # The held answer stored nothing (e.g. a 409 for a job rerun
+                    # while its first request was in flight, on a loaded
+                    # machine): no send to kill under; let it go.
+                    assert sandbox.release(held["id"]) == 1
+                    unstored += 1
+                    continue
                 email = sandbox.get_email(held["email_id"])
                 [recipient] = email.to
                 job_id = job_of_recipient[recipient]
@@ -200,7 +207,8 @@ def test_sigkilled_workers_lose_nothing_and_send_nothing_twice(
 
     # Every hold fired, and each held send's worker died before its answer.
     assert sandbox.stats["requests_held"] == len(hold_after)
-    assert mid_send == len(hold_after) >= 3, "kills that landed mid-send"
+    assert mid_send + unstored == len(hold_after), "every hold was seen"
+    assert mid_send >= len(hold_after) - 2 >= 3, "kills that landed mid-send"
     assert anywhere == len(progress_at)
     assert kills == mid_send + anywhere - stolen
     # The promise: every email exactly once, counted by key and by recipient.
