@@ -79,6 +79,27 @@ def test_display_names_are_kept_as_written() -> None:
     assert build(to=to)["to"] == to
 
 
+# The sandbox answers 422 for these, so a queued job would fail for good.
+REFUSED_NAMES = [
+    '"A<b>" <ada@example.com>',
+    '"Ada \\"Q\\" L" <ada@example.com>',
+    '"A\\B" <ada@example.com>',
+    "Lovelace, Ada <ada@example.com>",
+    '"Ada <ada@example.com>',
+]
+
+
+@pytest.mark.parametrize("argument", ["to", "from_", "cc", "bcc", "reply_to"])
+@pytest.mark.parametrize("value", REFUSED_NAMES)
+def test_display_names_the_api_refuses_are_refused(argument: str, value: str) -> None:
+    assert "display name" in invalid(argument, **{argument: value})
+
+
+def test_display_names_the_api_accepts() -> None:
+    to = ["Ünï Çödé <ada@example.com>", "A. Lovelace <ada@example.com>", "<a@b.org>"]
+    assert build(to=to)["to"] == to
+
+
 def test_addresses_are_stripped() -> None:
     assert build(to="  ada@example.com ")["to"] == ["ada@example.com"]
 
