@@ -5,6 +5,7 @@ import datetime as dt
 import enum
 import io
 import json
+import os
 import pathlib
 import typing as t
 
@@ -343,6 +344,28 @@ def test_attachment_from_path(tmp_path: pathlib.Path) -> None:
 
 def test_attachment_missing_path() -> None:
     assert "cannot read" in invalid("attachments", attachments=["/no/such/file"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+@pytest.mark.timeout(10)
+def test_attachment_fifo_is_refused_without_blocking(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    for path in (fifo, str(fifo)):
+        message = invalid("attachments", attachments=[path])
+        assert str(fifo) in message and "not a regular file" in message
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.timeout(10)
+def test_attachment_device_is_refused() -> None:
+    message = invalid("attachments", attachments=["/dev/zero"])
+    assert "'/dev/zero'" in message and "not a regular file" in message
+
+
+def test_attachment_directory_is_refused(tmp_path: pathlib.Path) -> None:
+    message = invalid("attachments", attachments=[tmp_path])
+    assert "a directory, not a regular file" in message
 
 
 def test_attachment_from_binary_file(tmp_path: pathlib.Path) -> None:
