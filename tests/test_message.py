@@ -80,6 +80,39 @@ def test_display_names_are_kept_as_written() -> None:
     assert build(to=to)["to"] == to
 
 
+ROUTING = [
+    "Resent-To", "Resent-Cc", "Resent-Bcc", "Resent-From", "Resent-Sender",
+    "Sender", "Return-Path", "Delivered-To", "Envelope-To", "Content-Type",
+    "Content-Transfer-Encoding", "Content-Disposition", "MIME-Version",
+    "DKIM-Signature", "Message-ID",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*ROUTING, "resent-to", "MESSAGE-ID"])
+def test_routing_headers_are_refused(name: str) -> None:
+    message = invalid("headers", headers={name: "x@example.com"})
+    assert f"{name!r} cannot be set in headers" in message
+
+
+@pytest.mark.parametrize("name", ["Resent-To", "Resent-Bcc", "Sender"])
+def test_routing_headers_cannot_bypass_the_redirect(name: str) -> None:
+    settings = Settings(default_from="a@acme.test", redirect_to="qa@acme.test")
+    invalid("headers", settings=settings, headers={name: "boss@example.com"})
+
+
+def test_other_headers_pass() -> None:
+    headers = {
+        "List-Unsubscribe": "<https://example.com/u>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": "news <news.example.com>",
+        "In-Reply-To": "<a@example.com>",
+        "References": "<a@example.com>",
+        "X-Campaign": "spring",
+        "Content-Language": "en",
+    }
+    assert build(headers=headers)["headers"] == headers
+
+
 # The sandbox answers 422 for these, so a queued job would fail for good.
 REFUSED_NAMES = [
     '"A<b>" <ada@example.com>',
