@@ -9,6 +9,7 @@ import io
 import mimetypes
 import os
 import re
+import stat
 import typing as t
 
 from .errors import InvalidEmailError
@@ -157,14 +158,31 @@ def _from_mapping(item: t.Mapping[t.Any, t.Any]) -> Attachment:
 
 
 def _from_path(path: str | os.PathLike[str]) -> Attachment:
+    # Only a regular file: open() on a FIFO waits for a writer, and a device
+    # may never end, so either would hang enqueue_email. stat() first, so a
+    # device is never even opened; then open without blocking and fstat() the
+    # open file, in case the path was swapped in between.
     try:
-        with open(path, "rb") as f:
+        _check_regular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            _check_regular(path, os.fstat(f.fileno()).st_mode)
             # One byte past the limit is enough to refuse a huge file.
             content = f.read(MAX_ATTACHMENT_BYTES + 1)
     except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise InvalidEmailError(_ARG, f"cannot read {path!r}: {reason}.") from None
     return Attachment(os.path.basename(os.fspath(path)), content)
+
+
+def _check_regular(path: str | os.PathLike[str], mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO, socket or device"
+        raise InvalidEmailError(
+            _ARG,
+            f"{path!r} is {kind}, not a regular file; only regular files can be"
+            " attached.",
+        )
 
 
 def _from_file(file: t.Any) -> Attachment:

@@ -5,6 +5,7 @@ import datetime as dt
 import enum
 import io
 import json
+import os
 import pathlib
 import typing as t
 
@@ -76,6 +77,60 @@ def test_single_addresses_become_lists() -> None:
 
 def test_display_names_are_kept_as_written() -> None:
     to = ["Ada Lovelace <ada@example.com>", '"Lovelace, Ada" <ada@example.com>']
+    assert build(to=to)["to"] == to
+
+
+ROUTING = [
+    "Resent-To", "Resent-Cc", "Resent-Bcc", "Resent-From", "Resent-Sender",
+    "Sender", "Return-Path", "Delivered-To", "Envelope-To", "Content-Type",
+    "Content-Transfer-Encoding", "Content-Disposition", "MIME-Version",
+    "DKIM-Signature", "Message-ID",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*ROUTING, "resent-to", "MESSAGE-ID"])
+def test_routing_headers_are_refused(name: str) -> None:
+    message = invalid("headers", headers={name: "x@example.com"})
+    assert f"{name!r} cannot be set in headers" in message
+
+
+@pytest.mark.parametrize("name", ["Resent-To", "Resent-Bcc", "Sender"])
+def test_routing_headers_cannot_bypass_the_redirect(name: str) -> None:
+    settings = Settings(default_from="a@acme.test", redirect_to="qa@acme.test")
+    invalid("headers", settings=settings, headers={name: "boss@example.com"})
+
+
+def test_other_headers_pass() -> None:
+    headers = {
+        "List-Unsubscribe": "<https://example.com/u>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": "news <news.example.com>",
+        "In-Reply-To": "<a@example.com>",
+        "References": "<a@example.com>",
+        "X-Campaign": "spring",
+        "Content-Language": "en",
+    }
+    assert build(headers=headers)["headers"] == headers
+
+
+# The sandbox answers 422 for these, so a queued job would fail for good.
+REFUSED_NAMES = [
+    '"A<b>" <ada@example.com>',
+    '"Ada \\"Q\\" L" <ada@example.com>',
+    '"A\\B" <ada@example.com>',
+    "Lovelace, Ada <ada@example.com>",
+    '"Ada <ada@example.com>',
+]
+
+
+@pytest.mark.parametrize("argument", ["to", "from_", "cc", "bcc", "reply_to"])
+@pytest.mark.parametrize("value", REFUSED_NAMES)
+def test_display_names_the_api_refuses_are_refused(argument: str, value: str) -> None:
+    assert "display name" in invalid(argument, **{argument: value})
+
+
+def test_display_names_the_api_accepts() -> None:
+    to = ["Ünï Çödé <ada@example.com>", "A. Lovelace <ada@example.com>", "<a@b.org>"]
     assert build(to=to)["to"] == to
 
 
@@ -322,6 +377,28 @@ def test_attachment_from_path(tmp_path: pathlib.Path) -> None:
 
 def test_attachment_missing_path() -> None:
     assert "cannot read" in invalid("attachments", attachments=["/no/such/file"])
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+@pytest.mark.timeout(10)
+def test_attachment_fifo_is_refused_without_blocking(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    for path in (fifo, str(fifo)):
+        message = invalid("attachments", attachments=[path])
+        assert str(fifo) in message and "not a regular file" in message
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+@pytest.mark.timeout(10)
+def test_attachment_device_is_refused() -> None:
+    message = invalid("attachments", attachments=["/dev/zero"])
+    assert "'/dev/zero'" in message and "not a regular file" in message
+
+
+def test_attachment_directory_is_refused(tmp_path: pathlib.Path) -> None:
+    message = invalid("attachments", attachments=[tmp_path])
+    assert "a directory, not a regular file" in message
 
 
 def test_attachment_from_binary_file(tmp_path: pathlib.Path) -> None:

@@ -26,7 +26,9 @@ from flask_poststack import enqueue_email
 from flask_poststack import get_state
 from flask_poststack import InvalidEmailError
 from flask_poststack import send_email
+from flask_poststack._fields import address
 from flask_poststack.sandbox import SandboxConfig
+from flask_poststack.sandbox.validation import InvalidRequest
 from flask_poststack.sandbox.validation import parse_send
 
 if t.TYPE_CHECKING:
@@ -147,3 +149,59 @@ def test_nothing_invalid_reaches_the_queue(app: Flask, email: dict[str, t.Any]) 
     assert isinstance(data, bytes)
     _, _, (payload,), _ = json.loads(zlib.decompress(data))
     parse_send(payload, SandboxConfig())  # the API's rules accept it
+
+
+# Addresses: the extension and the sandbox share one display-name rule
+# (flask_poststack._display_name); these check that nothing the extension lets
+# through is one the sandbox (the API's validation) refuses.
+
+NAMES = st.text(
+    st.one_of(
+        st.sampled_from('"\\<>(),;:@[]. \t'),
+        st.characters(codec="utf-8", exclude_categories=["Cs"]),
+    ),
+    max_size=12,
+)
+NAMED = st.one_of(
+    st.builds("{} <ada@example.com>".format, NAMES),
+    st.builds('"{}" <ada@example.com>'.format, NAMES),
+    st.builds("{}<{}>".format, NAMES, st.emails()),
+)
+ANY_ADDRESS = st.one_of(NAMED, st.emails(), st.text(max_size=30))
+
+
+def _extension_accepts(value: str) -> bool:
+    try:
+        address("to", value)
+    except InvalidEmailError:
+        return False
+    return True
+
+
+def _sandbox_accepts(field: str, value: str) -> bool:
+    body = {"from": value, "to": [value], "subject": "s", "text": "t"}
+    try:
+        email = parse_send(body, SandboxConfig())
+    except InvalidRequest as exc:
+        assert exc.status == 422, exc.message
+        return False
+    assert email.to == [value]
+    return True
+
+
+@FAST
+@given(value=ANY_ADDRESS)
+def test_every_address_the_extension_accepts_the_sandbox_accepts(value: str) -> None:
+    if _extension_accepts(value):
+        event("accepted")
+        assert _sandbox_accepts("to", value.strip())
+    else:
+        event("refused")
+
+
+@FAST
+@given(value=NAMED.filter(lambda v: v.endswith("<ada@example.com>")))
+def test_the_two_agree_on_display_names(value: str) -> None:
+    # With a bare address both accept, only the display name decides.
+    value = value.strip()  # as the extension sends it
+    assert _extension_accepts(value) == _sandbox_accepts("to", value)

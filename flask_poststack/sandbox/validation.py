@@ -16,11 +16,14 @@ import re
 import typing as t
 from datetime import datetime
 
+from .._display_name import DisplayNameError
+from .._display_name import split_address as split_address
 from ._util import parse_iso
 from .config import SandboxConfig
 
+# split_address is re-exported: the one display-name rule, shared with
+# flask_poststack._fields, so the sandbox and the extension cannot drift.
 _ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\".]+(\.[^@\s<>\".]+)+$")
-_NAMED = re.compile(r"^\s*\"?([^<>\"]*?)\"?\s*<([^<>]+)>\s*$")
 _B64_WS = re.compile(rb"\s+")
 
 
@@ -86,17 +89,13 @@ class EmailInput:
     idempotency_key: str | None = None
 
 
-def split_address(value: str) -> tuple[str, str | None]:
-    """``"Ada <ada@example.com>"`` -> ``("ada@example.com", "Ada")``."""
-    match = _NAMED.match(value)
-    if match:
-        name = match.group(1).strip()
-        return match.group(2).strip(), name or None
-    return value.strip(), None
-
-
 def _check_address(field: str, value: str) -> None:
-    address, _ = split_address(value)
+    try:
+        address, _ = split_address(value)
+    except DisplayNameError as e:
+        raise unprocessable(
+            f"Invalid email address in '{field}': {value!r} ({e})"
+        ) from None
     if not _ADDRESS.match(address):
         raise unprocessable(f"Invalid email address in '{field}': {value!r}")
 
