@@ -1,9 +1,10 @@
 """Dedupe: remember dispatched deliveries, so that a repeat is not dispatched.
 
-A delivery is *claimed* before its receivers run, *kept* once they all
-returned and *released* if one raised (so that PostStack's retry gets
-through). Two stores: :class:`MemoryClaims` (per process) and
-:class:`RedisClaims` (shared by every process of the app).
+A delivery is *claimed* before its receivers run, *renewed* while they run
+(:class:`Renewal`), *kept* once they all returned and *released* if one
+raised (so that PostStack's retry gets through). Two stores:
+:class:`MemoryClaims` (per process) and :class:`RedisClaims` (shared by every
+process of the app).
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ __all__ = [
     "ClaimStore",
     "MemoryClaims",
     "RedisClaims",
+    "Renewal",
     "StoreUnavailable",
     "dedupe_key",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: How long a claimed delivery blocks its duplicates while receivers run.
-#: If the process dies meanwhile, the claim lapses and a retry gets through.
+#: The longest a claim lasts without being renewed. While the receivers run
+#: the claim is renewed (every third of its length), so that it blocks its
+#: duplicates however long they take; if the process dies meanwhile, nothing
+#: renews it any more and it lapses, so that a retry gets through.
 PROCESSING_SECONDS = 300
 
 #: The most deliveries the in-memory dedupe store remembers per app.
@@ -59,6 +63,14 @@ class ClaimStore(t.Protocol):
         """Claim ``key`` for ``seconds`` unless it is claimed or kept.
 
         :raises StoreUnavailable: if the store cannot be reached.
+        """
+        ...
+
+    def renew(self, key: str, seconds: int) -> bool:
+        """Extend the claim on ``key`` to ``seconds`` from now.
+
+        Only a claim (not a kept record) is extended; ``False`` if there is
+        none any more. Never raises: a claim not renewed still lapses.
         """
         ...
 
@@ -96,6 +108,15 @@ class MemoryClaims:
             self._seen[key] = (now + seconds, False)
             self._evict(now)
             return "new"
+
+    def renew(self, key: str, seconds: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            found = self._seen.get(key)
+            if found is None or found[1] or found[0] <= now:
+                return False
+            self._seen[key] = (now + seconds, False)
+            return True
 
     def keep(self, key: str, seconds: int) -> None:
         with self._lock:
@@ -155,25 +176,100 @@ class RedisClaims:
             )
             raise StoreUnavailable from exc
 
+    def renew(self, key: str, seconds: int) -> bool:
+        # Only while it is still a claim: a kept record keeps its own expiry.
+        renewed = self._quietly(
+            lambda: self._conn.eval(_RENEW_SCRIPT, 1, self.prefix + key, seconds)
+        )
+        return bool(renewed)
+
     def keep(self, key: str, seconds: int) -> None:
         self._quietly(lambda: self._conn.set(self.prefix + key, b"done", ex=seconds))
 
     def release(self, key: str) -> None:
         self._quietly(lambda: self._conn.delete(self.prefix + key))
 
-    def _quietly(self, call: t.Callable[[], object]) -> None:
+    def _quietly(self, call: t.Callable[[], object]) -> object:
         import redis
 
         try:
-            call()
+            return call()
         except redis.RedisError as exc:
-            # The claim still lapses by itself, after PROCESSING_SECONDS.
+            # The claim still lapses by itself, after at most
+            # PROCESSING_SECONDS.
             logger.warning(
                 "PostStack webhook: could not update the dedupe record in"
                 " Redis at %s (%s)",
                 redact_url(self._url),
                 type(exc).__name__,
             )
+            return None
+
+
+#: Extends a claim's expiry, if the record is still a claim (``busy``).
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == 'busy' then
+    return redis.call('EXPIRE', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+class Renewal:
+    """Keeps a claim alive while its receivers run: a daemon thread renews
+    it every ``every`` seconds (default a third of ``seconds``) until
+    :meth:`stop`. Use it as a context manager around the dispatch.
+
+    A crashed process renews nothing, so the claim then lapses within
+    ``seconds``.
+    """
+
+    def __init__(
+        self,
+        claims: ClaimStore,
+        key: str,
+        seconds: int,
+        every: float | None = None,
+    ) -> None:
+        self._claims = claims
+        self._key = key
+        self._seconds = seconds
+        self._every = every if every is not None else max(seconds / 3, 0.05)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="poststack-webhook-claim", daemon=True
+        )
+
+    def start(self) -> Renewal:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop renewing (waits for a renewal under way to finish)."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> Renewal:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._every):
+            try:
+                renewed = self._claims.renew(self._key, self._seconds)
+            except Exception:  # a store's bug must not kill the dispatch
+                logger.exception("PostStack webhook: could not renew a claim")
+                continue
+            if not renewed:
+                logger.warning(
+                    "PostStack webhook: the claim on a delivery being"
+                    " dispatched lapsed before its receivers returned; a copy"
+                    " that arrives now may be dispatched too"
+                )
+                return
 
 
 def dedupe_key(event: WebhookEvent, body: bytes) -> str:

@@ -25,6 +25,7 @@ from .dedupe import dedupe_key
 from .dedupe import MemoryClaims
 from .dedupe import PROCESSING_SECONDS
 from .dedupe import RedisClaims
+from .dedupe import Renewal
 from .dedupe import StoreUnavailable
 from .signature import SIGNATURE_HEADER
 from .signature import verify_webhook
@@ -137,9 +138,10 @@ def receive_webhook() -> Response:
     window = settings.webhook_dedupe_seconds
     key = dedupe_key(event, body)
     claims = webhook_state.claims if window > 0 else None
+    claim_seconds = min(window, PROCESSING_SECONDS)
     if claims is not None:
         try:
-            found = claims.claim(key, min(window, PROCESSING_SECONDS))
+            found = claims.claim(key, claim_seconds)
         except StoreUnavailable:
             return _retry_later("dedupe store unavailable")
         if found == "done":
@@ -150,6 +152,11 @@ def receive_webhook() -> Response:
             return _retry_later("this delivery is being processed")
 
     dispatched = False
+    # Renewed while the receivers run, however long they take; stopped
+    # before the claim is kept or released.
+    renewal = None
+    if claims is not None:
+        renewal = Renewal(claims, key, claim_seconds).start()
     try:
         signals.webhook_received.send(app, event=event)
         dispatched = True
@@ -163,6 +170,8 @@ def receive_webhook() -> Response:
         )
         return _error(500, "receiver error")
     finally:
+        if renewal is not None:
+            renewal.stop()
         if claims is not None:
             if dispatched:
                 claims.keep(key, window)

@@ -17,7 +17,10 @@ from flask_poststack.sandbox import Sandbox
 from flask_poststack.webhooks import make_event_payload
 from flask_poststack.webhooks import sign_webhook
 from flask_poststack.webhooks import WebhookEvent
+from flask_poststack.webhooks.dedupe import ClaimStore
 from flask_poststack.webhooks.dedupe import MemoryClaims
+from flask_poststack.webhooks.dedupe import RedisClaims
+from flask_poststack.webhooks.dedupe import Renewal
 
 from .conftest import create_webhook
 from .conftest import make_app
@@ -183,6 +186,73 @@ def test_a_copy_arriving_while_the_first_runs_is_told_to_retry() -> None:
     with signals.webhook_received.connected_to(meanwhile, sender=app):
         assert post(client, body, headers).status_code == 200
     assert answers == [503]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_copy_is_told_to_retry_however_long_the_dispatch_takes(
+    store: str, redis_url: str
+) -> None:
+    # The claim lasts min(window, 300) s = 2 s unless renewed; the receiver
+    # runs longer than that, and the copy arrives after it would have lapsed.
+    app = redis_app(
+        redis_url,
+        POSTSTACK_WEBHOOK_DEDUPE_STORE=store,
+        POSTSTACK_WEBHOOK_DEDUPE_SECONDS=2,
+    )
+    body, headers = sign_webhook(make_event_payload("email.sent", "em_1"), SECRET)
+    dispatches: list[str] = []
+    answers: list[int] = []
+
+    def slow(sender: Flask, event: WebhookEvent, **extra: t.Any) -> None:
+        dispatches.append(event.type)
+        if not answers:
+            time.sleep(3)
+            answers.append(post(app.test_client(), body, headers).status_code)
+
+    with signals.webhook_received.connected_to(slow, sender=app):
+        assert post(app.test_client(), body, headers).status_code == 200
+        again = post(app.test_client(), body, headers)
+    assert answers == [503]
+    assert again.json == {"ok": True, "duplicate": True}
+    assert dispatches == ["email.sent"]
+    if store == "redis":
+        (key,) = redis.Redis.from_url(redis_url).keys("poststack:webhook:*")
+        assert redis.Redis.from_url(redis_url).get(key) == b"done"
+
+
+def _claims(store: str, redis_url: str) -> ClaimStore:
+    if store == "redis":
+        return RedisClaims(redis.Redis.from_url(redis_url), redis_url)
+    return MemoryClaims()
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_a_renewed_claim_holds_and_lapses_once_nothing_renews_it(
+    store: str, redis_url: str
+) -> None:
+    claims = _claims(store, redis_url)
+    assert claims.claim("k", 1) == "new"
+    renewal = Renewal(claims, "k", 1, every=0.2).start()
+    time.sleep(1.5)
+    assert claims.claim("k", 1) == "busy"
+    # The process dies: no release, no keep, no more renewals.
+    renewal.stop()
+    time.sleep(1.3)
+    assert claims.claim("k", 1) == "new"
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_renewing_leaves_a_kept_or_missing_record_alone(
+    store: str, redis_url: str
+) -> None:
+    claims = _claims(store, redis_url)
+    assert claims.renew("missing", 60) is False
+    assert claims.claim("k", 60) == "new"
+    assert claims.renew("k", 60) is True
+    claims.keep("k", 1)
+    assert claims.renew("k", 60) is False
+    time.sleep(1.1)
+    assert claims.claim("k", 60) == "new"  # the kept record's own expiry held
 
 
 # The sandbox's duplicates -------------------------------------------------------
