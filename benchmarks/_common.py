@@ -104,7 +104,7 @@ class Admin:
         self.http = httpx.Client(base_url=base_url, timeout=30)
 
     def reset(self, **config: t.Any) -> None:
-        self.http.post("/_sandbox/reset").raise_for_status()
+        self.http.post("/_sandbox/reset", json={}).raise_for_status()
         if config:
             self.http.post("/_sandbox/config", json=config).raise_for_status()
 

@@ -40,7 +40,7 @@ DEADLINE = 120.0
 def run(base_url: str, threads: int, count: int, latency: float) -> float:
     """Send ``count`` emails from ``threads`` threads; return emails/s."""
     with httpx.Client(base_url=base_url) as admin:
-        admin.post("/_sandbox/reset").raise_for_status()
+        admin.post("/_sandbox/reset", json={}).raise_for_status()
         admin.post("/_sandbox/config", json={"latency": latency}).raise_for_status()
     per_thread = count // threads
     deadline = time.monotonic() + DEADLINE

@@ -125,7 +125,7 @@ def run_once(
 ) -> float:
     """Run one scenario; return emails/s."""
     with httpx.Client(base_url=base_url) as admin:
-        admin.post("/_sandbox/reset").raise_for_status()
+        admin.post("/_sandbox/reset", json={}).raise_for_status()
         admin.post("/_sandbox/config", json={"latency": latency}).raise_for_status()
     if SCENARIOS[name][1] == "loop":
         return sdk_loop(base_url, workers, count)

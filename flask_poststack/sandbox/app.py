@@ -85,6 +85,41 @@ def idempotency_keys(req: Request) -> list[str]:
     return keys
 
 
+#: The ``Host`` names every route answers (with any port): the sandbox's
+#: pages and admin API must not be reachable through a name that a remote
+#: page controls (DNS rebinding).
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+#: Admin methods that change state: they need ``Content-Type:
+#: application/json``, which a cross-origin ``no-cors`` fetch cannot send
+#: without a CORS preflight (that the sandbox never grants).
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def host_name(value: str) -> str:
+    """A ``Host`` header without its port, lower-cased (``[::1]`` keeps its
+    brackets)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value if end < 0 else value[: end + 1]
+    return value.partition(":")[0]
+
+
+def allowed_hosts(bound: str) -> frozenset[str]:
+    """The loopback names, plus the address the sandbox is bound to when it
+    is a specific one (an IP literal cannot be rebound; ``0.0.0.0`` and
+    ``::`` are not a host anyone names)."""
+    if bound in ("", "0.0.0.0", "::"):
+        return LOOPBACK_HOSTS
+    return LOOPBACK_HOSTS | {f"[{bound}]" if ":" in bound else bound.lower()}
+
+
+def is_json(content_type: str) -> bool:
+    """Whether a ``Content-Type`` header is ``application/json``."""
+    return content_type.partition(";")[0].strip().lower() == "application/json"
+
+
 def _email_id(response: Response) -> str | None:
     """The ``em_`` id in a send's answer, if it has one."""
     try:
@@ -103,6 +138,30 @@ class App:
 
     def handle(self, req: Request) -> Reply:
         segments = req.segments
+        host = req.headers.get("Host", "")
+        if host_name(host) not in allowed_hosts(self.sandbox.host):
+            return Reply(
+                error_response(
+                    421,
+                    "The sandbox only answers requests to 127.0.0.1, localhost"
+                    " or [::1]",
+                    "misdirected_request",
+                )
+            )
+        if (
+            segments
+            and segments[0] == "_sandbox"
+            and req.method in _WRITES
+            and not is_json(req.headers.get("Content-Type", ""))
+        ):
+            return Reply(
+                error_response(
+                    403,
+                    "Admin requests that change state need"
+                    " Content-Type: application/json",
+                    "forbidden",
+                )
+            )
         if req.method == "GET" and (not segments or segments[0] == "inbox"):
             return Reply(self.sandbox._admin.page(req))
         if segments and segments[0] == "_sandbox":

@@ -12,7 +12,7 @@ import pytest
 from flask_poststack.sandbox import Sandbox
 
 REQUEST = (
-    b"GET /emails HTTP/1.1\r\nHost: sandbox\r\n"
+    b"GET /emails HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     b"Authorization: Bearer sk_test_connections\r\n\r\n"
 )
 

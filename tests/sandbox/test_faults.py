@@ -280,6 +280,8 @@ def test_faults_through_the_admin_api(sandbox: Sandbox, client: PostStack) -> No
         assert listed[0]["fired"] == 1 and listed[0]["exhausted"] is True
         bad = admin.post("/_sandbox/faults", json={"kind": "nope"})
         assert bad.status_code == 400 and "unknown fault kind" in bad.json()["error"]
-        assert admin.delete("/_sandbox/faults").json() == {"success": True}
+        assert admin.delete(
+            "/_sandbox/faults", headers={"Content-Type": "application/json"}
+        ).json() == {"success": True}
     assert sandbox.faults.rules == []
     assert attempts(sandbox) == [2]

@@ -152,7 +152,7 @@ def test_hold_through_the_admin_api(sandbox: Sandbox) -> None:
         held = admin.get("/_sandbox/held").json()["held"]
         assert len(held) == 2
         assert all(h["status"] == 202 and h["email_id"] for h in held)
-        first = admin.post(f"/_sandbox/held/{held[0]['id']}/release")
+        first = admin.post(f"/_sandbox/held/{held[0]['id']}/release", json={})
         assert first.json() == {"released": 1}
         assert sandbox.wait_for(
             lambda: any(s.finished_at is not None for s in senders), timeout=5
@@ -161,15 +161,17 @@ def test_hold_through_the_admin_api(sandbox: Sandbox) -> None:
         assert [h["id"] for h in admin.get("/_sandbox/held").json()["held"]] == [
             held[1]["id"]
         ]
-        assert admin.post("/_sandbox/held/release").json() == {"released": 1}
+        assert admin.post("/_sandbox/held/release", json={}).json() == {"released": 1}
         for sender in senders:
             sender.join(5)
             assert sender.error is None and sender.result is not None
         assert sorted(s.result["id"] for s in senders if s.result) == sorted(
             h["email_id"] for h in held
         )
-        assert admin.post("/_sandbox/held/release").json() == {"released": 0}
-        assert admin.post("/_sandbox/held/99/release").json() == {"released": 0}
+        assert admin.post("/_sandbox/held/release", json={}).json() == {"released": 0}
+        assert admin.post("/_sandbox/held/99/release", json={}).json() == {
+            "released": 0
+        }
         assert admin.get("/_sandbox/held/1").status_code == 404
         bad = admin.post(
             "/_sandbox/faults", json={"kind": "hold_after_store", "seconds": 601}

@@ -119,7 +119,7 @@ def test_admin_api(sandbox: Sandbox, client: PostStack) -> None:
             == "bounced"
         )
         assert admin.get("/_sandbox/deliveries").json() == {"deliveries": []}
-        assert admin.post("/_sandbox/reset").json() == {"success": True}
+        assert admin.post("/_sandbox/reset", json={}).json() == {"success": True}
         assert admin.get("/_sandbox/stats").json()["emails_created"] == 0
         assert admin.get("/_sandbox/nope").status_code == 404
     restored = sandbox.config.as_dict()
