@@ -56,6 +56,20 @@ class _RedisSlot:
         self._conn: Redis | None = None
         self._override: Redis | None = None
 
+    @property
+    def overridden(self) -> bool:
+        """Whether :meth:`use` has put another connection in place."""
+        return self._override is not None
+
+    @contextlib.contextmanager
+    def use(self, connection: Redis) -> t.Iterator[None]:
+        """Hand out ``connection`` instead, inside the block."""
+        previous, self._override = self._override, connection
+        try:
+            yield
+        finally:
+            self._override = previous
+
     def get(self) -> Redis:
         if self._override is not None:
             return self._override
@@ -109,7 +123,7 @@ class AppState:
         factory = _testing_redis
         if (
             factory is not None
-            and self._redis._override is None
+            and not self._redis.overridden
             and not self.redis_url_in_config
             and self.app.testing
         ):
@@ -119,11 +133,8 @@ class AppState:
     @contextlib.contextmanager
     def use_redis(self, connection: Redis) -> t.Iterator[None]:
         """Use ``connection`` as the app's Redis inside the block (tests)."""
-        previous, self._redis._override = self._redis._override, connection
-        try:
+        with self._redis.use(connection):
             yield
-        finally:
-            self._redis._override = previous
 
     @property
     def suppressed(self) -> bool:
