@@ -97,6 +97,13 @@ class EmailArgs(t.TypedDict, total=False):
     scheduled_at: dt.datetime | str | None
     #: Makes repeated sends of this email replay instead of sending again.
     idempotency_key: str | None
+    #: Open and click tracking: ``{"opens": bool, "clicks": bool}`` (either
+    #: may be left out), or ``False``/``True`` for both. Over
+    #: ``POSTSTACK_TRACKING``; unset keys follow the domain's settings.
+    tracking: bool | Mapping[str, bool] | None
+    #: Ask the API for a one-click ``List-Unsubscribe`` header. Defaults to
+    #: ``POSTSTACK_UNSUBSCRIBE``.
+    unsubscribe: bool | None
 
 
 #: The names :class:`EmailArgs` declares.
@@ -132,6 +139,8 @@ Payload = t.TypedDict(
         "variables": dict[str, str],
         "scheduled_at": str,
         "idempotency_key": str,
+        "tracking": dict[str, bool],
+        "unsubscribe": bool,
     },
     total=False,
 )
@@ -236,6 +245,10 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
         hint = f" or add {template}.subject.txt" if template else ""
         raise InvalidEmailError("subject", f"is required; pass subject={hint}.")
     rest: dict[str, t.Any] = {
+        "tracking": _fields.tracking(args.get("tracking"), settings.tracking),
+        "unsubscribe": _fields.flag(
+            "unsubscribe", args.get("unsubscribe"), settings.unsubscribe
+        ),
         "attachments": None if attachments is None else build_attachments(attachments),
         "template_id": template_id,
         "variables": None if variables is None else _fields.variable_map(variables),

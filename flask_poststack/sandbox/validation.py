@@ -86,6 +86,8 @@ class EmailInput:
     template_id: str | None = None
     variables: dict[str, t.Any] | None = None
     unsubscribe: bool = False
+    #: ``{"opens"?: bool, "clicks"?: bool}``; ``None``: the domain's defaults.
+    tracking: dict[str, bool] | None = None
     idempotency_key: str | None = None
 
 
@@ -239,6 +241,15 @@ def parse_send(body: t.Any, config: SandboxConfig) -> EmailInput:
     unsubscribe = body.get("unsubscribe", False)
     if not isinstance(unsubscribe, bool):
         raise InvalidRequest("'unsubscribe' must be a boolean")
+    tracking = body.get("tracking")
+    if tracking is not None and (
+        not isinstance(tracking, dict)
+        or not set(tracking) <= {"opens", "clicks"}
+        or not all(isinstance(v, bool) for v in tracking.values())
+    ):
+        raise InvalidRequest(
+            "'tracking' must be an object with boolean 'opens' and 'clicks'"
+        )
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise InvalidRequest("'idempotency_key' must be a non-empty string")
@@ -259,5 +270,6 @@ def parse_send(body: t.Any, config: SandboxConfig) -> EmailInput:
         template_id=template_id,
         variables=dict(variables) if variables is not None else None,
         unsubscribe=unsubscribe,
+        tracking=dict(tracking) if tracking is not None else None,
         idempotency_key=key,
     )

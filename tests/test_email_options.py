@@ -1,0 +1,135 @@
+"""What one email can say besides its content: tracking, unsubscribe,
+``extra``; each checked on the wire against the sandbox."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_poststack import ConfigurationError
+from flask_poststack import enqueue_email
+from flask_poststack import InvalidEmailError
+from flask_poststack import send_email
+from flask_poststack.config import load_settings
+from flask_poststack.sandbox import Sandbox
+
+if t.TYPE_CHECKING:
+    from tests.conftest import AppFactory
+
+KEY = "sk_test_options0123456789"
+BASE: dict[str, t.Any] = {"to": "ada@example.com", "subject": "Hi", "text": "Hi"}
+
+
+@pytest.fixture
+def app(make_app: AppFactory, sandbox: Sandbox, tmp_path: Path) -> Flask:
+    return make_app(
+        template_folder=str(tmp_path),
+        TESTING=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+    )
+
+
+# Tracking and unsubscribe
+
+
+def test_tracking_and_unsubscribe_reach_the_wire(app: Flask, sandbox: Sandbox) -> None:
+    with app.app_context():
+        result = send_email(
+            **BASE, tracking={"opens": True, "clicks": False}, unsubscribe=True
+        )
+    email = sandbox.get_email(result.id)
+    assert email.input.tracking == {"opens": True, "clicks": False}
+    assert email.input.unsubscribe is True
+    assert email.row()["unsubscribeEnabled"] is True
+
+
+def test_tracking_false_turns_both_off(app: Flask, sandbox: Sandbox) -> None:
+    with app.app_context():
+        result = send_email(**BASE, tracking=False)
+    assert sandbox.get_email(result.id).input.tracking == {
+        "opens": False,
+        "clicks": False,
+    }
+
+
+def test_unset_tracking_leaves_the_domain_default(app: Flask, sandbox: Sandbox) -> None:
+    with app.app_context():
+        result = send_email(**BASE)
+    email = sandbox.get_email(result.id)
+    assert email.input.tracking is None
+    assert email.input.unsubscribe is False
+
+
+def test_app_defaults_apply_and_an_email_overrides_them(
+    make_app: AppFactory, sandbox: Sandbox
+) -> None:
+    app = make_app(
+        TESTING=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_TRACKING={"clicks": False},
+        POSTSTACK_UNSUBSCRIBE=True,
+    )
+    with app.app_context():
+        default = send_email(**BASE)
+        reset = send_email(**BASE, tracking={"opens": False}, unsubscribe=False)
+    first = sandbox.get_email(default.id).input
+    assert (first.tracking, first.unsubscribe) == ({"clicks": False}, True)
+    second = sandbox.get_email(reset.id).input
+    assert second.tracking == {"clicks": False, "opens": False}
+    assert second.unsubscribe is False
+
+
+def test_queued_email_keeps_tracking(
+    make_app: AppFactory, redis_url: str, sandbox: Sandbox
+) -> None:
+    app = make_app(POSTSTACK_REDIS_URL=redis_url, POSTSTACK_EAGER=False)
+    with app.app_context():
+        job = enqueue_email(**BASE, tracking={"clicks": False}, unsubscribe=True)
+    payload = job.args[0]
+    assert payload["tracking"] == {"clicks": False}
+    assert payload["unsubscribe"] is True
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "fragment"),
+    [
+        ("tracking", "off", "must be"),
+        ("tracking", {"links": False}, "unknown key 'links'"),
+        ("tracking", {"clicks": "no"}, "True or False"),
+        ("unsubscribe", "yes", "True or False"),
+        ("unsubscribe", 1, "True or False"),
+    ],
+)
+def test_bad_values_name_the_argument(
+    app: Flask, sandbox: Sandbox, argument: str, value: object, fragment: str
+) -> None:
+    with app.app_context(), pytest.raises(InvalidEmailError) as info:
+        send_email(**{**BASE, argument: value})
+    assert info.value.argument == argument
+    assert fragment in str(info.value)
+    assert sandbox.stats["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("off", {"opens": False, "clicks": False}),
+        (True, {"opens": True, "clicks": True}),
+        ("clicks=off", {"clicks": False}),
+        ({"opens": "yes"}, {"opens": True}),
+    ],
+)
+def test_tracking_setting_parses(value: object, expected: dict[str, bool]) -> None:
+    assert load_settings({"POSTSTACK_TRACKING": value}).tracking == expected
+
+
+@pytest.mark.parametrize("value", ["clicks", {"links": True}, 5, "opens=maybe"])
+def test_bad_tracking_setting_names_the_key(value: object) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings({"POSTSTACK_TRACKING": value})
+    assert info.value.key == "POSTSTACK_TRACKING"
