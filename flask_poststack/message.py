@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import json
 import typing as t
 import uuid
 from collections.abc import Mapping
@@ -104,10 +105,17 @@ class EmailArgs(t.TypedDict, total=False):
     #: Ask the API for a one-click ``List-Unsubscribe`` header. Defaults to
     #: ``POSTSTACK_UNSUBSCRIBE``.
     unsubscribe: bool | None
+    #: API fields this version does not know, merged into the body as they
+    #: are (JSON values); a key the body already has is refused.
+    extra: Mapping[str, t.Any] | None
 
 
 #: The names :class:`EmailArgs` declares.
 EMAIL_ARGS = frozenset(EmailArgs.__annotations__)
+_NOT_WIRE = frozenset({"from_", "template", "context", "extra"})
+
+#: The wire keys of :data:`Payload`, each with the argument that sets it.
+_WIRE_ARGS = {"from": "from_", **{k: k for k in EMAIL_ARGS if k not in _NOT_WIRE}}
 
 #: What other libraries call some arguments, for the unknown-argument hint.
 _ALIASES = {
@@ -284,7 +292,33 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
     payload = {key: value for key, value in fields.items() if value}
     for key, value in payload.items():
         _fields.check_utf8("from_" if key == "from" else key, value)
+    payload.update(_extra(args.get("extra")))
     return t.cast(Payload, payload)
+
+
+def _extra(extra: object) -> dict[str, t.Any]:
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise InvalidEmailError(
+            "extra", f"must be a dict of API fields, not {type(extra).__name__}."
+        )
+    for key, value in extra.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidEmailError("extra", f"the key {key!r} is not a field name.")
+        argument = _WIRE_ARGS.get(key, key if key in EMAIL_ARGS else None)
+        if argument is not None:
+            raise InvalidEmailError(
+                "extra", f"{key!r} is a known field: pass {argument}= instead."
+            )
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidEmailError(
+                "extra", f"the value of {key!r} is not JSON data: {value!r}."
+            ) from None
+        _fields.check_utf8("extra", value)
+    return dict(extra)
 
 
 def new_key() -> str:

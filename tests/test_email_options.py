@@ -133,3 +133,59 @@ def test_bad_tracking_setting_names_the_key(value: object) -> None:
     with pytest.raises(ConfigurationError) as info:
         load_settings({"POSTSTACK_TRACKING": value})
     assert info.value.key == "POSTSTACK_TRACKING"
+
+
+# extra
+
+
+def test_extra_fields_reach_the_wire(app: Flask, sandbox: Sandbox) -> None:
+    with app.app_context():
+        result = send_email(
+            **BASE, extra={"signature": "none", "idempotency_window_hours": 48}
+        )
+    sent = sandbox.get_email(result.id).input
+    assert sent.other == {"signature": "none", "idempotency_window_hours": 48}
+    assert sent.subject == "Hi"
+
+
+def test_extra_survives_the_queue(
+    make_app: AppFactory, redis_url: str, sandbox: Sandbox
+) -> None:
+    app = make_app(POSTSTACK_REDIS_URL=redis_url)
+    with app.app_context():
+        job = enqueue_email(**BASE, extra={"signature": "auto"})
+    assert job.args[0]["signature"] == "auto"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"subject": "x"}, "'subject' is a known field: pass subject="),
+        ({"from": "a@b.test"}, "pass from_="),
+        ({"tracking": {}}, "pass tracking="),
+        ({"template": "x"}, "pass template="),
+        ({"when": object()}, "not JSON data"),
+        ({"ratio": float("nan")}, "not JSON data"),
+        ({3: "x"}, "not a field name"),
+        (["signature"], "must be a dict"),
+    ],
+)
+def test_bad_extra_names_extra_and_the_key(
+    app: Flask, sandbox: Sandbox, extra: object, fragment: str
+) -> None:
+    with app.app_context(), pytest.raises(InvalidEmailError) as info:
+        send_email(**{**BASE, "extra": extra})
+    assert info.value.argument == "extra"
+    assert fragment in str(info.value)
+    assert sandbox.stats["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("body", "text"), ("recipients", "to"), ("sender", "from_"), ("extras", "extra")],
+)
+def test_unknown_keyword_names_the_closest(app: Flask, name: str, hint: str) -> None:
+    with app.app_context(), pytest.raises(InvalidEmailError) as info:
+        send_email(**{**BASE, name: "x"})
+    assert info.value.argument == name
+    assert f"Did you mean {hint!r}?" in str(info.value)

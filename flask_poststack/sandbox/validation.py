@@ -89,6 +89,20 @@ class EmailInput:
     #: ``{"opens"?: bool, "clicks"?: bool}``; ``None``: the domain's defaults.
     tracking: dict[str, bool] | None = None
     idempotency_key: str | None = None
+    #: Fields of the body this sandbox does not know (``signature``,
+    #: ``idempotency_window_hours``...): accepted and kept as sent, so a
+    #: test can see what went on the wire.
+    other: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+
+
+#: The fields :func:`parse_send` reads.
+KNOWN_FIELDS = frozenset(
+    {
+        "from", "to", "cc", "bcc", "reply_to", "subject", "html", "text",
+        "headers", "tags", "attachments", "scheduled_at", "template_id",
+        "variables", "unsubscribe", "tracking", "idempotency_key",
+    }
+)  # fmt: skip
 
 
 def _check_address(field: str, value: str) -> None:
@@ -272,4 +286,5 @@ def parse_send(body: t.Any, config: SandboxConfig) -> EmailInput:
         unsubscribe=unsubscribe,
         tracking=dict(tracking) if tracking is not None else None,
         idempotency_key=key,
+        other={k: v for k, v in body.items() if k not in KNOWN_FIELDS},
     )
