@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import contextlib
+import importlib
 import typing as t
 
 import flask
@@ -21,9 +22,10 @@ class Rendered(t.NamedTuple):
     text: str | None
 
 
-def render_email(template: object, context: object) -> Rendered:
+def render_email(template: object, context: object, locale: object = None) -> Rendered:
     """Render whichever of ``<template>.subject.txt``, ``.html`` and ``.txt``
-    exist, with Flask's context processors and autoescaping (``.html`` only).
+    exist, with Flask's context processors and autoescaping (``.html`` only);
+    under Flask-Babel's ``force_locale(locale)`` when ``locale`` is given.
 
     A missing template is an :exc:`InvalidEmailError`; an error raised while
     rendering one that exists is a bug in the template and propagates.
@@ -58,13 +60,50 @@ def render_email(template: object, context: object) -> Rendered:
             f"neither {template}.html nor {template}.txt exists in the app's"
             " template folders.",
         )
-    rendered = {
-        suffix: flask.render_template(tmpl, **values) for suffix, tmpl in found.items()
-    }
+    with _forced_locale(locale):
+        rendered = {
+            suffix: flask.render_template(tmpl, **values)
+            for suffix, tmpl in found.items()
+        }
     subject = rendered.get(".subject.txt")
     if subject is not None:
         subject = " ".join(subject.split()) or None
     return Rendered(subject, rendered.get(".html"), rendered.get(".txt"))
+
+
+def check_locale(locale: object) -> t.ContextManager[object]:
+    """Flask-Babel's ``force_locale(locale)``, once ``locale`` is known to
+    be a locale and the app to use Flask-Babel."""
+    if not isinstance(locale, str) or not locale.strip():
+        raise InvalidEmailError("locale", "must be a locale name such as 'de'.")
+    try:
+        flask_babel: t.Any = importlib.import_module("flask_babel")
+        from babel import Locale
+        from babel import UnknownLocaleError
+    except ImportError:
+        flask_babel = None
+    if flask_babel is None or "babel" not in flask.current_app.extensions:
+        raise InvalidEmailError(
+            "locale",
+            "needs Flask-Babel set up in the app (pip install"
+            " 'flask-poststack[babel]', then Babel(app)); without it the"
+            " templates cannot be rendered in another locale.",
+        )
+    try:
+        Locale.parse(locale.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        reason = f"{locale!r} is not a known locale."
+        raise InvalidEmailError("locale", reason) from None
+    manager: t.ContextManager[object] = flask_babel.force_locale(
+        locale.replace("-", "_")
+    )
+    return manager
+
+
+def _forced_locale(locale: object) -> t.ContextManager[object]:
+    if locale is None:
+        return contextlib.nullcontext()
+    return check_locale(locale)
 
 
 def _check_context(context: object) -> dict[str, t.Any]:

@@ -88,6 +88,9 @@ class EmailArgs(t.TypedDict, total=False):
     template: str | None
     #: The variables for ``template``.
     context: Mapping[str, t.Any] | None
+    #: Render ``template`` in this locale (``"de"``, ``"pt_BR"``), with
+    #: Flask-Babel's ``force_locale``; needs Flask-Babel in the app.
+    locale: str | None
     #: A server-side template (``tpl_...``).
     template_id: str | None
     #: The variables for ``template_id``: string keys; string, number or
@@ -112,7 +115,7 @@ class EmailArgs(t.TypedDict, total=False):
 
 #: The names :class:`EmailArgs` declares.
 EMAIL_ARGS = frozenset(EmailArgs.__annotations__)
-_NOT_WIRE = frozenset({"from_", "template", "context", "extra"})
+_NOT_WIRE = frozenset({"from_", "template", "context", "extra", "locale"})
 
 #: The wire keys of :data:`Payload`, each with the argument that sets it.
 _WIRE_ARGS = {"from": "from_", **{k: k for k in EMAIL_ARGS if k not in _NOT_WIRE}}
@@ -211,6 +214,10 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
         )
     if context is not None and template is None:
         raise InvalidEmailError("context", "is only used together with 'template'.")
+    if args.get("locale") is not None and template is None:
+        raise InvalidEmailError(
+            "locale", "is only used together with 'template' (it is rendered in it)."
+        )
     if variables is not None and template_id is None:
         raise InvalidEmailError(
             "variables", "is only used together with 'template_id'."
@@ -235,7 +242,7 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
     html = _fields.optional_str("html", html)
     text = _fields.optional_str("text", text)
     if template is not None:
-        rendered = render_email(template, context)
+        rendered = render_email(template, context, args.get("locale"))
         subject = subject or rendered.subject
         html = html or rendered.html
         text = text or rendered.text

@@ -189,3 +189,91 @@ def test_unknown_keyword_names_the_closest(app: Flask, name: str, hint: str) -> 
         send_email(**{**BASE, name: "x"})
     assert info.value.argument == name
     assert f"Did you mean {hint!r}?" in str(info.value)
+
+
+# locale
+
+
+@pytest.fixture
+def babel_app(
+    make_app: AppFactory, sandbox: Sandbox, redis_url: str, tmp_path: Path
+) -> Flask:
+    """The app with Flask-Babel and a German catalog, and a template that
+    says "Welcome" in the email's locale."""
+    from babel.messages import Catalog
+    from babel.messages.mofile import write_mo
+    from flask_babel import Babel
+
+    catalog = Catalog(locale="de")
+    catalog.add("Welcome", "Willkommen")
+    catalog.add("Hello %(name)s", "Hallo %(name)s")
+    folder = tmp_path / "translations" / "de" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    with open(folder / "messages.mo", "wb") as mo:
+        write_mo(mo, catalog)
+    (tmp_path / "emails").mkdir()
+    (tmp_path / "emails" / "hi.subject.txt").write_text("{{ _('Welcome') }}")
+    (tmp_path / "emails" / "hi.txt").write_text("{{ _('Hello %(name)s', name=name) }}")
+    app = make_app(
+        template_folder=str(tmp_path),
+        TESTING=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_REDIS_URL=redis_url,
+        BABEL_TRANSLATION_DIRECTORIES=str(tmp_path / "translations"),
+    )
+    Babel(app)
+    return app
+
+
+def test_locale_renders_the_template_in_it(babel_app: Flask, sandbox: Sandbox) -> None:
+    with babel_app.app_context():
+        german = send_email(
+            to="ada@example.com", template="emails/hi", context={"name": "Ada"},
+            locale="de",
+        )  # fmt: skip
+        default = send_email(
+            to="ada@example.com", template="emails/hi", context={"name": "Ada"}
+        )
+    sent = sandbox.get_email(german.id).input
+    assert (sent.subject, sent.text) == ("Willkommen", "Hallo Ada")
+    other = sandbox.get_email(default.id).input
+    assert (other.subject, other.text) == ("Welcome", "Hello Ada")
+
+
+def test_queued_email_is_rendered_in_its_locale(babel_app: Flask) -> None:
+    with babel_app.test_request_context(headers={"Accept-Language": "en"}):
+        job = enqueue_email(
+            to="ada@example.com", template="emails/hi", context={"name": "Ada"},
+            locale="de",
+        )  # fmt: skip
+    assert job.args[0]["subject"] == "Willkommen"
+    assert "locale" not in job.args[0]
+
+
+@pytest.mark.parametrize(
+    ("locale", "fragment"),
+    [("xx_QQ", "not a known locale"), ("", "a locale name"), (5, "a locale name")],
+)
+def test_bad_locale_names_it(
+    babel_app: Flask, sandbox: Sandbox, locale: object, fragment: str
+) -> None:
+    with babel_app.app_context(), pytest.raises(InvalidEmailError) as info:
+        send_email(to="ada@example.com", template="emails/hi", locale=locale)  # type: ignore[arg-type]
+    assert info.value.argument == "locale"
+    assert fragment in str(info.value)
+    assert sandbox.stats["requests"] == 0
+
+
+def test_locale_without_flask_babel_is_refused(
+    app: Flask, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    (tmp_path / "hi.txt").write_text("Hi")
+    with app.app_context(), pytest.raises(InvalidEmailError) as info:
+        send_email(to="ada@example.com", subject="Hi", template="hi", locale="de")
+    assert info.value.argument == "locale"
+    assert "needs Flask-Babel" in str(info.value)
+    with app.app_context(), pytest.raises(InvalidEmailError) as info:
+        send_email(**BASE, locale="de")
+    assert "only used together with 'template'" in str(info.value)
+    assert sandbox.stats["requests"] == 0
