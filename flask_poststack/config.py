@@ -214,6 +214,10 @@ class Settings:
     #: Ask for a one-click ``List-Unsubscribe`` header; unset: the API's
     #: default (none).
     unsubscribe: bool | None = _key(parse_bool)
+    #: Make a template's text part from its HTML when it has no ``.txt``.
+    text_from_html: bool = _key(parse_bool, False)
+    #: Inline the CSS of a template's HTML into ``style`` attributes.
+    inline_css: bool = _key(parse_bool, False)
     redis_url: str = _key(
         _url("redis", "rediss", "unix"), "redis://localhost:6379/0", outside=True
     )

@@ -242,7 +242,13 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
     html = _fields.optional_str("html", html)
     text = _fields.optional_str("text", text)
     if template is not None:
-        rendered = render_email(template, context, args.get("locale"))
+        rendered = render_email(
+            template,
+            context,
+            args.get("locale"),
+            text_from_html=settings.text_from_html,
+            inline_css=settings.inline_css,
+        )
         subject = subject or rendered.subject
         html = html or rendered.html
         text = text or rendered.text

@@ -277,3 +277,93 @@ def test_locale_without_flask_babel_is_refused(
         send_email(**BASE, locale="de")
     assert "only used together with 'template'" in str(info.value)
     assert sandbox.stats["requests"] == 0
+
+
+# Text from HTML, CSS inlining
+
+RECEIPT = (
+    "<html><head><style>p { color: #333 } @media (max-width: 600px)"
+    " { p { font-size: 18px } }</style></head><body><p>Thanks, {{ name }}!</p>"
+    '<p><a href="https://acme.test/orders/7">See your order</a></p></body></html>'
+)
+
+
+@pytest.fixture
+def html_only(tmp_path: Path) -> str:
+    (tmp_path / "emails").mkdir(exist_ok=True)
+    (tmp_path / "emails" / "receipt.html").write_text(RECEIPT)
+    return "emails/receipt"
+
+
+def test_text_and_inlined_css_reach_the_wire(
+    make_app: AppFactory, sandbox: Sandbox, tmp_path: Path, html_only: str
+) -> None:
+    app = make_app(
+        template_folder=str(tmp_path),
+        TESTING=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_TEXT_FROM_HTML=True,
+        POSTSTACK_INLINE_CSS="on",
+    )
+    with app.app_context():
+        result = send_email(
+            to="ada@example.com", subject="Receipt", template=html_only,
+            context={"name": "Ada"},
+        )  # fmt: skip
+        given = send_email(
+            to="ada@example.com", subject="Receipt", template=html_only,
+            context={"name": "Ada"}, text="Mine",
+        )  # fmt: skip
+    sent = sandbox.get_email(result.id).input
+    assert sent.text == ("Thanks, Ada!\n\n[See your order](https://acme.test/orders/7)")
+    assert sent.html is not None
+    assert '<p style="color: #333;">Thanks, Ada!</p>' in sent.html
+    assert "@media (max-width: 600px)" in sent.html  # kept for the clients
+    assert sandbox.get_email(given.id).input.text == "Mine"
+
+
+def test_both_are_off_by_default(app: Flask, sandbox: Sandbox, html_only: str) -> None:
+    with app.app_context():
+        result = send_email(
+            to="ada@example.com", subject="R", template=html_only, context={"name": "A"}
+        )
+    sent = sandbox.get_email(result.id).input
+    assert sent.text is None
+    assert sent.html == RECEIPT.replace("{{ name }}", "A")
+
+
+def test_a_txt_template_wins_over_the_generated_text(
+    make_app: AppFactory, tmp_path: Path, html_only: str
+) -> None:
+    (tmp_path / "emails" / "receipt.txt").write_text("Thanks, {{ name }}.")
+    app = make_app(template_folder=str(tmp_path), POSTSTACK_TEXT_FROM_HTML=True)
+    with app.app_context():
+        send_email(to="a@example.com", subject="R", template=html_only, context={})
+        (payload,) = app.extensions["poststack.state"].outbox
+    assert payload["text"] == "Thanks, ."
+
+
+@pytest.mark.parametrize(
+    ("key", "module", "extra"),
+    [
+        ("POSTSTACK_TEXT_FROM_HTML", "inscriptis", "text"),
+        ("POSTSTACK_INLINE_CSS", "css_inline", "css"),
+    ],
+)
+def test_a_missing_library_names_the_setting_and_the_extra(
+    make_app: AppFactory,
+    tmp_path: Path,
+    html_only: str,
+    monkeypatch: pytest.MonkeyPatch,
+    key: str,
+    module: str,
+    extra: str,
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, module, None)
+    app = make_app(template_folder=str(tmp_path), **{key: True})
+    with app.app_context(), pytest.raises(ConfigurationError) as info:
+        send_email(to="a@example.com", subject="R", template=html_only, context={})
+    assert info.value.key == key
+    assert f"flask-poststack[{extra}]" in str(info.value)
+    assert app.extensions["poststack.state"].outbox == []
