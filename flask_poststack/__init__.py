@@ -20,6 +20,9 @@ if t.TYPE_CHECKING:
     from . import signals as signals
     from . import testing as testing
     from ._state import get_state as get_state
+    from .cancel import cancel_email as cancel_email
+    from .cancel import EmailChange as EmailChange
+    from .cancel import reschedule_email as reschedule_email
     from .errors import ConfigurationError as ConfigurationError
     from .errors import FlaskPostStackError as FlaskPostStackError
     from .errors import InvalidEmailError as InvalidEmailError
@@ -50,6 +53,7 @@ _WHERE = {
     "BatchItem": "results",
     "ConfigurationError": "errors",
     "EmailArgs": "message",
+    "EmailChange": "cancel",
     "EmailStatus": "status",
     "FlaskPostStackError": "errors",
     "InvalidEmailError": "errors",
@@ -62,11 +66,13 @@ _WHERE = {
     "UnknownArgumentError": "errors",
     "WebhookEvent": "webhooks",
     "WebhookVerificationError": "errors",
+    "cancel_email": "cancel",
     "email_status": "status",
     "enqueue_batch": "queueing",
     "enqueue_email": "queueing",
     "enqueue_many": "queueing",
     "get_state": "_state",
+    "reschedule_email": "cancel",
     "send_batch": "sending",
     "send_email": "sending",
     "webhook_blueprint": "webhooks",
