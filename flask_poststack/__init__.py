@@ -42,6 +42,7 @@ if t.TYPE_CHECKING:
     from .results import SendResult as SendResult
     from .sending import send_batch as send_batch
     from .sending import send_email as send_email
+    from .sending import send_email_async as send_email_async
     from .status import email_status as email_status
     from .status import EmailStatus as EmailStatus
     from .webhooks import webhook_blueprint as webhook_blueprint
@@ -75,6 +76,7 @@ _WHERE = {
     "reschedule_email": "cancel",
     "send_batch": "sending",
     "send_email": "sending",
+    "send_email_async": "sending",
     "webhook_blueprint": "webhooks",
 }
 _MODULES = {"signals", "testing"}

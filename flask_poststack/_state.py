@@ -15,6 +15,7 @@ import typing as t
 from flask import current_app
 from flask import Flask
 
+from ._loop_clients import LoopClients
 from .client import ClientSlot
 from .config import live_setting
 from .config import Settings
@@ -109,6 +110,7 @@ class AppState:
     #: in-memory Redis.
     redis_url_in_config: bool = True
     _redis: _RedisSlot = dataclasses.field(init=False, repr=False)
+    _loop_clients: LoopClients = dataclasses.field(init=False, repr=False)
     # RQ queues by (name, is_async): Queue() costs a good part of an enqueue.
     _queues: dict[tuple[str, bool], Queue] = dataclasses.field(
         default_factory=dict, init=False, repr=False
@@ -116,6 +118,12 @@ class AppState:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_redis", _RedisSlot(self.settings.redis_url))
+        object.__setattr__(self, "_loop_clients", LoopClients(self.client_slot))
+
+    @property
+    def loop_clients(self) -> LoopClients:
+        """The app's ``AsyncPostStack`` clients, one per event loop."""
+        return self._loop_clients
 
     @property
     def redis(self) -> Redis:
