@@ -172,12 +172,13 @@ def _locate(
 def _take_off_queue(job: Job) -> bool:
     """Remove ``job`` from where a worker would take it; whether it was
     there. After this, no worker can start it."""
+    from rq import Queue
     from rq.registry import ScheduledJobRegistry
 
-    queue_key = f"rq:queue:{job.origin}"
-    scheduled = ScheduledJobRegistry(job.origin, connection=job.connection)  # type: ignore[no-untyped-call]
+    queue = Queue(job.origin, connection=job.connection)
+    scheduled = ScheduledJobRegistry(queue=queue)  # type: ignore[no-untyped-call]
     pipe = job.connection.pipeline()
-    pipe.lrem(queue_key, 0, job.id)
+    pipe.lrem(queue.key, 0, job.id)
     pipe.zrem(scheduled.key, job.id)
     return any(pipe.execute())
 
@@ -195,7 +196,8 @@ def _too_late(job: Job | None) -> EmailChange:
     if job is None:
         return EmailChange(False, "sent", "It was sent already.")
     status = job.get_status(refresh=True)
-    if status == JobStatus.STARTED:
+    # Still "queued" but no longer in the queue: a worker has just taken it.
+    if status in (JobStatus.STARTED, JobStatus.QUEUED, JobStatus.SCHEDULED):
         return EmailChange(False, "started", "A worker is sending it now.", job.id)
     if status in (JobStatus.FAILED, JobStatus.STOPPED):
         return EmailChange(False, "failed", "It failed; nothing to cancel.", job.id)

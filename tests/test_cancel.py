@@ -115,3 +115,15 @@ def test_unknown_job(batch_app: Flask, conn: redis.Redis) -> None:
     with batch_app.app_context():
         change = cancel_email("no-such-job")
     assert (change.done, change.where) == (False, "unknown")
+
+
+def test_a_job_a_worker_has_taken_is_not_cancelled(
+    batch_app: Flask, conn: redis.Redis
+) -> None:
+    with batch_app.app_context():
+        job = enqueue_email(**EMAIL)
+        # What a worker's dequeue does: the job leaves the queue's list.
+        assert conn.lrem("rq:queue:poststack", 0, job.id) == 1
+        change = cancel_email(job)
+        assert (change.done, change.where) == (False, "started")
+        assert email_status(job).state == "queued"  # untouched

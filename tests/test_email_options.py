@@ -367,3 +367,18 @@ def test_a_missing_library_names_the_setting_and_the_extra(
     assert info.value.key == key
     assert f"flask-poststack[{extra}]" in str(info.value)
     assert app.extensions["poststack.state"].outbox == []
+
+
+def test_batches_take_the_same_arguments(app: Flask, sandbox: Sandbox) -> None:
+    from flask_poststack import send_batch
+
+    with app.app_context():
+        messages: list[t.Any] = [
+            {**BASE, "tracking": False, "extra": {"signature": "none"}},
+            {**BASE, "unsubscribe": True},
+        ]
+        items = send_batch(messages)
+    first, second = (sandbox.get_email(str(item.id)).input for item in items)
+    assert first.tracking == {"opens": False, "clicks": False}
+    assert first.other == {"signature": "none"}
+    assert second.unsubscribe is True
