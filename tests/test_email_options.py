@@ -382,3 +382,21 @@ def test_batches_take_the_same_arguments(app: Flask, sandbox: Sandbox) -> None:
     assert first.tracking == {"opens": False, "clicks": False}
     assert first.other == {"signature": "none"}
     assert second.unsubscribe is True
+
+
+def test_preview_renders_as_a_send_would(
+    make_app: AppFactory, tmp_path: Path, html_only: str
+) -> None:
+    app = make_app(
+        template_folder=str(tmp_path),
+        POSTSTACK_TEXT_FROM_HTML=True,
+        POSTSTACK_INLINE_CSS=True,
+    )
+    args = ["poststack", "preview", html_only, "--context", '{"name": "Ada"}']
+    result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    assert "[See your order](https://acme.test/orders/7)" in result.output
+    assert '<p style="color: #333;">Thanks, Ada!</p>' in result.output
+    bad = app.test_cli_runner().invoke(args=[*args, "--locale", "de"])
+    assert bad.exit_code == 2
+    assert "'--locale'" in bad.output and "Flask-Babel" in bad.output

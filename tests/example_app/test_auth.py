@@ -159,3 +159,14 @@ def test_the_password_reset_email_has_tracking_off(
     # An unknown address gets the same page, and no email.
     client.post("/reset", data={"email": "nobody@example.com"})
     assert len(poststack_outbox) == 1
+
+
+def test_preview_shows_the_layout(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(
+        args=["poststack", "preview", "emails/password_reset", "--context",
+              '{"reset_url": "https://acme.test/r/1"}']
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert '<div class="header">Acme</div>' in result.output
+    assert "Acme\n====\n\nSomeone asked to reset" in result.output
+    assert "https://acme.test/r/1" in result.output
