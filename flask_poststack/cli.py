@@ -19,6 +19,7 @@ from poststack import PostStackError
 
 from ._cli_checks import check_api
 from ._cli_checks import check_queue
+from ._cli_checks import check_render_options
 from ._cli_checks import quick_client
 from ._dev import dev
 from ._state import get_state
@@ -190,6 +191,8 @@ def check() -> None:
     else:
         report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
     for row in check_queue(settings):
+        report(*row)
+    for row in check_render_options(settings):
         report(*row)
     if failures:
         raise click.exceptions.Exit(1)

@@ -400,3 +400,21 @@ def test_preview_renders_as_a_send_would(
     bad = app.test_cli_runner().invoke(args=[*args, "--locale", "de"])
     assert bad.exit_code == 2
     assert "'--locale'" in bad.output and "Flask-Babel" in bad.output
+
+
+def test_check_reports_the_render_options(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "css_inline" else real(name, *a),
+    )
+    app = make_app(POSTSTACK_TEXT_FROM_HTML=True, POSTSTACK_INLINE_CSS=True)
+    result = app.test_cli_runner().invoke(args=["poststack", "check"])
+    assert "ok  POSTSTACK_TEXT_FROM_HTML: on (inscriptis)" in result.output
+    assert "FAIL  POSTSTACK_INLINE_CSS: on, but css_inline is missing" in result.output
+    assert result.exit_code == 1
