@@ -142,3 +142,24 @@ def test_suppressed_and_keyless_apps(make_app: AppFactory, sandbox: Sandbox) -> 
         asyncio.run(run(keyless))
     assert info.value.key == "POSTSTACK_API_KEY"
     assert sandbox.stats["requests"] == 0
+
+
+def test_an_api_error_is_raised_logged_and_signalled(
+    app: Flask, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox.faults.add("error", status=422, code="unprocessable_entity", path="/emails")
+    failed: list[Exception] = []
+
+    def on_failed(sender: Flask, exception: Exception, **extra: t.Any) -> None:
+        failed.append(exception)
+
+    async def run() -> None:
+        with app.app_context():
+            await send_email_async(**EMAIL)
+
+    listening = signals.email_failed.connected_to(on_failed, app)
+    with listening, pytest.raises(poststack.PostStackError) as info:
+        asyncio.run(run())
+    assert info.value.status_code == 422
+    assert failed == [info.value]
+    assert "PostStack send failed: status=422" in caplog.text
