@@ -54,7 +54,12 @@ def worker(
     Runs the same `rq worker` command the docs give, with the app's
     POSTSTACK_* settings passed in its environment.
     """
-    settings = get_state().settings
+    state = get_state()
+    try:
+        redis_url = state.redis_url()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = state.settings
     argv = worker_command(
         settings,
         queues=queues,
@@ -64,13 +69,13 @@ def worker(
     )
     # The Redis URL goes through the environment, so no password shows in
     # this output or in the process list.
-    click.echo(f"RQ_REDIS_URL={shlex.quote(redact_url(settings.redis_url))} ", nl=False)
+    click.echo(f"RQ_REDIS_URL={shlex.quote(redact_url(redis_url))} ", nl=False)
     click.echo(shlex.join(argv))
     if print_only:
         return
     sys.stdout.flush()
     env = worker_environ(current_app.config)
-    env["RQ_REDIS_URL"] = settings.redis_url
+    env["RQ_REDIS_URL"] = redis_url
     os.execvpe(argv[0], argv, env)
 
 

@@ -3,9 +3,10 @@
 Every key is declared once, as a field of :class:`Settings`: its default,
 its parser, and whether it is read live (at each use, from ``app.config``)
 rather than once at ``init_app``. The app reads ``app.config`` and, for keys
-it lacks, ``os.environ``; a testing app (``TESTING = True``) reads the keys
-that reach outside (API key and URL, Redis URL, suppression) from
-``app.config`` only, so the shell cannot point tests at a real API or Redis.
+it lacks, ``os.environ``; while ``TESTING`` is on, the app reads the keys
+that reach outside (API key and URL, Redis URL, suppression, eager mode)
+from ``app.config`` only, so the shell cannot point tests at a real API or
+Redis.
 The worker reads ``os.environ`` only. Values from the environment are
 strings: numbers, booleans and lists are parsed, and a value that does not
 parse is a :exc:`ConfigurationError` naming the key.
@@ -52,8 +53,8 @@ def _key(
     """Declare one setting: a :class:`Settings` field with its key's facts.
 
     ``outside`` marks a key that reaches outside the process (a real API or
-    Redis, or whether to send at all): a testing app reads it from
-    ``app.config`` only.
+    Redis, whether to send at all, or how queued jobs run): a testing app
+    reads it from ``app.config`` only.
     """
     meta = {"parse": parse, "name": name, "live": live, "outside": outside}
     return dataclasses.field(default=default, repr=not secret, metadata=meta)
@@ -225,7 +226,7 @@ class Settings:
     #: ``None`` follows ``app.testing`` (and means "send" in a worker).
     suppress_send: bool | None = _key(parse_bool, live=True, outside=True)
     #: Run queued jobs inline, in ``enqueue_email`` (for tests).
-    eager: bool = _key(parse_bool, False, live=True)
+    eager: bool = _key(parse_bool, False, live=True, outside=True)
     webhook_secrets: tuple[str, ...] = _key(
         _str_list, (), name="POSTSTACK_WEBHOOK_SECRET", secret=True
     )
@@ -309,16 +310,15 @@ def load_settings(*sources: t.Mapping[str, t.Any], isolated: bool = False) -> Se
     return Settings(**values)
 
 
-def app_settings(config: t.Mapping[str, t.Any]) -> Settings:
+def app_settings(config: t.Mapping[str, t.Any], *, testing: bool) -> Settings:
     """The settings of an app with ``config``: ``app.config`` first, then
     ``os.environ``.
 
-    With ``TESTING`` on, the keys that reach outside the process
-    (``POSTSTACK_API_KEY``, ``..._BASE_URL``, ``..._REDIS_URL``,
-    ``..._SUPPRESS_SEND``) come from ``app.config`` only, so that the shell
+    With ``testing``, the keys that reach outside the process (see
+    :data:`OUTSIDE_KEYS`) come from ``app.config`` only, so that the shell
     cannot make a test send real email or use a real Redis.
     """
-    return load_settings(config, os.environ, isolated=bool(config.get("TESTING")))
+    return load_settings(config, os.environ, isolated=testing)
 
 
 def environ_settings() -> Settings:

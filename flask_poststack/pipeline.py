@@ -230,7 +230,9 @@ def _capture(context: Context, payloads: Sequence[_Payload]) -> list[SendResult]
 
 def _sent(context: Context, payload: _Payload, result: SendResult) -> None:
     try:
-        signals.email_sent.send(context.sender, payload=payload, result=result)
+        signals.email_sent.send(
+            context.sender, payload=payload, result=result, job=context.job
+        )
     except Exception:
         # The API has the email: a receiver's bug must not make it look failed
         # (and, in a worker, must not get it retried).

@@ -32,7 +32,8 @@ email_sent = _signals.signal(
     "email-sent",
     doc="""Sent with ``payload`` and ``result`` (a
     :class:`~flask_poststack.SendResult`) after the API accepted an email, or
-    after a suppressed send. A receiver that raises is logged and ignored:
+    after a suppressed send; for a queued email, also with its ``job``
+    (``None`` for a direct send). A receiver that raises is logged and ignored:
     the email was sent.""",
 )
 
