@@ -15,6 +15,7 @@ import typing as t
 from flask import current_app
 from flask import Flask
 
+from ._loop_clients import LoopClients
 from .client import ClientSlot
 from .config import live_setting
 from .config import Settings
@@ -101,9 +102,12 @@ class Mode:
     #: Whether ``app.config`` itself set ``POSTSTACK_REDIS_URL``.
     redis_url_in_config: bool = True
     redis: _RedisSlot = dataclasses.field(init=False, repr=False)
+    #: The ``AsyncPostStack`` clients, one per event loop.
+    loop_clients: LoopClients = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "redis", _RedisSlot(self.settings.redis_url))
+        object.__setattr__(self, "loop_clients", LoopClients(self.client_slot))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -148,6 +152,13 @@ class AppState:
         client = self.mode.client_slot.get()
         if self.app.extensions.get("poststack") is not client:
             self.app.extensions["poststack"] = client
+
+    @property
+    def loop_clients(self) -> LoopClients:
+        """The app's ``AsyncPostStack`` clients, one per event loop (as
+        ``app.testing`` is now)."""
+        self.follow_testing()
+        return self.mode.loop_clients
 
     @property
     def redis(self) -> Redis:

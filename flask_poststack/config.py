@@ -129,6 +129,32 @@ def parse_bool(key: str, value: t.Any) -> bool:
     raise ConfigurationError(key, f"must be true or false, not {value!r}.")
 
 
+def _tracking(key: str, value: t.Any) -> dict[str, bool]:
+    # True/False (or "on"/"off") for both; a mapping, or "opens=on,clicks=off"
+    # from the environment, for each.
+    if isinstance(value, bool) or (
+        isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE
+    ):
+        return dict.fromkeys(("opens", "clicks"), parse_bool(key, value))
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if not all(sep for _, sep, _ in pairs):
+            raise ConfigurationError(
+                key, f"must be true, false or 'opens=on,clicks=off', not {value!r}."
+            )
+        value = {name.strip(): flag for name, _, flag in pairs}
+    if not isinstance(value, t.Mapping):
+        raise ConfigurationError(
+            key, f'must be {{"opens": bool, "clicks": bool}}, not {value!r}.'
+        )
+    for name in value:
+        if name not in ("opens", "clicks"):
+            raise ConfigurationError(
+                key, f"unknown key {name!r}: the keys are 'opens' and 'clicks'."
+            )
+    return {name: parse_bool(key, flag) for name, flag in value.items()}
+
+
 def _str_list(key: str, value: t.Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
@@ -183,6 +209,16 @@ class Settings:
     default_from: str | None = _key(_opt_str)
     default_reply_to: str | None = _key(_opt_str)
     default_tags: tuple[str, ...] = _key(_str_list, ())
+    #: ``{"opens": bool, "clicks": bool}``; unset keys follow the domain's
+    #: settings at the API.
+    tracking: t.Mapping[str, bool] | None = _key(_tracking)
+    #: Ask for a one-click ``List-Unsubscribe`` header; unset: the API's
+    #: default (none).
+    unsubscribe: bool | None = _key(parse_bool)
+    #: Make a template's text part from its HTML when it has no ``.txt``.
+    text_from_html: bool = _key(parse_bool, False)
+    #: Inline the CSS of a template's HTML into ``style`` attributes.
+    inline_css: bool = _key(parse_bool, False)
     redis_url: str = _key(
         _url("redis", "rediss", "unix"), "redis://localhost:6379/0", outside=True
     )

@@ -42,7 +42,15 @@ if t.TYPE_CHECKING:
 
     from .client import ClientSlot
 
-__all__ = ["Context", "enqueued", "log_failure", "prepare", "send_many", "send_one"]
+__all__ = [
+    "Context",
+    "enqueued",
+    "log_failure",
+    "prepare",
+    "send_many",
+    "send_one",
+    "send_one_async",
+]
 
 logger = logging.getLogger("flask_poststack")
 
@@ -138,14 +146,42 @@ def send_one(context: Context, payload: _Payload) -> SendResult:
         else:
             client = context.slot.for_send()
             answer = _read_answer(lambda: client.emails.send(dict(payload)))
-            if not isinstance(answer.get("id"), str):
-                raise _invalid_response("has no email id")
-            result = SendResult.from_response(answer)
+            result = _accepted(answer)
     except Exception as exc:
         _failed(context, payload, exc)
         raise
     _sent(context, payload, result)
     return result
+
+
+async def send_one_async(
+    context: Context,
+    payload: _Payload,
+    send: t.Callable[[_Payload], t.Awaitable[t.Any]],
+) -> SendResult:
+    """:func:`send_one` for async code: ``await send(body)`` is the SDK's
+    ``AsyncPostStack.emails.send``. Same capture, signals and errors."""
+    try:
+        context.slot.faults.raise_next()
+        if context.is_suppressed():
+            result = _capture(context, [payload])[0]
+        else:
+            try:
+                answer = await send(dict(payload))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise _invalid_response("is not JSON") from None
+            result = _accepted(_read_answer(lambda: answer))
+    except Exception as exc:
+        _failed(context, payload, exc)
+        raise
+    _sent(context, payload, result)
+    return result
+
+
+def _accepted(answer: Mapping[str, t.Any]) -> SendResult:
+    if not isinstance(answer.get("id"), str):
+        raise _invalid_response("has no email id")
+    return SendResult.from_response(answer)
 
 
 def send_many(context: Context, payloads: Sequence[_Payload]) -> list[dict[str, t.Any]]:
