@@ -244,6 +244,8 @@ class Settings:
     job_timeout: int = _key(_number(int, minimum=1), 310)
     result_ttl: int = _key(_number(int), 86_400)
     failure_ttl: int = _key(_number(int), 30 * 86_400)
+    #: ``Mail.send`` of :mod:`flask_poststack.flask_mail` queues instead.
+    flask_mail_queue: bool = _key(parse_bool, False)
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
 
     def as_config(self) -> dict[str, t.Any]:

@@ -6,6 +6,7 @@ come here. This is the only code that
 - fires ``before_send`` (:func:`prepare`: once per email, in the app, before
   it is sent or queued; never again in the worker);
 - fires ``email_enqueued`` once the email is in Redis;
+- fires Flask-Mail's ``email_dispatched`` for :mod:`flask_poststack.flask_mail`;
 - fires ``email_sent`` and ``email_failed``, and keeps a raising receiver
   of either from changing what happened to the email (an accepted email
   stays accepted, a failure is retried or not as the policy says);
@@ -44,6 +45,7 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "Context",
+    "dispatched",
     "enqueued",
     "log_failure",
     "prepare",
@@ -130,6 +132,17 @@ def enqueued(sender: t.Any, jobs: Sequence[tuple[_Payload, Job]]) -> None:
             signals.email_enqueued.send(sender, payload=payload, job=job)
         except Exception:
             logger.exception("An email_enqueued receiver failed for job %s", job.id)
+
+
+def dispatched(sender: t.Any, message: t.Any) -> None:
+    """Fire Flask-Mail's ``email_dispatched`` for a message sent or queued by
+    :mod:`flask_poststack.flask_mail`. A receiver that raises is logged and
+    ignored, as for ``email_sent``: the email is gone.
+    """
+    try:
+        signals.email_dispatched.send(sender, message=message)
+    except Exception:
+        logger.exception("An email_dispatched receiver failed")
 
 
 def send_one(context: Context, payload: _Payload) -> SendResult:
