@@ -435,3 +435,28 @@ def poststack_app() -> Flask:
     app = flask_mail_app(POSTSTACK_FLASK_MAIL_QUEUE=True)
     Mail(app)
     return app
+
+
+def test_the_flask_mail_user_app_sends_for_real_with_only_the_key_added(
+    sandbox: Sandbox,
+) -> None:
+    from tests.flask_mail_app.app import create_app
+    from tests.flask_mail_app.config import Config
+
+    class Production(Config):
+        POSTSTACK_API_KEY = KEY
+        POSTSTACK_BASE_URL = sandbox.base_url
+
+    app = create_app(Production)
+    response = app.test_client().post(
+        "/reset_password", data={"email": "susan@example.com"}
+    )
+    assert response.text == "Check your email"
+    (stored,) = sandbox.emails
+    assert stored.to == ["susan@example.com"]
+    assert (stored.input.from_name, stored.input.from_address) == (
+        "Microblog",
+        "noreply@microblog.test",
+    )
+    assert stored.subject == "[Microblog] Reset Your Password"
+    assert stored.html is not None and "click here" in stored.html

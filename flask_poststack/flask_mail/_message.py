@@ -15,6 +15,7 @@ import socket
 import typing as t
 import unicodedata
 from collections.abc import Iterable
+from collections.abc import Sequence
 from email import policy
 from email.charset import Charset
 from email.encoders import encode_base64
@@ -159,14 +160,14 @@ class Message:
     def __init__(
         self,
         subject: str = "",
-        recipients: list[Address] | None = None,
+        recipients: Sequence[Address] | None = None,
         body: str | None = None,
         html: str | None = None,
         alts: dict[str, str] | Iterable[tuple[str, str]] | None = None,
         sender: Address | None = None,
-        cc: list[Address] | None = None,
-        bcc: list[Address] | None = None,
-        attachments: list[Attachment] | None = None,
+        cc: Sequence[Address] | None = None,
+        bcc: Sequence[Address] | None = None,
+        attachments: Sequence[Attachment] | None = None,
         reply_to: Address | None = None,
         date: float | None = None,
         charset: str | None = None,
