@@ -162,7 +162,9 @@ class Mail:
             if value is not None and app.config.get(key) is None:
                 app.config[key] = _flat(value) if key.endswith("_FROM") else value
         if not registered:
-            from ..extension import PostStack
+            # Through the public top level, as an app would: this module is a
+            # layer above the extension, which no module imports.
+            from .. import PostStack
 
             PostStack(app)
         state = self.init_mail(app.config, app.debug, app.testing)
