@@ -241,7 +241,7 @@ def test_send_goes_through_the_pipeline(
 
     msg = Message(
         "Receipt",
-        recipients=[("Ada", "ada@example.com")],
+        recipients=[("Ada", "ada@example.com"), ("Doe, Jane", "jane@example.com")],
         body="Thanks",
         html="<p>Thanks</p>",
         cc=["cc@example.com"],
@@ -266,7 +266,7 @@ def test_send_goes_through_the_pipeline(
     assert record.status == "sent" and record.captured  # TESTING suppresses
     assert (record.from_, record.to, record.cc, record.bcc) == (
         SENDER,
-        ["Ada <ada@example.com>"],
+        ["Ada <ada@example.com>", '"Doe, Jane" <jane@example.com>'],
         ["cc@example.com"],
         ["bcc@example.com"],
     )

@@ -39,10 +39,7 @@ from ._message import IncompleteMessageError
 from ._message import Message
 
 if t.TYPE_CHECKING:
-    from rq.job import Job
-
     from ..message import EmailArgs
-    from ..results import SendResult
 
 __all__ = ["Connection", "Mail", "MailState", "email_args"]
 
@@ -112,7 +109,13 @@ class Connection:
             nothing is sent.
         """
         with _in_app(self.app):
-            self.mail._deliver(message)
+            args = email_args(message)
+            if message.date is None:
+                message.date = time.time()
+            if get_state().settings.flask_mail_queue:
+                enqueue_email(**args)
+            else:
+                send_email(**args)
             pipeline.dispatched(self.app, message)
         self.num_emails += 1
 
@@ -205,22 +208,9 @@ class Mail:
         with signals.email_dispatched.connected_to(record, ANY):
             yield outbox
 
-    def _deliver(self, message: Message) -> SendResult | Job:
-        """Check, convert and send (or queue) ``message``; needs an app context.
-
-        Returns the :class:`~flask_poststack.SendResult`, or the RQ job when
-        queued. This is all of :meth:`send` but ``email_dispatched``.
-        """
-        args = email_args(message)
-        if message.date is None:
-            message.date = time.time()
-        if get_state().settings.flask_mail_queue:
-            return enqueue_email(**args)
-        return send_email(**args)
-
     def __getattr__(self, name: str) -> t.Any:
         # Flask-Mail reads its settings through the extension object.
-        if name == "state":
+        if name == "state" or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.state, name, None)
 
@@ -251,8 +241,9 @@ def email_args(message: Message) -> EmailArgs:
         raise IncompleteMessageError(
             "from_", "the message has no sender and MAIL_DEFAULT_SENDER is not set."
         )
-    if message.has_bad_headers():
-        raise BadHeaderError(_bad_header(message))
+    bad = message.bad_header()
+    if bad is not None:
+        raise BadHeaderError(bad)
     others = sorted(set(message.alts) - {"html"})
     if others:
         raise InvalidEmailError(
@@ -276,17 +267,6 @@ def email_args(message: Message) -> EmailArgs:
     if message.attachments:
         args["attachments"] = [_attachment(a) for a in message.attachments]
     return args
-
-
-def _bad_header(message: Message) -> str:
-    addresses = [message.sender or "", message.reply_to or ""]
-    names = ["from_", "reply_to"]
-    for name, address in zip(names, addresses, strict=True):
-        if set(_flat(address)) & {"\r", "\n"}:
-            return name
-    if any(set(_flat(a)) & {"\r", "\n"} for a in message.recipients):
-        return "to"
-    return "subject"
 
 
 def _attachment(attachment: t.Any) -> PostStackAttachment:

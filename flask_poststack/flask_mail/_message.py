@@ -46,6 +46,7 @@ __all__ = [
 Address: t.TypeAlias = "str | tuple[str, str]"
 
 _SPACES = re.compile(r"\s+")
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 
 
 class BadHeaderError(InvalidEmailError):
@@ -72,9 +73,18 @@ class IncompleteMessageError(InvalidEmailError, AssertionError):
 
 
 def _flat(address: Address) -> str:
-    if isinstance(address, tuple):
-        return f"{address[0]} <{address[1]}>"
-    return str(address)
+    """``("Name", "a@b.c")`` as ``"Name <a@b.c>"``, quoting a name that
+    needs it (``"Doe, Jane"``); a string as it is."""
+    if not isinstance(address, tuple):
+        return str(address)
+    name, addr = address
+    if _SPECIALS.search(name):
+        name = '"{}"'.format(name.replace("\\", "\\\\").replace('"', '\\"'))
+    return f"{name} <{addr}>" if name else addr
+
+
+def _has_break(address: Address) -> bool:
+    return bool(set(_flat(address)) & {"\r", "\n"})
 
 
 def _no_breaks(text: str) -> str:
@@ -234,18 +244,26 @@ class Message:
         """Whether the sender, reply-to, a recipient or the subject has a line
         break; a subject folded as RFC 5322 allows (CRLF, then a space or tab,
         then text) is fine."""
-        addresses = [self.sender or "", *self.recipients]
-        if self.reply_to:
-            addresses.append(self.reply_to)
-        if any(set(_flat(a)) & {"\r", "\n"} for a in addresses):
-            return True
+        return self.bad_header() is not None
+
+    def bad_header(self) -> str | None:
+        """The argument with a bad header (see :meth:`has_bad_headers`), as
+        :class:`~flask_poststack.EmailArgs` names it, or ``None``."""
+        if self.sender and _has_break(self.sender):
+            return "from_"
+        if self.reply_to and _has_break(self.reply_to):
+            return "reply_to"
+        if any(_has_break(a) for a in self.recipients):
+            return "to"
         if not self.subject or not set(self.subject) & {"\r", "\n"}:
-            return False
+            return None
         first, *rest = self.subject.split("\r\n")
         lines = [first, *(line[1:] for line in rest if line[:1] in (" ", "\t"))]
-        return len(lines) != len(rest) + 1 or any(
+        if len(lines) != len(rest) + 1 or any(
             not line.strip() or set(line) & {"\r", "\n"} for line in lines
-        )
+        ):
+            return "subject"
+        return None
 
     def is_bad_headers(self) -> bool:
         """The old name of :meth:`has_bad_headers`."""
