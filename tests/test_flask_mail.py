@@ -93,6 +93,16 @@ def test_a_mail_without_an_app_needs_init_app() -> None:
 # Message --------------------------------------------------------------------
 
 
+def test_a_message_built_outside_the_app_gets_the_default_sender_at_send() -> None:
+    msg = Message("s", recipients=["a@example.com"], body="b")
+    assert msg.sender is None
+    app = flask_mail_app()
+    mail = Mail(app)
+    with mail.record_messages() as outbox:
+        mail.send(msg)  # Mail(app): no app context needed
+    assert outbox == [msg] and msg.sender == SENDER
+
+
 def test_message_fields(app: Flask, mail: Mail) -> None:
     msg = Message("s", mail_options=["SMTPUTF8"], rcpt_options=["NOTIFY=NEVER"])
     assert (msg.sender, msg.recipients, msg.cc, msg.bcc) == (SENDER, [], [], [])

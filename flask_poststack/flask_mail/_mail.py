@@ -109,6 +109,9 @@ class Connection:
             nothing is sent.
         """
         with _in_app(self.app):
+            if not message.sender:  # a Message built outside the app context
+                default = getattr(self.app.extensions["mail"], "default_sender", None)
+                message.sender = _flat(default) if default else None
             args = email_args(message)
             if message.date is None:
                 message.date = time.time()
