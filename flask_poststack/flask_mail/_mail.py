@@ -107,6 +107,9 @@ class Connection:
         :raises BadHeaderError: see :meth:`Message.has_bad_headers`.
         :raises InvalidEmailError: anything else the API would refuse;
             nothing is sent.
+        :raises poststack.PostStackError: the API's error, as from
+            ``send_email``; or, when queueing,
+            :exc:`~flask_poststack.QueueUnavailableError`.
         """
         with _in_app(self.app):
             if not message.sender:  # a Message built outside the app context
