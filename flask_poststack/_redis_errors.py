@@ -31,7 +31,9 @@ class RecordingRetry(Retry):
     """redis-py's :class:`~redis.retry.Retry`, which also records each failed
     attempt for :func:`watch`."""
 
-    def call_with_retry(self, do: t.Any, fail: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+    def call_with_retry(
+        self, do: t.Any, fail: t.Any, *args: t.Any, **kwargs: t.Any
+    ) -> t.Any:
         seen = _seen.get()
         if seen is None:
             return super().call_with_retry(do, fail, *args, **kwargs)
