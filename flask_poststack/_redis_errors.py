@@ -59,7 +59,8 @@ def recording(client: redis.Redis) -> redis.Redis:
 @contextlib.contextmanager
 def watch() -> t.Iterator[list[BaseException]]:
     """Collect the errors of every Redis attempt made inside the block."""
-    token = _seen.set(seen := [])
+    seen: list[BaseException] = []
+    token = _seen.set(seen)
     try:
         yield seen
     finally:

@@ -238,6 +238,7 @@ def test_a_timeout_after_the_write_says_it_may_have_been_queued(
     assert err.may_have_been_queued is True
     assert "may have been queued" in str(err) and "Nothing was queued" not in str(err)
     assert err.idempotency_key == "k1"
+    assert err.job_id is not None
     job = Job.fetch(err.job_id, connection=conn, serializer=JSONSerializer)
     assert job.meta["idempotency_key"] == "k1"  # it was queued, under that id
 
