@@ -222,6 +222,8 @@ class Settings:
     redis_url: str = _key(
         _url("redis", "rediss", "unix"), "redis://localhost:6379/0", outside=True
     )
+    #: Seconds a Redis command may take before an enqueue gives up.
+    redis_timeout: float = _key(_number(float), 10.0)
     queue: str = _key(_str, "poststack")
     #: ``None`` follows ``app.testing`` (and means "send" in a worker).
     suppress_send: bool | None = _key(parse_bool, live=True, outside=True)

@@ -12,7 +12,8 @@ come here. This is the only code that
   stays accepted, a failure is retried or not as the policy says);
 - logs a failed send, in one format (:func:`log_failure`);
 - captures instead of sending while sending is suppressed;
-- raises the failures queued by ``testing.fail_next``.
+- raises the failures queued by ``testing.fail_next``;
+- refuses to send a job with another app's API key.
 
 It takes one :class:`Context`: the app's (``send_email``, eager jobs) or
 the worker's (a job in an ``rq worker``).
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from poststack import PostStackError
 
 from . import signals
+from ._keyprint import check_key
 from .results import SendResult
 from .retry import answer_error
 from .retry import error_fields
@@ -157,7 +159,7 @@ def send_one(context: Context, payload: _Payload) -> SendResult:
         if context.is_suppressed():
             result = _capture(context, [payload])[0]
         else:
-            client = context.slot.for_send()
+            client = _client(context)
             answer = _read_answer(lambda: client.emails.send(dict(payload)))
             result = _accepted(answer)
     except Exception as exc:
@@ -212,7 +214,7 @@ def send_many(context: Context, payloads: Sequence[_Payload]) -> list[dict[str, 
             results = _capture(context, payloads)
             answers = [dict(r.response) for r in results]
         else:
-            client = context.slot.for_send()
+            client = _client(context)
             body = {"emails": list(payloads)}
             response = _read_answer(lambda: client.emails.batch(body))
             data = response.get("data")
@@ -233,6 +235,14 @@ def send_many(context: Context, payloads: Sequence[_Payload]) -> list[dict[str, 
         else:
             _failed(context, payload, answer_error(answer))
     return answers
+
+
+def _client(context: Context) -> t.Any:
+    """The client for a real send; a job queued with another app's key is
+    refused here (:mod:`._keyprint`)."""
+    client = context.slot.for_send()
+    check_key(context.job, context.slot.settings.api_key)
+    return client
 
 
 def _capture(context: Context, payloads: Sequence[_Payload]) -> list[SendResult]:
