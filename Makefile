@@ -45,7 +45,7 @@ test: lint typing docs
 # the worker API, so the tests that run workers also run against each, in a
 # venv of its own (about 40 s each).
 COMPAT_TESTS := tests/test_worker.py tests/test_tasks.py tests/test_client.py \
-	tests/test_queueing.py tests/test_status.py tests/test_pipeline.py \
+	tests/test_queueing.py tests/test_status.py tests/test_pipeline.py tests/test_scheduler.py \
 	tests/e2e/test_delivery.py tests/test_testing.py tests/test_cancel.py
 COMPAT_VENVS := .venv-rq28 .venv-rq212
 

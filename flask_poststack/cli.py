@@ -22,6 +22,7 @@ from ._cli_checks import check_queue
 from ._cli_checks import check_render_options
 from ._cli_checks import quick_client
 from ._dev import dev
+from ._state import AppState
 from ._state import get_state
 from ._templates import undefined_variables
 from ._workercmd import worker_command
@@ -109,6 +110,11 @@ def _own_error_only() -> t.Iterator[None]:
 #: What a missing sender says on the command line (the Python API's message
 #: names ``from_=``).
 NO_SENDER = "no sender: pass --from or set POSTSTACK_DEFAULT_FROM in the config."
+NO_KEY_FOR_API = (
+    "--api asks the API, which needs a key: POSTSTACK_API_KEY is not set. Set"
+    " it in the app's config or export it (sk_test_... for the sandbox), or"
+    " leave out --api to render locally only."
+)
 
 
 @poststack_cli.command("send-test")
@@ -227,6 +233,8 @@ def preview(
     if not isinstance(context, dict):
         raise click.BadParameter("must be a JSON object", param_hint="'--context'")
     settings = get_state().settings
+    if api and not settings.api_key:
+        raise click.ClickException(NO_KEY_FOR_API)
     try:
         rendered = render_email(
             template,
@@ -286,17 +294,32 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
     """Put failed jobs back on the queue (after fixing what made them fail).
 
     Each job keeps its idempotency key, so an email the API had accepted
-    before the failure is not sent twice.
+    before the failure is not sent twice. Exits with status 1 if Redis
+    cannot be reached.
     """
+    import redis
+
+    state = get_state()
+    try:
+        count, name = _requeue(state, queue or state.settings.queue, code)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except redis.RedisError as exc:
+        url = redact_url(state.settings.redis_url)
+        raise click.ClickException(
+            f"cannot reach Redis at {url} ({type(exc).__name__}): is it running?"
+            " The app's POSTSTACK_REDIS_URL says where it is."
+        ) from None
+    click.echo(f"{count} job(s) requeued on {name!r}.")
+
+
+def _requeue(state: AppState, queue: str, code: str | None) -> tuple[int, str]:
     from rq import Queue
     from rq.job import Job
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
 
-    state = get_state()
-    rq_queue = Queue(
-        queue or state.settings.queue, connection=state.redis, serializer=JSONSerializer
-    )
+    rq_queue = Queue(queue, connection=state.redis, serializer=JSONSerializer)
     registry = FailedJobRegistry(queue=rq_queue)
     ids: list[str] = registry.get_job_ids()
     if code is not None:
@@ -315,7 +338,7 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
             job.retries_left = retries or None
             job.save()
             registry.requeue(job_id)
-    click.echo(f"{len(ids)} job(s) requeued on {rq_queue.name!r}.")
+    return len(ids), rq_queue.name
 
 
 @poststack_cli.command("sandbox", with_appcontext=False)

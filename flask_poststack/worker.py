@@ -24,6 +24,8 @@ job) with these changes, for the "never lost, not late" promise:
   (:class:`rq.serializers.JSONSerializer`), as ``enqueue_email`` writes
   them, whatever ``-S`` says: another serializer is replaced, with one
   warning. A job that is not JSON fails with a message saying so.
+- Its ``--with-scheduler`` process stops (releasing the scheduler lock)
+  within about a second of the worker's death (:mod:`._scheduler`).
 - At start, one warning if ``POSTSTACK_API_KEY`` is missing from the
   worker's environment and sending is not suppressed
   (``POSTSTACK_SUPPRESS_SEND``): every send would fail.
@@ -48,6 +50,8 @@ import typing as t
 from datetime import timedelta
 
 from rq import SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT
+from rq.defaults import DEFAULT_LOGGING_FORMAT
 from rq.exceptions import DeserializationError
 from rq.job import Job as RQJob
 from rq.queue import Queue as RQQueue
@@ -58,6 +62,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from ._scheduler import start_scheduler
 from .client import worker_slot
 from .errors import ConfigurationError
 
@@ -212,6 +217,19 @@ class PostStackWorker(SimpleWorker):
             " in the worker's environment, or POSTSTACK_SUPPRESS_SEND=1 to log"
             " emails instead of sending them."
         )
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: t.Any = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """rq's, with a scheduler process that stops when this worker dies."""
+        if burst:  # no scheduler process: rq's one pass, in this process
+            super()._start_scheduler(burst, logging_level, date_format, log_format)
+        else:
+            start_scheduler(self, logging_level, date_format, log_format)
 
     @property
     def heartbeat_interval(self) -> int:
