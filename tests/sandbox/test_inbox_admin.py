@@ -41,8 +41,11 @@ def test_inbox_lists_newest_first(sandbox: Sandbox, client: PostStack) -> None:
         page = browser.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "script-src" not in page.headers["content-security-policy"]
-    assert "default-src 'none'" in page.headers["content-security-policy"]
+    csp = page.headers["content-security-policy"]
+    # Only the inbox's own script file: no inline script, nothing remote.
+    directives = dict(d.strip().partition(" ")[::2] for d in csp.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["default-src"] == "'none'" and "http" not in csp
     text = page.text
     assert text.index("Second") < text.index("First")
     assert "First &lt;b&gt;bold&lt;/b&gt;" in text
@@ -69,14 +72,20 @@ def test_email_page_sandboxes_the_html(sandbox: Sandbox, client: PostStack) -> N
         # The browser unescapes the attribute: the frame gets the exact HTML,
         # with the sandbox attribute present and empty (no allow-scripts).
         assert frames[0] == {"sandbox": None, "srcdoc": EVIL, "title": "HTML body"}
-        assert "Plain &lt;text&gt;" in body
-        assert "X-Trace" in body and "abc" in body
-        assert "delivered" in body and "queued" in body
+        tab = f"/inbox/{sent['id']}?tab="
+        assert "Plain &lt;text&gt;" in browser.get(tab + "text").text
+        headers = browser.get(tab + "headers").text
+        assert "X-Trace" in headers and "abc" in headers
+        events = browser.get(tab + "events").text
+        assert "delivered" in events and "queued" in events
         link = f"/inbox/{sent['id']}/attachments/0"
-        assert link in body
+        assert link in browser.get(tab + "attachments").text
         download = browser.get(link)
         assert download.content == b"col1,col2\n"
+        # No stored type: a download, never sniffed, never run.
+        assert download.headers["content-type"] == "application/octet-stream"
         assert "attachment" in download.headers["content-disposition"]
+        assert download.headers["x-content-type-options"] == "nosniff"
         assert browser.get("/inbox/em_nope").status_code == 404
 
 
