@@ -81,7 +81,7 @@ def matches(email: StoredEmail, query: t.Mapping[str, str]) -> bool:
     to = " ".join([*data.to, *(data.cc or []), *(data.bcc or [])]).lower()
     sender = f"{data.from_name or ''} {data.from_address}".lower()
     subject = (data.subject or "").lower()
-    checks = {
+    checks: dict[str, t.Callable[[str], bool]] = {
         "q": lambda v: v in to or v in sender or v in subject,
         "to": lambda v: v in to,
         "from": lambda v: v in sender,

@@ -226,3 +226,61 @@ def test_cli_serves_until_interrupted(tmp_path: object) -> None:
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
+
+
+def test_admin_filters_latest_and_delete(sandbox: Sandbox, client: PostStack) -> None:
+    first = client.emails.send(message(to=["ann@a.test"], subject="One", tags=["x"]))
+    client.emails.send(message(to=["ann@a.test"], subject="Two"))
+    client.emails.send(message(to=["ben@b.test"], subject="Three"))
+    with httpx.Client(base_url=sandbox.base_url) as admin:
+        found = admin.get("/_sandbox/emails", params={"to": "ANN@"}).json()["emails"]
+        assert [e["subject"] for e in found] == ["One", "Two"]  # oldest first
+        latest = admin.get("/_sandbox/emails/latest", params={"to": "ann@a.test"})
+        assert latest.json()["email"]["subject"] == "Two"
+        tagged = admin.get("/_sandbox/emails/latest", params={"tag": "x"})
+        assert tagged.json()["email"]["publicId"] == first["id"]
+        none = admin.get("/_sandbox/emails/latest", params={"subject": "nope"})
+        assert none.status_code == 404
+        json_type = {"Content-Type": "application/json"}
+        # A cross-origin form post cannot delete: no JSON content type.
+        assert admin.delete(f"/_sandbox/emails/{first['id']}").status_code == 403
+        one = admin.delete(f"/_sandbox/emails/{first['id']}", headers=json_type)
+        assert one.json() == {"deleted": 1}
+        again = admin.delete(f"/_sandbox/emails/{first['id']}", headers=json_type)
+        assert again.status_code == 404
+        assert admin.delete("/_sandbox/emails", headers=json_type).json() == {
+            "deleted": 2
+        }
+    assert sandbox.emails == []
+
+
+@pytest.mark.parametrize(
+    ("stored", "served", "disposition", "sandboxed"),
+    [
+        ("image/png", "image/png", "inline", True),
+        ("application/pdf", "application/pdf", "inline", False),
+        ("image/svg+xml", "image/svg+xml", "attachment", True),
+        ("text/html", "text/html", "attachment", True),
+        ("bad\r\nX-Evil: 1", "application/octet-stream", "attachment", True),
+    ],
+)
+def test_attachments_keep_their_type_safely(
+    sandbox: Sandbox,
+    client: PostStack,
+    stored: str,
+    served: str,
+    disposition: str,
+    sandboxed: bool,
+) -> None:
+    content = base64.b64encode(b"<svg onload=alert(1)>").decode()
+    attachment = {"filename": 'a"b.x', "content": content, "content_type": stored}
+    sent = client.emails.send(message(attachments=[attachment]))
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        answer = browser.get(f"/inbox/{sent['id']}/attachments/0")
+        download = browser.get(f"/inbox/{sent['id']}/attachments/0?download=1")
+    assert answer.headers["content-type"] == served
+    assert answer.headers["content-disposition"] == f'{disposition}; filename="ab.x"'
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    csp = answer.headers["content-security-policy"]
+    assert csp.startswith("default-src 'none'") and csp.endswith("sandbox") is sandboxed
+    assert download.headers["content-disposition"].startswith("attachment;")
