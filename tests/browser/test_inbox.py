@@ -16,6 +16,7 @@ from poststack import PostStack
 from flask_poststack.sandbox import Sandbox
 
 from ..sandbox.conftest import message
+from ..sandbox.conftest import Receiver
 from ..sandbox.conftest import TEST_KEY
 from .conftest import png
 
@@ -30,6 +31,13 @@ NATURAL_WIDTH = """img => img.complete ? img.naturalWidth : new Promise(done => 
 def client(sandbox: Sandbox) -> t.Iterator[PostStack]:
     with PostStack(TEST_KEY, base_url=sandbox.base_url) as client:
         yield client
+
+
+@pytest.fixture
+def receiver() -> t.Iterator[Receiver]:
+    endpoint = Receiver()
+    yield endpoint
+    endpoint.close()
 
 
 def rich_email() -> dict[str, t.Any]:
@@ -83,9 +91,13 @@ def test_list_search_and_live_update(
     assert page.evaluate("window.notReloaded") is True
 
 
-def test_email_tabs(page: Page, sandbox: Sandbox, client: PostStack) -> None:
+def test_email_tabs(
+    page: Page, sandbox: Sandbox, client: PostStack, receiver: Receiver
+) -> None:
+    client.webhooks.create({"url": receiver.url, "events": ["email.delivered"]})
     sent = client.emails.send(rich_email())
     sandbox.wait_for_status(sent["id"])
+    sandbox.wait_for(lambda: any(d["deliveredAt"] for d in sandbox.deliveries))
     page.goto(sandbox.inbox_url)
     page.get_by_role("link", name="Your receipt").click()
     expect(page.locator("h1")).to_have_text("Your receipt")
@@ -120,7 +132,10 @@ def test_email_tabs(page: Page, sandbox: Sandbox, client: PostStack) -> None:
     expect(panel.locator("tbody > tr")).to_have_count(3)
     expect(panel).to_contain_text("delivered")
     tabs.get_by_role("link", name="Webhooks").click()
-    expect(panel).to_contain_text("No webhook deliveries")
+    delivery = panel.locator("tbody > tr")
+    expect(delivery).to_have_count(1)
+    expect(delivery).to_contain_text("email.delivered")
+    expect(delivery).to_contain_text("delivered (200)")
 
 
 def test_delete_and_clear(page: Page, sandbox: Sandbox, client: PostStack) -> None:

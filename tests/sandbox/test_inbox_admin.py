@@ -284,3 +284,19 @@ def test_attachments_keep_their_type_safely(
     csp = answer.headers["content-security-policy"]
     assert csp.startswith("default-src 'none'") and csp.endswith("sandbox") is sandboxed
     assert download.headers["content-disposition"].startswith("attachment;")
+
+
+def test_events_show_their_data_and_other_emails_hooks_do_not_show(
+    sandbox: Sandbox, live_client: PostStack
+) -> None:
+    sandbox.outcomes.add("bounced", "*@b.test", times=None)
+    bounced = live_client.emails.send(message(to=["x@b.test"]))
+    other = live_client.emails.send(message())
+    sandbox.wait_for_status(bounced["id"])
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        events = browser.get(f"/inbox/{bounced['id']}?tab=events").text
+        hooks = browser.get(f"/inbox/{other['id']}?tab=webhooks").text
+    # A table of the event's data, not a Python repr.
+    assert "<th>recipient</th><td>x@b.test</td>" in events
+    assert "{&#39;recipient&#39;" not in events
+    assert "No webhook deliveries for this email" in hooks
