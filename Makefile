@@ -40,7 +40,7 @@ docs: $(STAMP)
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
-	@test -x $(CHROMIUM) || command -v chromium >/dev/null || \
+	@test -x $(CHROMIUM) || \
 		($(SUDO) apt-get update -q && \
 		 DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium)
 
