@@ -12,6 +12,8 @@ import urllib.parse
 from pathlib import Path
 
 import jinja2
+from markupsafe import escape
+from markupsafe import Markup
 
 from .messages import html_response
 from .messages import Request
@@ -60,6 +62,8 @@ INLINE_TYPES = frozenset(
 )
 _MIME = re.compile(r"[A-Za-z0-9][\w.+-]*/[A-Za-z0-9][\w.+-]*")
 _CID = re.compile(r"""cid:([^"'\s)>]+)""", re.IGNORECASE)
+_MARKUP = re.compile(r"(<!--.*?-->)|(<[^>]*>)", re.DOTALL)
+_QUOTED = re.compile(r"(&#34;.*?&#34;|&#39;.*?&#39;)")
 _ATTACHMENT_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'"
 
 
@@ -154,6 +158,24 @@ def attachment_response(item: Attachment, *, download: bool) -> Response:
     )
 
 
+def highlight_html(source: str) -> Markup:
+    """HTML source, escaped, with its tags, quoted values and comments in
+    ``<span class="hl-t|hl-v|hl-c">`` (only spans are added, to escaped
+    text)."""
+    parts: list[Markup] = []
+    pos = 0
+    for match in _MARKUP.finditer(source):
+        parts.append(escape(source[pos : match.start()]))
+        if match.group(1):
+            parts.append(Markup('<span class="hl-c">%s</span>') % match.group(1))
+        else:
+            tag = _QUOTED.sub(r'<span class="hl-v">\1</span>', str(escape(match[0])))
+            parts.append(Markup(f'<span class="hl-t">{tag}</span>'))
+        pos = match.end()
+    parts.append(escape(source[pos:]))
+    return Markup("").join(parts)
+
+
 def event_rows(event: dict[str, t.Any]) -> list[tuple[str, str]]:
     """An event's metadata as ``(name, value)`` pairs for a table."""
     metadata = event.get("metadata") or {}
@@ -226,6 +248,7 @@ class Inbox:
             content_type=content_type,
             inline_types=INLINE_TYPES,
             event_rows=event_rows,
+            highlight_html=highlight_html,
             deliveries=deliveries,
             spam=spam_report(data.subject or "", data.html or "", data.text or ""),
             raw=email_detail(email),

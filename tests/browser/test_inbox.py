@@ -117,6 +117,7 @@ def test_email_tabs(
     expect(panel).to_have_text("Receipt, as text")
     tabs.get_by_role("link", name="HTML source").click()
     expect(panel).to_contain_text('<img alt="logo" src="cid:logo@acme">')
+    expect(panel.locator(".hl-t").first).to_have_text("<h1>")  # highlighted
     tabs.get_by_role("link", name="Headers").click()
     name = panel.locator("th", has_text="X-Trace-Id")
     # innerText applies CSS text-transform: the name must read as sent.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 import signal
 import subprocess
 import sys
 from html.parser import HTMLParser
 
 import httpx
+import markupsafe
 import pytest
 from poststack import PostStack
 
@@ -300,3 +302,15 @@ def test_events_show_their_data_and_other_emails_hooks_do_not_show(
     assert "<th>recipient</th><td>x@b.test</td>" in events
     assert "{&#39;recipient&#39;" not in events
     assert "No webhook deliveries for this email" in hooks
+
+
+def test_highlighted_source_only_adds_spans_to_escaped_text() -> None:
+    from flask_poststack.sandbox.inbox import highlight_html
+
+    source = "<p title=\"a>b\" onclick='x()'>1 < 2 &amp;</p><!-- <b> --><script>"
+    html = str(highlight_html(source))
+    # Take the spans out again: what is left is exactly the escaped source.
+    bare = re.sub(r'<span class="hl-[tvc]">|</span>', "", html)
+    assert bare == str(markupsafe.escape(source))
+    assert '<span class="hl-c">&lt;!-- &lt;b&gt; --&gt;</span>' in html
+    assert "<script>" not in html and "<p" not in html
