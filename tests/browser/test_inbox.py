@@ -154,3 +154,32 @@ def test_delete_and_clear(page: Page, sandbox: Sandbox, client: PostStack) -> No
     page.get_by_role("button", name="Clear all").click()
     expect(page.locator("#rows")).to_contain_text("No emails yet")
     assert sandbox.emails == []
+
+
+def test_a_pdf_attachment_opens_inline(
+    page: Page, sandbox: Sandbox, client: PostStack
+) -> None:
+    from example_app.pdf import text_pdf
+
+    pdf = base64.b64encode(text_pdf(["Hello PDF"])).decode()
+    attachment = {
+        "filename": "r.pdf",
+        "content": pdf,
+        "content_type": "application/pdf",
+    }
+    sent = client.emails.send(message(attachments=[attachment]))
+    downloads: list[object] = []
+    page.on("download", lambda download: downloads.append(download))
+    with page.expect_response(lambda r: "/attachments/0" in r.url) as info:
+        page.goto(f"{sandbox.inbox_url}inbox/{sent['id']}?tab=attachments")
+    answer = info.value
+    assert answer.headers["content-type"] == "application/pdf"
+    assert answer.headers["content-disposition"] == 'inline; filename="r.pdf"'
+
+    # Chromium's PDF viewer takes the frame: it is shown, not downloaded.
+    def viewer(*_: object) -> bool:
+        return any(f.url.startswith("chrome-extension:") for f in page.frames)
+
+    if not viewer():
+        page.wait_for_event("framenavigated", predicate=viewer)
+    assert downloads == []
