@@ -46,6 +46,7 @@ _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:;"
     " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
+_DRAFT_KEYS = frozenset({"from", "to", "subject", "html", "text"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -116,6 +117,22 @@ def frame_html(payload: Payload) -> str:
     return resolve_cids(payload.get("html", ""), attachments)
 
 
+def spam_score(payload: Payload) -> dict[str, t.Any] | None:
+    """The sandbox's ``POST /emails/preview`` spam report for a payload, or
+    ``None`` when it cannot be had (no key, the sandbox is down)."""
+    import httpx
+    import poststack
+
+    draft = {k: v for k, v in payload.items() if k in _DRAFT_KEYS}
+    try:
+        client = get_state().client_slot.for_send()
+        answer = client.emails.preview(draft)
+    except (FlaskPostStackError, poststack.PostStackError, httpx.HTTPError):
+        return None
+    spam = answer.get("spam") if isinstance(answer, dict) else None
+    return spam if isinstance(spam, dict) else None
+
+
 def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Blueprint:
     """The preview pages for the functions in ``registry`` (read at each
     request, so previews registered after ``init_app`` appear)."""
@@ -149,13 +166,15 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
     def show(name: str) -> str:
         preview = render_preview(name, find(name))
         settings = get_state().settings
+        can_send = sends_to_sandbox(settings.base_url)
         return _env.get_template("poststack/previews/preview.html").render(
+            spam=spam_score(preview.payload) if can_send and preview.payload else None,
             preview=preview,
             p=preview.payload or {},
             frame_html=frame_html(preview.payload) if preview.payload else None,
             mobile=flask.request.args.get("width") == "mobile",
             url=PREVIEWS_URL,
-            can_send=sends_to_sandbox(settings.base_url),
+            can_send=can_send,
             inbox=settings.base_url.rstrip("/") + "/inbox/",
             sent=flask.request.args.get("sent"),
         )

@@ -135,6 +135,9 @@ def test_a_preview_is_what_a_send_sends(
 
     page = client.get(URL + "/welcome").text
     assert "Send to the sandbox" in page
+    # The sandbox's POST /emails/preview spam report, asked for the page.
+    assert '<td id="spam">0 <span class="muted">(no action;' in page
+    assert sandbox.requests[-1]["path"] == "/emails/preview"
     # Another origin's form cannot send.
     forged = {"Origin": "http://evil.test"}
     assert client.post(URL + "/welcome/send", headers=forged).status_code == 403

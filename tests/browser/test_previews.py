@@ -92,6 +92,7 @@ def test_previews_index_and_one_preview(
     expect(alert).to_contain_text("tracking_code")
     expect(page.locator("#summary")).to_contain_text("ada@example.com")
     expect(page.locator("#text")).to_have_text("Order 1042 shipped.")
+    expect(page.locator("#spam")).to_contain_text("no action")
     frame = page.frame_locator("iframe[title='HTML body']")
     expect(frame.locator("h1")).to_have_text("Order 1042")
     assert frame.locator("img").evaluate(NATURAL_WIDTH) == 3
