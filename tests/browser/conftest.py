@@ -1,5 +1,9 @@
 """One headless Chromium (Debian's, installed by ``make chromium``) for the
-whole session, driven by Playwright; a fresh page per test.
+tests of this package, driven by Playwright; a fresh page per test.
+
+Package scope, not session: Playwright's sync API keeps an asyncio loop
+running in this thread while it is open, which would break later tests
+that call ``asyncio.run``.
 
 There is no skip: without the browser these tests fail, naming the fix.
 """
@@ -34,7 +38,7 @@ def launch(playwright: t.Any) -> Browser:
     return browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> t.Iterator[Browser]:
     with sync_playwright() as playwright:
         browser = launch(playwright)
