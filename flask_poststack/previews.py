@@ -219,6 +219,9 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
             flask.abort(403)
         if not sends_to_sandbox(get_state().settings.base_url):
             flask.abort(403)
+        preview = render_preview(name, find(name))
+        if preview.payload is None:  # the page shows the error; nothing sent
+            flask.abort(400, description=preview.error)
         args = t.cast(EmailArgs, find(name)())
         result = send_email(**args)
         return flask.redirect(flask.url_for(".show", name=name, sent=result.id))

@@ -144,6 +144,8 @@ def test_a_preview_is_what_a_send_sends(
     assert client.post(URL + "/welcome/send").status_code == 403
     answer = client.post(URL + "/welcome/send", headers={"Origin": "http://localhost"})
     assert answer.status_code == 302
+    broken = client.post(URL + "/broken/send", headers={"Origin": "http://localhost"})
+    assert broken.status_code == 400 and len(sandbox.emails) == 2
     newest = sandbox.emails[-1]
     assert f"sent={newest.id}" in answer.headers["Location"]
     assert newest.html == payload["html"]
