@@ -6,6 +6,7 @@ come here. This is the only code that
 - fires ``before_send`` (:func:`prepare`: once per email, in the app, before
   it is sent or queued; never again in the worker);
 - fires ``email_enqueued`` once the email is in Redis;
+- fires Flask-Mail's ``email_dispatched`` for :mod:`flask_poststack.flask_mail`;
 - fires ``email_sent`` and ``email_failed``, and keeps a raising receiver
   of either from changing what happened to the email (an accepted email
   stays accepted, a failure is retried or not as the policy says);
@@ -42,7 +43,16 @@ if t.TYPE_CHECKING:
 
     from .client import ClientSlot
 
-__all__ = ["Context", "enqueued", "log_failure", "prepare", "send_many", "send_one"]
+__all__ = [
+    "Context",
+    "dispatched",
+    "enqueued",
+    "log_failure",
+    "prepare",
+    "send_many",
+    "send_one",
+    "send_one_async",
+]
 
 logger = logging.getLogger("flask_poststack")
 
@@ -124,6 +134,17 @@ def enqueued(sender: t.Any, jobs: Sequence[tuple[_Payload, Job]]) -> None:
             logger.exception("An email_enqueued receiver failed for job %s", job.id)
 
 
+def dispatched(sender: t.Any, message: t.Any) -> None:
+    """Fire Flask-Mail's ``email_dispatched`` for a message sent or queued by
+    :mod:`flask_poststack.flask_mail`. A receiver that raises is logged and
+    ignored, as for ``email_sent``: the email is gone.
+    """
+    try:
+        signals.email_dispatched.send(sender, message=message)
+    except Exception:
+        logger.exception("An email_dispatched receiver failed")
+
+
 def send_one(context: Context, payload: _Payload) -> SendResult:
     """Send ``payload`` (or capture it) and fire ``email_sent`` / ``email_failed``.
 
@@ -138,14 +159,42 @@ def send_one(context: Context, payload: _Payload) -> SendResult:
         else:
             client = context.slot.for_send()
             answer = _read_answer(lambda: client.emails.send(dict(payload)))
-            if not isinstance(answer.get("id"), str):
-                raise _invalid_response("has no email id")
-            result = SendResult.from_response(answer)
+            result = _accepted(answer)
     except Exception as exc:
         _failed(context, payload, exc)
         raise
     _sent(context, payload, result)
     return result
+
+
+async def send_one_async(
+    context: Context,
+    payload: _Payload,
+    send: t.Callable[[_Payload], t.Awaitable[t.Any]],
+) -> SendResult:
+    """:func:`send_one` for async code: ``await send(body)`` is the SDK's
+    ``AsyncPostStack.emails.send``. Same capture, signals and errors."""
+    try:
+        context.slot.faults.raise_next()
+        if context.is_suppressed():
+            result = _capture(context, [payload])[0]
+        else:
+            try:
+                answer = await send(dict(payload))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise _invalid_response("is not JSON") from None
+            result = _accepted(_read_answer(lambda: answer))
+    except Exception as exc:
+        _failed(context, payload, exc)
+        raise
+    _sent(context, payload, result)
+    return result
+
+
+def _accepted(answer: Mapping[str, t.Any]) -> SendResult:
+    if not isinstance(answer.get("id"), str):
+        raise _invalid_response("has no email id")
+    return SendResult.from_response(answer)
 
 
 def send_many(context: Context, payloads: Sequence[_Payload]) -> list[dict[str, t.Any]]:
@@ -194,7 +243,9 @@ def _capture(context: Context, payloads: Sequence[_Payload]) -> list[SendResult]
 
 def _sent(context: Context, payload: _Payload, result: SendResult) -> None:
     try:
-        signals.email_sent.send(context.sender, payload=payload, result=result)
+        signals.email_sent.send(
+            context.sender, payload=payload, result=result, job=context.job
+        )
     except Exception:
         # The API has the email: a receiver's bug must not make it look failed
         # (and, in a worker, must not get it retried).
