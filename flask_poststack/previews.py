@@ -80,15 +80,26 @@ class Preview(t.NamedTuple):
     undefined: list[tuple[str, list[str]]]
 
 
-def render_preview(name: str, function: PreviewFunction) -> Preview:
+def preview_args(
+    name: str, function: PreviewFunction, locale: str | None = None
+) -> t.Mapping[str, t.Any]:
+    """What a preview function returns, with ``locale`` (the page's locale
+    switch) in place of its own when given."""
+    args = function()
+    if not isinstance(args, cabc.Mapping):
+        raise TypeError(
+            f"preview {name!r} must return a dict of send_email arguments,"
+            f" not {type(args).__name__}"
+        )
+    return {**args, "locale": locale} if locale else args
+
+
+def render_preview(
+    name: str, function: PreviewFunction, locale: str | None = None
+) -> Preview:
     """Call a preview function and build its payload, as a send would."""
     try:
-        args = function()
-        if not isinstance(args, cabc.Mapping):
-            raise TypeError(
-                f"preview {name!r} must return a dict of send_email arguments,"
-                f" not {type(args).__name__}"
-            )
+        args = preview_args(name, function, locale)
         undefined = []
         template = args.get("template")
         if isinstance(template, str):
@@ -164,7 +175,8 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
 
     @bp.get("/<name>")
     def show(name: str) -> str:
-        preview = render_preview(name, find(name))
+        locale = flask.request.args.get("locale") or None
+        preview = render_preview(name, find(name), locale)
         settings = get_state().settings
         can_send = sends_to_sandbox(settings.base_url)
         return _env.get_template("poststack/previews/preview.html").render(
@@ -177,11 +189,14 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
             can_send=can_send,
             inbox=settings.base_url.rstrip("/") + "/inbox/",
             sent=flask.request.args.get("sent"),
+            locale=locale or "",
+            babel="babel" in flask.current_app.extensions,
         )
 
     @bp.get("/<name>.json")
     def as_json(name: str) -> flask.Response:
-        preview = render_preview(name, find(name))
+        locale = flask.request.args.get("locale") or None
+        preview = render_preview(name, find(name), locale)
         return flask.jsonify(
             payload=preview.payload,
             error=preview.error,
@@ -219,12 +234,14 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
             flask.abort(403)
         if not sends_to_sandbox(get_state().settings.base_url):
             flask.abort(403)
-        preview = render_preview(name, find(name))
+        locale = flask.request.form.get("locale") or None
+        preview = render_preview(name, find(name), locale)
         if preview.payload is None:  # the page shows the error; nothing sent
             flask.abort(400, description=preview.error)
-        args = t.cast(EmailArgs, find(name)())
+        args = t.cast(EmailArgs, preview_args(name, find(name), locale))
         result = send_email(**args)
-        return flask.redirect(flask.url_for(".show", name=name, sent=result.id))
+        back = flask.url_for(".show", name=name, sent=result.id, locale=locale)
+        return flask.redirect(back)
 
     return bp
 

@@ -160,3 +160,52 @@ def test_names_are_unique() -> None:
     poststack.preview("x")(one)
     with pytest.raises(ValueError, match="'x' is already registered"):
         poststack.preview("x")(lambda: {})
+
+
+def test_the_locale_switch_renders_as_a_send_in_that_locale(
+    make_app: AppFactory, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    from babel.messages import Catalog
+    from babel.messages.mofile import write_mo
+    from flask_babel import Babel
+
+    catalog = Catalog(locale="de")
+    catalog.add("Welcome", "Willkommen")
+    folder = tmp_path / "translations" / "de" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    with open(folder / "messages.mo", "wb") as mo:
+        write_mo(mo, catalog)
+    (tmp_path / "emails").mkdir()
+    (tmp_path / "emails" / "hi.subject.txt").write_text("{{ _('Welcome') }}")
+    (tmp_path / "emails" / "hi.txt").write_text("{{ _('Welcome') }}, Ada")
+    app = make_app(
+        template_folder=str(tmp_path),
+        register=False,
+        POSTSTACK_PREVIEWS=True,
+        POSTSTACK_API_KEY=TEST_KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_SUPPRESS_SEND=False,
+        BABEL_TRANSLATION_DIRECTORIES=str(tmp_path / "translations"),
+    )
+    Babel(app)
+    poststack = PostStack()
+
+    @poststack.preview
+    def hi() -> dict[str, t.Any]:
+        return {"to": "ada@example.com", "template": "emails/hi"}
+
+    poststack.init_app(app)
+    client = app.test_client()
+    default = client.get(URL + "/hi").text
+    assert 'name="locale"' in default and "<td>Welcome</td>" in default
+    german = client.get(URL + "/hi?locale=de").text
+    assert "<td>Willkommen</td>" in german and "?width=mobile&amp;locale=de" in german
+    json = client.get(URL + "/hi.json?locale=de").json
+    assert json is not None and json["payload"]["text"] == "Willkommen, Ada"
+    bad = client.get(URL + "/hi?locale=xx_QQ").text
+    assert 'role="alert">InvalidEmailError: ' in bad and "locale" in bad
+    sent = client.post(
+        URL + "/hi/send", data={"locale": "de"}, headers={"Origin": "http://localhost"}
+    )
+    assert "locale=de" in sent.headers["Location"]
+    assert sandbox.emails[-1].subject == "Willkommen"
