@@ -6,13 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint typing docs demo sandbox clean
+.PHONY: help venv test lint typing docs demo sandbox clean chromium screenshots
 
 help:
 	@echo "make demo     sign up in the example app; a worker sends the email (KEEP=1 keeps it up)"
 	@echo "make test     lint, type-check, build the docs and run the whole suite"
 	@echo "make sandbox  run the local PostStack sandbox on http://127.0.0.1:8025"
 	@echo "make docs     build the HTML docs into docs/_build/html"
+	@echo "make screenshots  regenerate the inbox and preview screenshots in docs/_static"
 	@echo "make bench    run every benchmark and draw the plots (QUICK=1 for a fast pass)"
 
 $(STAMP): pyproject.toml
@@ -33,11 +34,24 @@ typing: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
+# The browser tests (tests/browser) drive Debian's Chromium through
+# Playwright's Python package; the browser is installed here when missing
+# (as root, or through sudo), never downloaded by Playwright itself.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@test -x $(CHROMIUM) || \
+		($(SUDO) apt-get update -q && \
+		 DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium)
+
+screenshots: $(STAMP) chromium
+	$(BIN)/python -m tests.browser.screenshots docs/_static
+
 # The two compat runs mostly wait on workers and the sandbox: side by side
 # they take about as long as one, which keeps `make test` under 5 minutes.
 # Most tests wait on real processes (Redis, workers, the sandbox), so two
 # pytest-xdist workers keep both cores busy; every test picks its own ports.
-test: lint typing docs
+test: lint typing docs chromium
 	$(BIN)/pytest -n 2
 	$(MAKE) -j2 --output-sync=target compat
 

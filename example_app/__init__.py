@@ -8,6 +8,7 @@
   way (``Message`` + ``mail.send``), through ``flask_poststack.flask_mail``;
 - :mod:`example_app.tracking`: the webhook receivers that record what became
   of each email, and the ``/emails`` page that shows it;
+- :mod:`example_app.previews`: previews of those emails, in debug mode;
 - :mod:`example_app.store`: users and email statuses, in memory.
 
 Run it with ``make demo KEEP=1``, or see ``docs/example.md``.
@@ -54,6 +55,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     from . import auth
     from . import billing
+    from . import previews  # noqa: F401  (registers the email previews)
     from . import support
     from . import tracking
 

@@ -63,6 +63,11 @@ WEBHOOK_EVENTS = [
 ]
 FINAL = {"delivered", "bounced", "complained", "failed"}
 BOUNCE_ADDRESS = "bounce@example.com"
+#: With ``--keep``, the ports the sandbox and the app take when they are
+#: free, so that the inbox and the app can be bookmarked (8025 is also
+#: ``make sandbox``'s). A busy port falls back to one the OS picks.
+KEEP_SANDBOX_PORT = 8025
+KEEP_APP_PORT = 5025
 
 
 class DemoError(Exception):
@@ -80,7 +85,25 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         default=30.0,
         help="seconds to wait for the email to be delivered (default: 30)",
     )
+    parser.add_argument(
+        "--sandbox-port",
+        type=int,
+        help=f"the sandbox's port (default: {KEEP_SANDBOX_PORT} with --keep,"
+        " else any free one)",
+    )
+    parser.add_argument(
+        "--app-port",
+        type=int,
+        help=f"the app's port (default: {KEEP_APP_PORT} with --keep, else any"
+        " free one)",
+    )
     args = parser.parse_args(argv)
+    ports = (
+        KEEP_SANDBOX_PORT
+        if args.sandbox_port is None and args.keep
+        else args.sandbox_port,
+        KEEP_APP_PORT if args.app_port is None and args.keep else args.app_port,
+    )
     # Ctrl-C, or a SIGTERM (a test's timeout, a process manager), cleans up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -88,7 +111,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     code = 0
     with contextlib.ExitStack() as stack:
         try:
-            demo(stack, keep=args.keep, timeout=args.timeout)
+            demo(stack, keep=args.keep, timeout=args.timeout, ports=ports)
         except DemoError as exc:
             print(f"\nDemo failed: {exc}", file=sys.stderr, flush=True)
             code = 1
@@ -108,11 +131,21 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     return code
 
 
-def demo(stack: contextlib.ExitStack, *, keep: bool, timeout: float) -> None:
-    """Run the demo; ``stack`` stops what was started, last first."""
+def demo(
+    stack: contextlib.ExitStack,
+    *,
+    keep: bool,
+    timeout: float,
+    ports: tuple[int | None, int | None] = (None, None),
+) -> None:
+    """Run the demo; ``stack`` stops what was started, last first.
+
+    ``ports`` are the sandbox's and the app's: a port that is taken (or
+    ``None``) is replaced by a free one.
+    """
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory("-demo")))
 
-    sandbox = Sandbox(lifecycle_delay=0.2).start()
+    sandbox = start_sandbox(ports[0])
     stack.callback(sandbox.stop)
     print(f"Sandbox:  {sandbox.base_url} (the PostStack API, on this machine)")
     if keep:
@@ -126,7 +159,7 @@ def demo(stack: contextlib.ExitStack, *, keep: bool, timeout: float) -> None:
     # port the OS picks, so no other process can take it meanwhile), and the
     # app, configured with the webhook's signing secret, is served from it.
     client = stack.enter_context(PostStack(API_KEY, base_url=sandbox.base_url))
-    server = listen(stack)
+    server = listen(stack, ports[1])
     app_url = f"http://127.0.0.1:{server.server_port}"
     webhook = client.webhooks.create(
         {"url": app_url + WEBHOOK_PATH, "events": WEBHOOK_EVENTS}
@@ -142,11 +175,13 @@ def demo(stack: contextlib.ExitStack, *, keep: bool, timeout: float) -> None:
             "POSTSTACK_REDIS_URL": redis_server.url,
             "POSTSTACK_WEBHOOK_URL": WEBHOOK_PATH,
             "POSTSTACK_WEBHOOK_SECRET": webhook["signingSecret"],
+            "POSTSTACK_PREVIEWS": True,
         }
     )
     worker = start_worker(app, workdir / "worker.log", stack)
     server.app = app
     print(f"App:      {app_url}/")
+    print(f"Previews: {app_url}/_poststack/previews/")
 
     http = stack.enter_context(httpx.Client(base_url=app_url, timeout=10))
     response = http.post("/signup", data={"name": "Ada", "email": "ada@example.com"})
@@ -208,12 +243,36 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def listen(stack: contextlib.ExitStack) -> BaseWSGIServer:
-    """Serve on 127.0.0.1, a port the OS picks, from a thread, until ``stack``
-    closes. It answers 503 until its ``app`` is set."""
-    server = make_server(
-        "127.0.0.1", 0, not_ready, threaded=True, request_handler=QuietHandler
-    )
+def start_sandbox(port: int | None) -> Sandbox:
+    """A sandbox on ``port`` if it is free, else on one the OS picks."""
+    if port:
+        try:
+            return Sandbox(port=port, lifecycle_delay=0.2).start()
+        except OSError:
+            print(f"Port {port} is taken: the sandbox takes another.", flush=True)
+    return Sandbox(lifecycle_delay=0.2).start()
+
+
+def listen(stack: contextlib.ExitStack, port: int | None = None) -> BaseWSGIServer:
+    """Serve on 127.0.0.1 (on ``port`` if it is free, else a port the OS
+    picks) from a thread, until ``stack`` closes. It answers 503 until its
+    ``app`` is set."""
+    server = None
+    if port:
+        try:
+            server = make_server(
+                "127.0.0.1",
+                port,
+                not_ready,
+                threaded=True,
+                request_handler=QuietHandler,
+            )
+        except (OSError, SystemExit):  # werkzeug exits on a port in use
+            print(f"Port {port} is taken: the app takes another.", flush=True)
+    if server is None:
+        server = make_server(
+            "127.0.0.1", 0, not_ready, threaded=True, request_handler=QuietHandler
+        )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing as t
+from urllib.parse import urlsplit
 
 import redis
 from flask import Blueprint
 from flask import Flask
 from flask import render_template
 
+from flask_poststack import get_state
 from flask_poststack import signals
 from flask_poststack.status import email_status
 from flask_poststack.webhooks import WebhookEvent
@@ -83,8 +85,19 @@ def email_rows() -> list[Row]:
 @bp.get("/emails")
 def emails() -> str:
     return render_template(
-        "tracking/emails.html", rows=email_rows(), users=get_store().users()
+        "tracking/emails.html",
+        rows=email_rows(),
+        users=get_store().users(),
+        inbox=sandbox_inbox(),
     )
+
+
+def sandbox_inbox() -> str | None:
+    """The sandbox's inbox URL prefix for an ``em_`` id, when
+    ``POSTSTACK_BASE_URL`` is a sandbox on this machine."""
+    base_url = get_state().settings.base_url.rstrip("/")
+    host = urlsplit(base_url).hostname
+    return f"{base_url}/inbox/" if host in ("127.0.0.1", "localhost") else None
 
 
 @bp.get("/emails.json")

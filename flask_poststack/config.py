@@ -239,6 +239,8 @@ class Settings:
     #: ``"redis"`` or ``"memory"``; unset means Redis when a Redis URL is
     #: configured, memory otherwise.
     webhook_dedupe_store: str = _key(_choice("redis", "memory"), "memory")
+    #: ``None`` registers the preview pages when ``app.debug`` is on.
+    previews: bool | None = _key(parse_bool)
     redirect_to: str | None = _key(_opt_str)
     allowed_recipients: tuple[str, ...] = _key(_str_list, ())
     retry_intervals: tuple[int, ...] = _key(_int_list, (10, 30, 60, 120, 300))

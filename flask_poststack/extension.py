@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import typing as t
 import weakref
 
 import poststack
@@ -16,6 +17,8 @@ from .cli import poststack_cli
 from .client import ClientSlot
 from .config import app_settings
 from .config import OUTSIDE_KEYS
+from .previews import PreviewFunction
+from .previews import register_previews
 from .queueing import enqueue_email
 from .sending import send_email
 from .webhooks import register_default_blueprint
@@ -34,12 +37,14 @@ class PostStack:
         current_app.extensions["poststack"].emails.send({...})
 
     The object keeps no per-app state itself, so one instance can serve any
-    number of apps.
+    number of apps; it holds the previews registered with :meth:`preview`.
 
     :param app: an app to initialise right away.
     """
 
     def __init__(self, app: Flask | None = None) -> None:
+        #: Preview functions by name, for the ``/_poststack/previews`` pages.
+        self.previews: dict[str, PreviewFunction] = {}
         if app is not None:
             self.init_app(app)
 
@@ -96,6 +101,37 @@ class PostStack:
         # The webhook endpoint, when a secret is set (or as
         # POSTSTACK_WEBHOOK_REGISTER says); raises if its name is taken.
         register_default_blueprint(app)
+        # The preview pages, in debug mode (or as POSTSTACK_PREVIEWS says).
+        register_previews(app, self.previews)
+
+    @t.overload
+    def preview(self, function: PreviewFunction, /) -> PreviewFunction: ...
+    @t.overload
+    def preview(
+        self, name: str | None = None, /
+    ) -> t.Callable[[PreviewFunction], PreviewFunction]: ...
+    def preview(
+        self, arg: PreviewFunction | str | None = None, /
+    ) -> PreviewFunction | t.Callable[[PreviewFunction], PreviewFunction]:
+        """Register a preview: a function that takes nothing and returns the
+        arguments of :func:`~flask_poststack.send_email` (``template=`` and
+        ``context=``, or any others). Use as ``@poststack.preview`` or
+        ``@poststack.preview("name")``; the name defaults to the function's.
+        See :doc:`/previews`.
+
+        :raises ValueError: if a preview of that name is already registered.
+        """
+
+        def register(function: PreviewFunction) -> PreviewFunction:
+            name = arg if isinstance(arg, str) else function.__name__
+            if name in self.previews and self.previews[name] is not function:
+                raise ValueError(f"a preview named {name!r} is already registered")
+            self.previews[name] = function
+            return function
+
+        if callable(arg):
+            return register(arg)
+        return register
 
     #: Same as :func:`flask_poststack.send_email`.
     send_email = staticmethod(send_email)

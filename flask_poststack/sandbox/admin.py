@@ -1,16 +1,17 @@
-"""The admin API under ``/_sandbox/`` (JSON, no auth) and the inbox pages
-(``/`` and ``/inbox/<id>``), for people and for other processes."""
+"""The admin API under ``/_sandbox/`` (JSON, no auth), for other processes
+and for the inbox's buttons (the pages themselves are in :mod:`.inbox`)."""
 
 from __future__ import annotations
 
 import typing as t
-from pathlib import Path
 
-import jinja2
-
+from .inbox import attachment_response
+from .inbox import email_detail
+from .inbox import filter_emails
+from .inbox import FILTERS
+from .inbox import Inbox
 from .lifecycle import OUTCOMES
 from .messages import error_response
-from .messages import html_response
 from .messages import json_response
 from .messages import Request
 from .messages import Response
@@ -19,22 +20,6 @@ from .validation import InvalidRequest
 
 if t.TYPE_CHECKING:
     from . import Sandbox
-
-_env = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
-
-
-def email_detail(email: StoredEmail) -> dict[str, t.Any]:
-    """The admin API's view of an email: the full row plus attachments'
-    metadata (their bytes are at ``/_sandbox/emails/<id>/attachments/<n>``)."""
-    row = email.row(full=True)
-    row["attachments"] = [a.to_dict() for a in email.attachments]
-    row["templateId"] = email.input.template_id
-    row["variables"] = email.input.variables
-    return row
 
 
 def _flag(value: str, name: str) -> bool:
@@ -55,6 +40,7 @@ class Admin:
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
+        self._inbox = Inbox(sandbox)
 
     def handle(self, req: Request) -> Response:
         try:
@@ -88,7 +74,7 @@ class Admin:
             return json_response(
                 200, {"requests": sb.requests[-limit:] if limit else []}
             )
-        if name == "emails" and method == "GET":
+        if name == "emails":
             return self._emails(req, path[1:])
         if name == "deliveries" and method == "GET":
             return json_response(200, {"deliveries": sb.deliveries})
@@ -101,10 +87,27 @@ class Admin:
         return error_response(404, "No such admin route", "not_found")
 
     def _emails(self, req: Request, path: list[str]) -> Response:
+        store = self.sandbox.store
+        if req.method == "DELETE":
+            if len(path) > 1:
+                return error_response(404, "No such admin route", "not_found")
+            deleted = store.delete_emails(path[0] if path else None)
+            if path and not deleted:
+                return error_response(404, "Email not found", "not_found")
+            return json_response(200, {"deleted": deleted})
+        if req.method != "GET":
+            return error_response(405, "Method not allowed", "method_not_allowed")
+        query = {name: req.query.get(name, "") for name in FILTERS}
         if not path:
-            rows = [email_detail(e) for e in self.sandbox.emails]
-            return json_response(200, {"emails": rows})
-        email = self.sandbox.store.find(path[0])
+            # Oldest first, as before filters existed.
+            found = filter_emails(self.sandbox.emails, query)[::-1]
+            return json_response(200, {"emails": [email_detail(e) for e in found]})
+        if path == ["latest"]:
+            newest = filter_emails(self.sandbox.emails, query)[:1]
+            if not newest:
+                return error_response(404, "No email matches", "not_found")
+            return json_response(200, {"email": email_detail(newest[0])})
+        email = store.find(path[0])
         if email is None:
             return error_response(404, "Email not found", "not_found")
         if len(path) == 1:
@@ -117,16 +120,7 @@ class Admin:
     def _attachment(email: StoredEmail, index: str) -> Response:
         if not index.isdigit() or int(index) >= len(email.attachments):
             return error_response(404, "Attachment not found", "not_found")
-        item = email.attachments[int(index)]
-        safe_name = (
-            "".join(c for c in item.filename if c.isalnum() or c in "._- ") or "file"
-        )
-        return Response(
-            200,
-            item.content,
-            "application/octet-stream",
-            {"Content-Disposition": f'attachment; filename="{safe_name}"'},
-        )
+        return attachment_response(email.attachments[int(index)], download=True)
 
     def _faults(self, req: Request, path: list[str]) -> Response:
         faults = self.sandbox.faults
@@ -184,20 +178,6 @@ class Admin:
             return json_response(200, {"success": True})
         return error_response(405, "Method not allowed", "method_not_allowed")
 
-    # Inbox pages ----------------------------------------------------------
-
     def page(self, req: Request) -> Response:
-        path = req.segments
-        if not path:
-            emails = list(reversed(self.sandbox.emails))
-            html = _env.get_template("inbox.html").render(emails=emails)
-            return html_response(200, html)
-        email = self.sandbox.store.find(path[1]) if len(path) >= 2 else None
-        if email is None:
-            return html_response(404, "<h1>Email not found</h1>")
-        if len(path) == 2:
-            html = _env.get_template("email.html").render(email=email)
-            return html_response(200, html)
-        if len(path) == 4 and path[2] == "attachments":
-            return self._attachment(email, path[3])
-        return html_response(404, "<h1>Not found</h1>")
+        """An inbox page (``GET /`` or ``/inbox/...``)."""
+        return self._inbox.page(req)

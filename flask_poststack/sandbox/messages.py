@@ -116,8 +116,12 @@ def html_response(status: int, html: str) -> Response:
         html.encode(),
         "text/html; charset=utf-8",
         {
+            # Email HTML is in sandboxed srcdoc frames, which inherit this
+            # policy: nothing loads from outside the sandbox's origin.
             "Content-Security-Policy": (
-                "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+                "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:;"
+                " script-src 'self'; connect-src 'self'; frame-src 'self';"
+                " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
             ),
             "X-Content-Type-Options": "nosniff",
         },

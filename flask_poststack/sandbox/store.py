@@ -189,6 +189,16 @@ class Store:
         with self.lock:
             return self.emails.get(email_id)
 
+    def delete_emails(self, email_id: str | None = None) -> int:
+        """Forget one email (or, with no id, every email); its lifecycle
+        stops. Idempotency keys stay, as the API's do. Returns how many."""
+        with self.lock:
+            if email_id is None:
+                count = len(self.emails)
+                self.emails.clear()
+                return count
+            return 1 if self.emails.pop(email_id, None) is not None else 0
+
     def all_emails(self) -> list[StoredEmail]:
         """Oldest first."""
         with self.lock:

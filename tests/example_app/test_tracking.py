@@ -114,3 +114,20 @@ def test_the_status_page_survives_a_redis_outage() -> None:
 
     assert response.status_code == 200
     assert b"unknown (Redis is unreachable)" in response.data
+
+
+def test_the_status_page_links_to_a_local_sandbox_inbox(
+    poststack_queue: FakeQueue,
+) -> None:
+    base_url = "http://127.0.0.1:8025"
+    app = create_app(
+        {
+            "TESTING": True,
+            "POSTSTACK_DEFAULT_FROM": "Acme <hello@example.com>",
+            "POSTSTACK_BASE_URL": base_url,
+        }
+    )
+    client = app.test_client()
+    email_id = queue_and_send_welcome(client, poststack_queue)
+    link = f'<a href="{base_url}/inbox/{email_id}">{email_id}</a>'
+    assert link in client.get("/emails").text

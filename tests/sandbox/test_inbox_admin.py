@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
 import signal
 import subprocess
 import sys
 from html.parser import HTMLParser
 
 import httpx
+import markupsafe
 import pytest
 from poststack import PostStack
 
@@ -41,8 +43,11 @@ def test_inbox_lists_newest_first(sandbox: Sandbox, client: PostStack) -> None:
         page = browser.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert "script-src" not in page.headers["content-security-policy"]
-    assert "default-src 'none'" in page.headers["content-security-policy"]
+    csp = page.headers["content-security-policy"]
+    # Only the inbox's own script file: no inline script, nothing remote.
+    directives = dict(d.strip().partition(" ")[::2] for d in csp.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["default-src"] == "'none'" and "http" not in csp
     text = page.text
     assert text.index("Second") < text.index("First")
     assert "First &lt;b&gt;bold&lt;/b&gt;" in text
@@ -69,14 +74,20 @@ def test_email_page_sandboxes_the_html(sandbox: Sandbox, client: PostStack) -> N
         # The browser unescapes the attribute: the frame gets the exact HTML,
         # with the sandbox attribute present and empty (no allow-scripts).
         assert frames[0] == {"sandbox": None, "srcdoc": EVIL, "title": "HTML body"}
-        assert "Plain &lt;text&gt;" in body
-        assert "X-Trace" in body and "abc" in body
-        assert "delivered" in body and "queued" in body
+        tab = f"/inbox/{sent['id']}?tab="
+        assert "Plain &lt;text&gt;" in browser.get(tab + "text").text
+        headers = browser.get(tab + "headers").text
+        assert "X-Trace" in headers and "abc" in headers
+        events = browser.get(tab + "events").text
+        assert "delivered" in events and "queued" in events
         link = f"/inbox/{sent['id']}/attachments/0"
-        assert link in body
+        assert link in browser.get(tab + "attachments").text
         download = browser.get(link)
         assert download.content == b"col1,col2\n"
+        # No stored type: a download, never sniffed, never run.
+        assert download.headers["content-type"] == "application/octet-stream"
         assert "attachment" in download.headers["content-disposition"]
+        assert download.headers["x-content-type-options"] == "nosniff"
         assert browser.get("/inbox/em_nope").status_code == 404
 
 
@@ -217,3 +228,89 @@ def test_cli_serves_until_interrupted(tmp_path: object) -> None:
         process.send_signal(signal.SIGINT)
         _out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
+
+
+def test_admin_filters_latest_and_delete(sandbox: Sandbox, client: PostStack) -> None:
+    first = client.emails.send(message(to=["ann@a.test"], subject="One", tags=["x"]))
+    client.emails.send(message(to=["ann@a.test"], subject="Two"))
+    client.emails.send(message(to=["ben@b.test"], subject="Three"))
+    with httpx.Client(base_url=sandbox.base_url) as admin:
+        found = admin.get("/_sandbox/emails", params={"to": "ANN@"}).json()["emails"]
+        assert [e["subject"] for e in found] == ["One", "Two"]  # oldest first
+        latest = admin.get("/_sandbox/emails/latest", params={"to": "ann@a.test"})
+        assert latest.json()["email"]["subject"] == "Two"
+        tagged = admin.get("/_sandbox/emails/latest", params={"tag": "x"})
+        assert tagged.json()["email"]["publicId"] == first["id"]
+        none = admin.get("/_sandbox/emails/latest", params={"subject": "nope"})
+        assert none.status_code == 404
+        json_type = {"Content-Type": "application/json"}
+        # A cross-origin form post cannot delete: no JSON content type.
+        assert admin.delete(f"/_sandbox/emails/{first['id']}").status_code == 403
+        one = admin.delete(f"/_sandbox/emails/{first['id']}", headers=json_type)
+        assert one.json() == {"deleted": 1}
+        again = admin.delete(f"/_sandbox/emails/{first['id']}", headers=json_type)
+        assert again.status_code == 404
+        assert admin.delete("/_sandbox/emails", headers=json_type).json() == {
+            "deleted": 2
+        }
+    assert sandbox.emails == []
+
+
+@pytest.mark.parametrize(
+    ("stored", "served", "disposition", "sandboxed"),
+    [
+        ("image/png", "image/png", "inline", True),
+        ("application/pdf", "application/pdf", "inline", False),
+        ("image/svg+xml", "image/svg+xml", "attachment", True),
+        ("text/html", "text/html", "attachment", True),
+        ("bad\r\nX-Evil: 1", "application/octet-stream", "attachment", True),
+    ],
+)
+def test_attachments_keep_their_type_safely(
+    sandbox: Sandbox,
+    client: PostStack,
+    stored: str,
+    served: str,
+    disposition: str,
+    sandboxed: bool,
+) -> None:
+    content = base64.b64encode(b"<svg onload=alert(1)>").decode()
+    attachment = {"filename": 'a"b.x', "content": content, "content_type": stored}
+    sent = client.emails.send(message(attachments=[attachment]))
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        answer = browser.get(f"/inbox/{sent['id']}/attachments/0")
+        download = browser.get(f"/inbox/{sent['id']}/attachments/0?download=1")
+    assert answer.headers["content-type"] == served
+    assert answer.headers["content-disposition"] == f'{disposition}; filename="ab.x"'
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    csp = answer.headers["content-security-policy"]
+    assert csp.startswith("default-src 'none'") and csp.endswith("sandbox") is sandboxed
+    assert download.headers["content-disposition"].startswith("attachment;")
+
+
+def test_events_show_their_data_and_other_emails_hooks_do_not_show(
+    sandbox: Sandbox, live_client: PostStack
+) -> None:
+    sandbox.outcomes.add("bounced", "*@b.test", times=None)
+    bounced = live_client.emails.send(message(to=["x@b.test"]))
+    other = live_client.emails.send(message())
+    sandbox.wait_for_status(bounced["id"])
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        events = browser.get(f"/inbox/{bounced['id']}?tab=events").text
+        hooks = browser.get(f"/inbox/{other['id']}?tab=webhooks").text
+    # A table of the event's data, not a Python repr.
+    assert "<th>recipient</th><td>x@b.test</td>" in events
+    assert "{&#39;recipient&#39;" not in events
+    assert "No webhook deliveries for this email" in hooks
+
+
+def test_highlighted_source_only_adds_spans_to_escaped_text() -> None:
+    from flask_poststack.sandbox.inbox import highlight_html
+
+    source = "<p title=\"a>b\" onclick='x()'>1 < 2 &amp;</p><!-- <b> --><script>"
+    html = str(highlight_html(source))
+    # Take the spans out again: what is left is exactly the escaped source.
+    bare = re.sub(r'<span class="hl-[tvc]">|</span>', "", html)
+    assert bare == str(markupsafe.escape(source))
+    assert '<span class="hl-c">&lt;!-- &lt;b&gt; --&gt;</span>' in html
+    assert "<script>" not in html and "<p" not in html

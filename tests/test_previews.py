@@ -1,0 +1,211 @@
+"""The preview pages at /_poststack/previews: when they exist, who may see
+them, undefined variables, and that a preview is what a send sends."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from flask_poststack import PostStack
+from flask_poststack import send_email
+from flask_poststack.sandbox import Sandbox
+
+from .conftest import AppFactory
+from .conftest import TEST_KEY
+
+URL = "/_poststack/previews"
+
+
+def templates(tmp_path: Path) -> Path:
+    folder = tmp_path / "templates" / "emails"
+    folder.mkdir(parents=True)
+    (folder / "welcome.subject.txt").write_text("Welcome, {{ name }}!\n")
+    (folder / "welcome.html").write_text(
+        "<p>Hi {{ name }} &amp; {{ team }}</p><p>{{ missing_thing }}</p>\n"
+    )
+    (folder / "welcome.txt").write_text("Hi {{ name }}\n")
+    return tmp_path / "templates"
+
+
+def previews_app(make_app: AppFactory, tmp_path: Path, **config: t.Any) -> Flask:
+    app = make_app(template_folder=templates(tmp_path), register=False, **config)
+    poststack = PostStack()
+
+    @poststack.preview
+    def welcome() -> dict[str, t.Any]:
+        return {
+            "to": "ada@example.com",
+            "template": "emails/welcome",
+            "context": {"name": "Ada <3", "team": "R&D"},
+            "headers": {"X-Campaign-Id": "spring"},
+        }
+
+    @poststack.preview("broken")
+    def _broken() -> dict[str, t.Any]:
+        return {"to": "not an address", "subject": "x", "text": "x"}
+
+    poststack.init_app(app)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("debug", "setting", "registered"),
+    [
+        (False, None, False),
+        (True, None, True),
+        (False, True, True),
+        (True, False, False),
+    ],
+)
+def test_registered_in_debug_or_as_the_setting_says(
+    make_app: AppFactory,
+    tmp_path: Path,
+    debug: bool,
+    setting: bool | None,
+    registered: bool,
+) -> None:
+    app = previews_app(make_app, tmp_path, DEBUG=debug, POSTSTACK_PREVIEWS=setting)
+    answer = app.test_client().get(URL + "/")
+    assert answer.status_code == (200 if registered else 404)
+
+
+def test_index_and_page(make_app: AppFactory, tmp_path: Path) -> None:
+    app = previews_app(make_app, tmp_path, POSTSTACK_PREVIEWS=True)
+    client = app.test_client()
+    index = client.get(URL + "/").text
+    assert f'href="{URL}/welcome"' in index and f'href="{URL}/broken"' in index
+    answer = client.get(URL + "/welcome")
+    page = answer.text
+    csp = answer.headers["Content-Security-Policy"]
+    assert "script-src" not in csp and csp.startswith("default-src 'none'")
+    assert "Welcome, Ada &lt;3!" in page and "X-Campaign-Id" in page
+    # The undefined variable is named as an error, not left as a blank.
+    assert "Undefined in <code>emails/welcome.html</code>" in page
+    assert "<code>missing_thing</code>" in page
+    assert "<iframe sandbox srcdoc=" in page
+    # No sandbox configured: no send button.
+    assert "Send to the sandbox" not in page
+    broken = client.get(URL + "/broken").text
+    assert 'role="alert">InvalidEmailError: ' in broken and "to" in broken
+    assert client.get(URL + "/nope").status_code == 404
+
+
+def test_local_requests_only(make_app: AppFactory, tmp_path: Path) -> None:
+    app = previews_app(make_app, tmp_path, POSTSTACK_PREVIEWS=True)
+    client = app.test_client()
+    remote = {"REMOTE_ADDR": "192.0.2.7"}
+    assert client.get(URL + "/", environ_overrides=remote).status_code == 404
+    ipv6 = {"REMOTE_ADDR": "::1"}
+    assert client.get(URL + "/", environ_overrides=ipv6).status_code == 200
+
+
+def test_a_preview_is_what_a_send_sends(
+    make_app: AppFactory, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    app = previews_app(
+        make_app,
+        tmp_path,
+        POSTSTACK_PREVIEWS=True,
+        POSTSTACK_API_KEY=TEST_KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_SUPPRESS_SEND=False,
+    )
+    client = app.test_client()
+    preview = client.get(URL + "/welcome.json").json
+    assert preview is not None
+    assert preview["undefined"] == {"emails/welcome.html": ["missing_thing"]}
+    payload = preview["payload"]
+    with app.app_context():
+        sent = send_email(
+            to="ada@example.com",
+            template="emails/welcome",
+            context={"name": "Ada <3", "team": "R&D"},
+            headers={"X-Campaign-Id": "spring"},
+        )
+    stored = sandbox.get_email(sent.id)
+    assert (stored.subject, stored.html, stored.text) == (
+        payload["subject"],
+        payload["html"],
+        payload["text"],
+    )
+    assert payload["html"].startswith("<p>Hi Ada &lt;3 &amp; R&amp;D</p>")
+
+    page = client.get(URL + "/welcome").text
+    assert "Send to the sandbox" in page
+    # The sandbox's POST /emails/preview spam report, asked for the page.
+    assert '<td id="spam">0 <span class="muted">(no action;' in page
+    assert sandbox.requests[-1]["path"] == "/emails/preview"
+    # Another origin's form cannot send.
+    forged = {"Origin": "http://evil.test"}
+    assert client.post(URL + "/welcome/send", headers=forged).status_code == 403
+    assert client.post(URL + "/welcome/send").status_code == 403
+    answer = client.post(URL + "/welcome/send", headers={"Origin": "http://localhost"})
+    assert answer.status_code == 302
+    broken = client.post(URL + "/broken/send", headers={"Origin": "http://localhost"})
+    assert broken.status_code == 400 and len(sandbox.emails) == 2
+    newest = sandbox.emails[-1]
+    assert f"sent={newest.id}" in answer.headers["Location"]
+    assert newest.html == payload["html"]
+
+
+def test_names_are_unique() -> None:
+    poststack = PostStack()
+
+    def one() -> dict[str, t.Any]:
+        return {}
+
+    poststack.preview("x")(one)
+    with pytest.raises(ValueError, match="'x' is already registered"):
+        poststack.preview("x")(lambda: {})
+
+
+def test_the_locale_switch_renders_as_a_send_in_that_locale(
+    make_app: AppFactory, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    from babel.messages import Catalog
+    from babel.messages.mofile import write_mo
+    from flask_babel import Babel
+
+    catalog = Catalog(locale="de")
+    catalog.add("Welcome", "Willkommen")
+    folder = tmp_path / "translations" / "de" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    with open(folder / "messages.mo", "wb") as mo:
+        write_mo(mo, catalog)
+    (tmp_path / "emails").mkdir()
+    (tmp_path / "emails" / "hi.subject.txt").write_text("{{ _('Welcome') }}")
+    (tmp_path / "emails" / "hi.txt").write_text("{{ _('Welcome') }}, Ada")
+    app = make_app(
+        template_folder=str(tmp_path),
+        register=False,
+        POSTSTACK_PREVIEWS=True,
+        POSTSTACK_API_KEY=TEST_KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_SUPPRESS_SEND=False,
+        BABEL_TRANSLATION_DIRECTORIES=str(tmp_path / "translations"),
+    )
+    Babel(app)
+    poststack = PostStack()
+
+    @poststack.preview
+    def hi() -> dict[str, t.Any]:
+        return {"to": "ada@example.com", "template": "emails/hi"}
+
+    poststack.init_app(app)
+    client = app.test_client()
+    default = client.get(URL + "/hi").text
+    assert 'name="locale"' in default and "<td>Welcome</td>" in default
+    german = client.get(URL + "/hi?locale=de").text
+    assert "<td>Willkommen</td>" in german and "?width=mobile&amp;locale=de" in german
+    json = client.get(URL + "/hi.json?locale=de").json
+    assert json is not None and json["payload"]["text"] == "Willkommen, Ada"
+    bad = client.get(URL + "/hi?locale=xx_QQ").text
+    assert 'role="alert">InvalidEmailError: ' in bad and "locale" in bad
+    sent = client.post(
+        URL + "/hi/send", data={"locale": "de"}, headers={"Origin": "http://localhost"}
+    )
+    assert "locale=de" in sent.headers["Location"]
+    assert sandbox.emails[-1].subject == "Willkommen"
