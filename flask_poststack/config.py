@@ -208,6 +208,8 @@ class Settings:
     result_ttl: int = _key(_number(int), 86_400)
     failure_ttl: int = _key(_number(int), 30 * 86_400)
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
+    #: Emails a PostStackWorker process sends at once (sender threads).
+    worker_concurrency: int = _key(_number(int, minimum=1), 1)
 
     def as_config(self) -> dict[str, t.Any]:
         """Every setting under its ``POSTSTACK_*`` key, as ``app.config`` holds it."""

@@ -49,6 +49,7 @@ from datetime import timedelta
 
 from rq import SimpleWorker
 from rq.exceptions import DeserializationError
+from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue as RQQueue
 from rq.registry import clean_registries
@@ -58,6 +59,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from ._threadpool import SenderPool
 from .client import worker_slot
 from .errors import ConfigurationError
 
@@ -196,6 +198,16 @@ class PostStackWorker(SimpleWorker):
         self._beating: tuple[Job, t.Any, float] | None = None
         self._beat_thread: threading.Thread | None = None
         self._beat_stop = False
+        # POSTSTACK_WORKER_CONCURRENCY > 1: jobs run in sender threads.
+        size = self._concurrency()
+        self._pool = SenderPool(self, size) if size > 1 else None
+        self._cold = False
+
+    def _concurrency(self) -> int:
+        try:
+            return worker_slot().settings.worker_concurrency
+        except ConfigurationError:
+            return 1  # the first job fails naming the bad setting
 
     def _warn_if_no_api_key(self) -> None:
         try:
@@ -280,8 +292,62 @@ class PostStackWorker(SimpleWorker):
             self.log.warning("Job %s was dequeued by a worker that died before it"
                              " ran; putting it back", job_id)  # fmt: skip
 
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """rq's; with sender threads, only once one of them is free."""
+        pool = self._pool
+        if pool is None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while pool.reserve(self._between_jobs):
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            if result is not None:
+                pool.handing_off = True
+                return result
+            pool.unreserve()
+            if timeout is not None or not pool.busy():
+                return None
+            pool.wait_for_one()  # burst: a job in flight may come back
+        return None
+
+    def _between_jobs(self) -> None:
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()
+
+    def _shutdown(self) -> None:
+        """rq's warm shutdown; with sender threads: take nothing new, and let
+        teardown wait for the jobs in flight."""
+        pool = self._pool
+        if pool is None:
+            super()._shutdown()  # type: ignore[no-untyped-call]
+            return
+        self._stop_requested = True
+        self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        if self.scheduler:
+            self.stop_scheduler()
+        self.log.info("Worker %s: stopping once the %s jobs in flight end",
+                      self.name, "sender threads'")  # fmt: skip
+        if not pool.handing_off:
+            raise StopRequested()
+
+    def request_force_stop(self, signum: int, frame: t.Any) -> None:
+        """rq's cold shutdown: jobs in flight stay in the started registry."""
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit:
+            self._cold = True
+            raise
+
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Run ``job`` in this process, heartbeating from a thread meanwhile."""
+        """Run ``job`` in this process, heartbeating from a thread meanwhile;
+        with sender threads, hand it to a free one and return."""
+        pool = self._pool
+        if pool is not None:
+            try:
+                pool.submit(job, queue)
+            finally:
+                pool.handing_off = False
+            return
         execution = self.prepare_execution(job)
         self._beat_for(job, execution)
         try:
@@ -296,13 +362,35 @@ class PostStackWorker(SimpleWorker):
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's. On rq 2.x, which forgets the worker's execution here, the
         job's heartbeat stops first: a beat after this would fail."""
+        if self._pool is not None:
+            self._pool.forget(job)  # before rq's transaction: no beat after it
         beating = self._beating
         if not _PASS_EXECUTION and beating is not None and beating[0].id == job.id:
             self._beat_for(None)
         super().cleanup_execution(job, *args, **kwargs)
 
     def teardown(self) -> None:
-        """Stop the heartbeat thread, then rq's teardown."""
+        """Wait for the jobs in flight (not after a cold shutdown), stop the
+        heartbeat thread, then rq's teardown."""
+        try:
+            self._stop_pool()
+        finally:
+            self._teardown()
+
+    def _stop_pool(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        if self._cold:
+            pool.stop()
+            return
+        try:
+            pool.drain()
+        except BaseException:  # a second signal: cold shutdown
+            pool.stop()
+            raise
+
+    def _teardown(self) -> None:
         with self._beat_lock:
             self._beat_stop = True
             self._beat_lock.notify()
