@@ -310,6 +310,34 @@ class PostStackWorker(SimpleWorker):
             pool.wait_for_one()  # burst: a job in flight may come back
         return None
 
+    def heartbeat(self, timeout: int | None = None, pipeline: t.Any = None) -> None:
+        """rq's; with jobs in flight, the main thread's own beats (three
+        round trips, before and after every job it hands out) at most once
+        a second: the heartbeat thread keeps the worker alive meanwhile."""
+        pool, last = self._pool, self.last_heartbeat
+        if (
+            pool is not None
+            and timeout is None
+            and pipeline is None
+            and last is not None
+            and pool.busy()
+            and (now() - last).total_seconds() < 1
+        ):
+            return
+        super().heartbeat(timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: t.Any = None) -> None:
+        """rq's; a worker with jobs in flight stays busy while it dequeues."""
+        pool = self._pool
+        if (
+            pool is not None
+            and pipeline is None
+            and state == WorkerStatus.IDLE
+            and pool.busy()
+        ):
+            return
+        super().set_state(state, pipeline)
+
     def _between_jobs(self) -> None:
         if self.should_run_maintenance_tasks:
             self.run_maintenance_tasks()
