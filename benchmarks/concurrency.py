@@ -35,6 +35,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from pathlib import Path
@@ -62,7 +63,7 @@ from flask_poststack.cli import worker_command
 DEADLINE = 120.0
 TICK = os.sysconf("SC_CLK_TCK")
 #: The workers' output, for when a trial fails.
-LOG = HERE / "results" / "concurrency-workers.log"
+LOG = Path(tempfile.gettempdir()) / "poststack-concurrency-workers.log"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -146,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="work per trial at the bound")  # fmt: skip
     parser.add_argument("--min-count", type=int, default=40)
     parser.add_argument("--max-count", type=int, default=1200)
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "concurrency.json")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results" / "concurrency.json"
+    )
     args = parser.parse_args(argv)
 
     def count_for(concurrency: int, latency: float) -> int:
@@ -158,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         app = make_app(server.url, base_url)
         admin = Admin(base_url)
         for latency in (ms / 1000 for ms in args.latency):
-            trials: dict[int, list[dict[str, float]]] = {c: [] for c in args.concurrency}
+            trials: dict[int, list[dict[str, float]]] = {
+                c: [] for c in args.concurrency
+            }
             for round_ in range(args.runs):
                 order = args.concurrency[:: 1 if round_ % 2 == 0 else -1]
                 for c in order:
@@ -190,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
           " | redis CPU ms/email | peak RSS MB |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['latency_ms']} ms | {row['concurrency']} | {row['emails_per_s']}"
-              f" | {row['pct_of_bound']}% | {row['cpu_ms_per_email']}"
-              f" | {row['redis_cpu_ms_per_email']} | {row['peak_rss_mb']} |")  # fmt: skip
+        cells = [f"{row['latency_ms']} ms", row["concurrency"], row["emails_per_s"],
+                 f"{row['pct_of_bound']}%", row["cpu_ms_per_email"],
+                 row["redis_cpu_ms_per_email"], row["peak_rss_mb"]]  # fmt: skip
+        print("| " + " | ".join(str(c) for c in cells) + " |")
     write_json(args.out, document("concurrency", {"runs": args.runs, "results": rows}))
     return 0
 

@@ -340,7 +340,7 @@ class PostStackWorker(SimpleWorker):
 
     def _between_jobs(self) -> None:
         if self.should_run_maintenance_tasks:
-            self.run_maintenance_tasks()
+            self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
     def _shutdown(self) -> None:
         """rq's warm shutdown; with sender threads: take nothing new, and let
@@ -352,7 +352,7 @@ class PostStackWorker(SimpleWorker):
         self._stop_requested = True
         self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
         if self.scheduler:
-            self.stop_scheduler()
+            self.stop_scheduler()  # type: ignore[no-untyped-call]
         self.log.info("Worker %s: stopping once the %s jobs in flight end",
                       self.name, "sender threads'")  # fmt: skip
         if not pool.handing_off:

@@ -127,14 +127,15 @@ def test_heartbeats_renew_every_job_in_flight(queue: Queue) -> None:
     first: dict[str, float] = {}
 
     def beaten_twice() -> bool:
-        scores = dict(queue.connection.zrange(queue.started_job_registry.key, 0, -1,
-                                              withscores=True))  # fmt: skip
+        conn: t.Any = queue.connection
+        key = queue.started_job_registry.key
+        scores = {str(k): v for k, v in conn.zrange(key, 0, -1, withscores=True)}
         if len(scores) < 4:
             return False
         if not first:
-            first.update({k.decode(): v for k, v in scores.items()})
+            first.update(scores)
             return False
-        return all(v > first[k.decode()] for k, v in scores.items())
+        return all(v > first[k] for k, v in scores.items())
 
     open_gate_when(beaten_twice)
     make_worker(queue).work(burst=True)
@@ -150,7 +151,9 @@ def test_a_job_over_its_timeout_fails_without_sigalrm(queue: Queue) -> None:
     make_worker(queue).work(burst=True)
     assert time.monotonic() - started < 20, "the timeout did not stop the job"
     assert slow.get_status(refresh=True) == "failed"
-    assert "SendTimeout" in (slow.latest_result().exc_string or "")
+    result = slow.latest_result()
+    assert result is not None
+    assert "SendTimeout" in (result.exc_string or "")
     assert quick.get_status(refresh=True) == "finished"
 
 

@@ -58,8 +58,8 @@ def test_sigkill_with_n_in_flight_delivers_each_once(
     jobs = enqueue(app, total)
     hold_first_sends(sandbox, IN_FLIGHT)
     sandbox.configure(latency=0.02)
-    env = {"POSTSTACK_WORKER_CONCURRENCY": str(IN_FLIGHT)}
-    first = workers.start(settings, sandbox, **env)
+    concurrency = str(IN_FLIGHT)
+    first = workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
 
     held = sandbox.wait_held(IN_FLIGHT, timeout=30)
     assert len(held) == IN_FLIGHT and all(h["email_id"] for h in held)
@@ -71,7 +71,7 @@ def test_sigkill_with_n_in_flight_delivers_each_once(
 
     workers.kill(first)  # SIGKILL, answers still held: never read
     assert sandbox.release() == IN_FLIGHT
-    workers.start(settings, sandbox, **env)
+    workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
     took = wait_until(
         lambda: registry_counts(app)["finished"] == total,
         timeout=60,
