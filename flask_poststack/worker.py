@@ -28,12 +28,17 @@ job) with these changes, for the "never lost, not late" promise:
   worker's environment and sending is not suppressed
   (``POSTSTACK_SUPPRESS_SEND``): every send would fail.
 
+- With ``POSTSTACK_WORKER_CONCURRENCY`` above 1, up to that many jobs run
+  at once in sender threads (:mod:`flask_poststack._threadpool`): a job is
+  dequeued only when a thread is free, all in-flight jobs are heartbeated
+  in one pipeline, and a timeout needs no ``SIGALRM``.
+
 Everything else (rq's heartbeats, state writes, suspension check and
-success bookkeeping) is rq's own, one job after the other.
+success bookkeeping) is rq's own, per job.
 
 Start it with::
 
-    rq worker -w flask_poststack.worker.PostStackWorker \\
+    POSTSTACK_WORKER_CONCURRENCY=32 rq worker -w flask_poststack.worker.PostStackWorker \\
         -S rq.serializers.JSONSerializer --with-scheduler \\
         --maintenance-interval 30 --url "$POSTSTACK_REDIS_URL" poststack
 """
