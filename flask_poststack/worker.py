@@ -29,7 +29,7 @@ job) with these changes, for the "never lost, not late" promise:
   (``POSTSTACK_SUPPRESS_SEND``): every send would fail.
 
 - With ``POSTSTACK_WORKER_CONCURRENCY`` above 1, up to that many jobs run
-  at once in sender threads (:mod:`flask_poststack._threadpool`): a job is
+  at once in sender threads (:mod:`flask_poststack._workerthreads`): a job is
   dequeued only when a thread is free, all in-flight jobs are heartbeated
   in one pipeline, and a timeout needs no ``SIGALRM``.
 
@@ -38,7 +38,8 @@ success bookkeeping) is rq's own, per job.
 
 Start it with::
 
-    POSTSTACK_WORKER_CONCURRENCY=32 rq worker -w flask_poststack.worker.PostStackWorker \\
+    POSTSTACK_WORKER_CONCURRENCY=32 \\
+    rq worker -w flask_poststack.worker.PostStackWorker \\
         -S rq.serializers.JSONSerializer --with-scheduler \\
         --maintenance-interval 30 --url "$POSTSTACK_REDIS_URL" poststack
 """
@@ -54,7 +55,6 @@ from datetime import timedelta
 
 from rq import SimpleWorker
 from rq.exceptions import DeserializationError
-from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.queue import Queue as RQQueue
 from rq.registry import clean_registries
@@ -64,7 +64,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
-from ._threadpool import SenderPool
+from ._workerthreads import SenderThreadsWorker
 from .client import worker_slot
 from .errors import ConfigurationError
 
@@ -154,7 +154,7 @@ def _is_json(serializer: t.Any) -> bool:
     return isinstance(resolved, type) and issubclass(resolved, JSONSerializer)
 
 
-class PostStackWorker(SimpleWorker):
+class PostStackWorker(SenderThreadsWorker):
     """A :class:`~rq.SimpleWorker` that heartbeats while a job runs.
 
     Its jobs are :class:`PostStackJob`, unless ``--job-class`` names another
@@ -204,9 +204,7 @@ class PostStackWorker(SimpleWorker):
         self._beat_thread: threading.Thread | None = None
         self._beat_stop = False
         # POSTSTACK_WORKER_CONCURRENCY > 1: jobs run in sender threads.
-        size = self._concurrency()
-        self._pool = SenderPool(self, size) if size > 1 else None
-        self._cold = False
+        self.start_senders(self._concurrency())
 
     def _concurrency(self) -> int:
         try:
@@ -297,89 +295,11 @@ class PostStackWorker(SimpleWorker):
             self.log.warning("Job %s was dequeued by a worker that died before it"
                              " ran; putting it back", job_id)  # fmt: skip
 
-    def dequeue_job_and_maintain_ttl(
-        self, timeout: int | None, max_idle_time: int | None = None
-    ) -> tuple[Job, Queue] | None:
-        """rq's; with sender threads, only once one of them is free."""
-        pool = self._pool
-        if pool is None:
-            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        while pool.reserve(self._between_jobs):
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-            if result is not None:
-                pool.handing_off = True
-                return result
-            pool.unreserve()
-            if timeout is not None or not pool.busy():
-                return None
-            pool.wait_for_one()  # burst: a job in flight may come back
-        return None
-
-    def heartbeat(self, timeout: int | None = None, pipeline: t.Any = None) -> None:
-        """rq's; with jobs in flight, the main thread's own beats (three
-        round trips, before and after every job it hands out) at most once
-        a second: the heartbeat thread keeps the worker alive meanwhile."""
-        pool, last = self._pool, self.last_heartbeat
-        if (
-            pool is not None
-            and timeout is None
-            and pipeline is None
-            and last is not None
-            and pool.busy()
-            and (now() - last).total_seconds() < 1
-        ):
-            return
-        super().heartbeat(timeout, pipeline)
-
-    def set_state(self, state: str, pipeline: t.Any = None) -> None:
-        """rq's; a worker with jobs in flight stays busy while it dequeues."""
-        pool = self._pool
-        if (
-            pool is not None
-            and pipeline is None
-            and state == WorkerStatus.IDLE
-            and pool.busy()
-        ):
-            return
-        super().set_state(state, pipeline)
-
-    def _between_jobs(self) -> None:
-        if self.should_run_maintenance_tasks:
-            self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
-
-    def _shutdown(self) -> None:
-        """rq's warm shutdown; with sender threads: take nothing new, and let
-        teardown wait for the jobs in flight."""
-        pool = self._pool
-        if pool is None:
-            super()._shutdown()  # type: ignore[no-untyped-call]
-            return
-        self._stop_requested = True
-        self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
-        if self.scheduler:
-            self.stop_scheduler()  # type: ignore[no-untyped-call]
-        self.log.info("Worker %s: stopping once the %s jobs in flight end",
-                      self.name, "sender threads'")  # fmt: skip
-        if not pool.handing_off:
-            raise StopRequested()
-
-    def request_force_stop(self, signum: int, frame: t.Any) -> None:
-        """rq's cold shutdown: jobs in flight stay in the started registry."""
-        try:
-            super().request_force_stop(signum, frame)
-        except SystemExit:
-            self._cold = True
-            raise
-
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run ``job`` in this process, heartbeating from a thread meanwhile;
         with sender threads, hand it to a free one and return."""
-        pool = self._pool
-        if pool is not None:
-            try:
-                pool.submit(job, queue)
-            finally:
-                pool.handing_off = False
+        if self._pool is not None:
+            super().execute_job(job, queue)
             return
         execution = self.prepare_execution(job)
         self._beat_for(job, execution)
@@ -395,35 +315,13 @@ class PostStackWorker(SimpleWorker):
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's. On rq 2.x, which forgets the worker's execution here, the
         job's heartbeat stops first: a beat after this would fail."""
-        if self._pool is not None:
-            self._pool.forget(job)  # before rq's transaction: no beat after it
         beating = self._beating
         if not _PASS_EXECUTION and beating is not None and beating[0].id == job.id:
             self._beat_for(None)
         super().cleanup_execution(job, *args, **kwargs)
 
     def teardown(self) -> None:
-        """Wait for the jobs in flight (not after a cold shutdown), stop the
-        heartbeat thread, then rq's teardown."""
-        try:
-            self._stop_pool()
-        finally:
-            self._teardown()
-
-    def _stop_pool(self) -> None:
-        pool = self._pool
-        if pool is None:
-            return
-        if self._cold:
-            pool.stop()
-            return
-        try:
-            pool.drain()
-        except BaseException:  # a second signal: cold shutdown
-            pool.stop()
-            raise
-
-    def _teardown(self) -> None:
+        """Stop the heartbeat thread, then the sender threads' and rq's teardown."""
         with self._beat_lock:
             self._beat_stop = True
             self._beat_lock.notify()
@@ -431,7 +329,7 @@ class PostStackWorker(SimpleWorker):
         if thread is not None:
             thread.join()
         self._beat_stop = False  # ready for another work() on this instance
-        super().teardown()  # type: ignore[no-untyped-call]
+        super().teardown()
 
     def _beat_for(self, job: Job | None, execution: t.Any = None) -> None:
         """Heartbeat ``job`` from the heartbeat thread; ``None`` stops, and

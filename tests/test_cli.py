@@ -237,7 +237,9 @@ def test_flask_poststack_worker_passes_the_concurrency(make_app: AppFactory) -> 
     result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 0, result.output
     assert result.output.split()[1] == "POSTSTACK_WORKER_CONCURRENCY=32"
-    bad = app.test_cli_runner().invoke(args=["poststack", "worker", "--concurrency", "0"])
+    bad = app.test_cli_runner().invoke(
+        args=["poststack", "worker", "--concurrency", "0"]
+    )
     assert bad.exit_code == 2 and "--concurrency" in bad.output
 
 
