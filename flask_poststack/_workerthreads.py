@@ -88,7 +88,7 @@ class SenderThreadsWorker(SimpleWorker):
     def heartbeat(self, timeout: int | None = None, pipeline: t.Any = None) -> None:
         """rq's; with jobs in flight, the main thread's own at most once a
         second (the pool's heartbeat thread keeps the worker alive)."""
-        pool, last = self._pool, self.last_heartbeat
+        pool, last = self._pool, getattr(self, "last_heartbeat", None)
         if (
             pool is not None
             and timeout is None
