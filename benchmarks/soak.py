@@ -113,6 +113,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--suppressed-rate", type=float, default=0.02)
     add("--sdk-retries", type=int, default=0)
     add("--heartbeat", type=int, default=1)
+    add(
+        "--concurrency",
+        type=int,
+        default=int(env_default("SOAK_CONCURRENCY", 1)),
+        help="emails in flight per worker, POSTSTACK_WORKER_CONCURRENCY"
+        " (default 1, or $SOAK_CONCURRENCY)",
+    )
     add("--maintenance-interval", type=int, default=2)
     add("--seed", type=int, default=9)
     add("--out", type=Path, default=_harness.RESULTS / "soak.json")
@@ -205,6 +212,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
         env = {
             "POSTSTACK_HEARTBEAT_INTERVAL": str(args.heartbeat),
             "POSTSTACK_MAX_RETRIES": str(args.sdk_retries),
+            "POSTSTACK_WORKER_CONCURRENCY": str(args.concurrency),
         }
 
         def start_worker() -> t.Any:
