@@ -35,16 +35,18 @@ docs: $(STAMP)
 
 # The two compat runs mostly wait on workers and the sandbox: side by side
 # they take about as long as one, which keeps `make test` under 5 minutes.
+# Most tests wait on real processes (Redis, workers, the sandbox), so two
+# pytest-xdist workers keep both cores busy; every test picks its own ports.
 test: lint typing docs
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 	$(MAKE) -j2 --output-sync=target compat
 
 # The oldest rq we support (2.8) and the newest 2.x (2.12) differ from 3.x in
 # the worker API, so the tests that run workers also run against each, in a
 # venv of its own (about 40 s each).
 COMPAT_TESTS := tests/test_worker.py tests/test_tasks.py tests/test_client.py \
-	tests/test_queueing.py tests/test_status.py tests/test_pipeline.py \
-	tests/e2e/test_delivery.py tests/test_testing.py \
+	tests/test_queueing.py tests/test_status.py tests/test_pipeline.py tests/test_scheduler.py \
+	tests/e2e/test_delivery.py tests/test_testing.py tests/test_cancel.py \
 	tests/test_threadpool.py tests/e2e/test_concurrency.py
 COMPAT_VENVS := .venv-rq28 .venv-rq212
 

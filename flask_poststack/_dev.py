@@ -5,7 +5,9 @@ fixed ports so that the ``export`` lines it prints stay right from one day to
 the next. The Redis and the worker run in sessions (process groups) of their
 own: a Ctrl-C at the terminal reaches this process only, which then stops
 the worker first (so the job at hand finishes against a live Redis and
-sandbox), then Redis, then the sandbox.
+sandbox), then Redis, then the sandbox. If this process is killed instead
+(SIGKILL), on Linux the kernel stops Redis and the worker with it
+(:mod:`._parent_death`), and the worker's scheduler process stops on its own.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from flask import Flask
 from flask.cli import ScriptInfo
 from flask.cli import with_appcontext
 
+from ._parent_death import parent_death_signal
 from ._state import get_state
 from ._workercmd import worker_command
 from ._workercmd import worker_environ
@@ -244,7 +247,7 @@ def _run(
             f"Redis cannot listen on 127.0.0.1:{redis_port} ({taken});"
             " pass another --redis-port."
         )
-    server = RedisServer(port=redis_port, new_session=True)
+    server = RedisServer(port=redis_port, new_session=True, die_with_parent=True)
     stack.callback(server.stop)
     try:
         server.start()
@@ -275,6 +278,9 @@ def _run(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # Killed with this process, even by SIGKILL (on Linux); its scheduler
+        # process then stops on its own (PostStackScheduler).
+        preexec_fn=parent_death_signal(signal.SIGKILL),
     )
     assert worker.stdout is not None
     reader = threading.Thread(

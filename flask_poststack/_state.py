@@ -15,16 +15,18 @@ import typing as t
 from flask import current_app
 from flask import Flask
 
+from ._loop_clients import LoopClients
 from .client import ClientSlot
 from .config import live_setting
 from .config import Settings
+from .errors import ConfigurationError
 from .pipeline import Context
 
 if t.TYPE_CHECKING:
     from redis import Redis
     from rq import Queue
 
-__all__ = ["AppState", "get_state", "testing_redis"]
+__all__ = ["AppState", "Mode", "get_state", "testing_redis"]
 
 STATE_KEY = "poststack.state"
 
@@ -50,8 +52,9 @@ def testing_redis(factory: t.Callable[[], Redis]) -> t.Iterator[None]:
 class _RedisSlot:
     """The app's Redis client, made on first use; one pool per app."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float) -> None:
         self._url = url
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: Redis | None = None
         self._override: Redis | None = None
@@ -78,15 +81,39 @@ class _RedisSlot:
                 if self._conn is None:
                     import redis
 
+                    from ._redis_errors import recording
+
                     # Timeouts so that a dead Redis fails an enqueue in
                     # seconds instead of hanging the request.
-                    self._conn = redis.Redis.from_url(
-                        self._url,
-                        socket_connect_timeout=5,
-                        socket_timeout=10,
-                        health_check_interval=30,
+                    self._conn = recording(
+                        redis.Redis.from_url(
+                            self._url,
+                            socket_connect_timeout=min(5, self._timeout),
+                            socket_timeout=self._timeout,
+                            health_check_interval=30,
+                        )
                     )
         return self._conn
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Mode:
+    """What an app uses while ``TESTING`` is off, or while it is on."""
+
+    #: The app's parsed configuration in this mode.
+    settings: Settings
+    #: The SDK client, renewed in a forked child.
+    client_slot: ClientSlot = dataclasses.field(repr=False)
+    #: Whether ``app.config`` itself set ``POSTSTACK_REDIS_URL``.
+    redis_url_in_config: bool = True
+    redis: _RedisSlot = dataclasses.field(init=False, repr=False)
+    #: The ``AsyncPostStack`` clients, one per event loop.
+    loop_clients: LoopClients = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        redis_slot = _RedisSlot(self.settings.redis_url, self.settings.redis_timeout)
+        object.__setattr__(self, "redis", redis_slot)
+        object.__setattr__(self, "loop_clients", LoopClients(self.client_slot))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -94,46 +121,92 @@ class AppState:
     """Everything Flask-PostStack keeps for one app.
 
     Read-only, but for :attr:`outbox`, which sends append to while sending
-    is suppressed.
+    is suppressed. The settings, client and Redis follow ``app.testing``
+    live: an app whose ``TESTING`` is turned on after ``init_app`` (as in
+    Flask's own testing docs) is isolated from the environment all the same.
     """
 
     app: Flask = dataclasses.field(repr=False)
-    #: The app's parsed configuration.
-    settings: Settings
-    #: The app's SDK client, renewed in a forked child.
-    client_slot: ClientSlot = dataclasses.field(repr=False)
+    #: The app's :class:`Mode` with ``TESTING`` off, then on.
+    modes: tuple[Mode, Mode] = dataclasses.field(repr=False)
     #: Payloads captured while sending was suppressed, oldest first.
     outbox: list[dict[str, t.Any]] = dataclasses.field(default_factory=list, repr=False)
-    #: Whether ``app.config`` itself set ``POSTSTACK_REDIS_URL`` at
-    #: ``init_app``: a testing app that did not gets the pytest plugin's
-    #: in-memory Redis.
-    redis_url_in_config: bool = True
-    _redis: _RedisSlot = dataclasses.field(init=False, repr=False)
     # RQ queues by (name, is_async): Queue() costs a good part of an enqueue.
     _queues: dict[tuple[str, bool], Queue] = dataclasses.field(
         default_factory=dict, init=False, repr=False
     )
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_redis", _RedisSlot(self.settings.redis_url))
+    @property
+    def mode(self) -> Mode:
+        """The app's :class:`Mode` now."""
+        return self.modes[bool(self.app.testing)]
+
+    @property
+    def settings(self) -> Settings:
+        """The app's parsed configuration (as ``app.testing`` is now)."""
+        return self.mode.settings
+
+    @property
+    def client_slot(self) -> ClientSlot:
+        """The app's SDK client slot, as ``app.testing`` is now."""
+        self.follow_testing()
+        return self.mode.client_slot
+
+    def follow_testing(self) -> None:
+        """Point ``app.extensions["poststack"]`` at the client of the current
+        mode (``init_app`` runs this before each request)."""
+        client = self.mode.client_slot.get()
+        if self.app.extensions.get("poststack") is not client:
+            self.app.extensions["poststack"] = client
+
+    @property
+    def loop_clients(self) -> LoopClients:
+        """The app's ``AsyncPostStack`` clients, one per event loop (as
+        ``app.testing`` is now)."""
+        self.follow_testing()
+        return self.mode.loop_clients
 
     @property
     def redis(self) -> Redis:
-        """The app's Redis client (its queue's connection)."""
-        factory = _testing_redis
+        """The app's Redis client (its queue's connection).
+
+        :raises ConfigurationError: for a testing app that sets no
+            ``POSTSTACK_REDIS_URL`` in ``app.config``, outside a test run by
+            the pytest plugin: it never falls back to a Redis on localhost.
+        """
+        mode = self.mode
         if (
-            factory is not None
-            and not self._redis.overridden
-            and not self.redis_url_in_config
-            and self.app.testing
+            self.app.testing
+            and not mode.redis.overridden
+            and not mode.redis_url_in_config
         ):
-            return factory()
-        return self._redis.get()
+            factory = _testing_redis
+            if factory is not None:
+                return factory()
+            self.redis_url()  # raises
+        return mode.redis.get()
+
+    def redis_url(self) -> str:
+        """The Redis URL a worker for this app should use.
+
+        :raises ConfigurationError: for a testing app that sets no
+            ``POSTSTACK_REDIS_URL`` in ``app.config``.
+        """
+        if self.app.testing and not self.mode.redis_url_in_config:
+            raise ConfigurationError(
+                "POSTSTACK_REDIS_URL",
+                "this app has TESTING on and sets no Redis URL in app.config,"
+                " so it has no queue (it never falls back to a Redis on"
+                " localhost). Run it under pytest, whose Flask-PostStack plugin"
+                " gives each test an in-memory queue; set POSTSTACK_EAGER ="
+                " True; or set POSTSTACK_REDIS_URL in app.config.",
+            )
+        return self.settings.redis_url
 
     @contextlib.contextmanager
     def use_redis(self, connection: Redis) -> t.Iterator[None]:
         """Use ``connection`` as the app's Redis inside the block (tests)."""
-        with self._redis.use(connection):
+        with self.mode.redis.use(connection):
             yield
 
     @property
@@ -143,13 +216,17 @@ class AppState:
         ``POSTSTACK_SUPPRESS_SEND`` is read live from ``app.config``, so
         toggling it (or ``TESTING``) after ``init_app`` takes effect.
         """
-        live = live_setting(self.app.config, "suppress_send")
+        live = self._live("suppress_send")
         return self.app.testing if live is None else bool(live)
 
     @property
     def eager(self) -> bool:
         """Whether queued jobs run inline (``POSTSTACK_EAGER``, read live)."""
-        return bool(live_setting(self.app.config, "eager"))
+        return bool(self._live("eager"))
+
+    def _live(self, name: str) -> t.Any:
+        live = live_setting(self.app.config, name)
+        return getattr(self.settings, name) if live is None else live
 
     def send_context(self) -> Context:
         """The pipeline's context for a send from this app, now."""

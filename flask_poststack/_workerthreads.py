@@ -27,6 +27,8 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 
 from ._threadpool import SenderPool
+from .client import worker_slot
+from .errors import ConfigurationError
 
 if t.TYPE_CHECKING:
     from rq.job import Job
@@ -41,8 +43,14 @@ class SenderThreadsWorker(SimpleWorker):
     _pool: SenderPool | None = None
     _cold = False
 
-    def start_senders(self, size: int) -> None:
-        """Run jobs in ``size`` sender threads (1: in the main thread)."""
+    def start_senders(self, size: int | None = None) -> None:
+        """Run jobs in ``size`` sender threads (1: in the main thread);
+        ``None``: ``POSTSTACK_WORKER_CONCURRENCY`` from the environment."""
+        if size is None:
+            try:
+                size = worker_slot().settings.worker_concurrency
+            except ConfigurationError:
+                size = 1  # the first job fails naming the bad setting
         self._pool = SenderPool(self, size) if size > 1 else None
 
     def dequeue_job_and_maintain_ttl(

@@ -19,8 +19,10 @@ from poststack import PostStackError
 
 from ._cli_checks import check_api
 from ._cli_checks import check_queue
+from ._cli_checks import check_render_options
 from ._cli_checks import quick_client
 from ._dev import dev
+from ._state import AppState
 from ._state import get_state
 from ._templates import undefined_variables
 from ._workercmd import worker_command
@@ -63,7 +65,12 @@ def worker(
     Runs the same `rq worker` command the docs give, with the app's
     POSTSTACK_* settings passed in its environment.
     """
-    settings = get_state().settings
+    state = get_state()
+    try:
+        redis_url = state.redis_url()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    settings = state.settings
     argv = worker_command(
         settings,
         queues=queues,
@@ -73,7 +80,7 @@ def worker(
     )
     # The Redis URL goes through the environment, so no password shows in
     # this output or in the process list.
-    click.echo(f"RQ_REDIS_URL={shlex.quote(redact_url(settings.redis_url))} ", nl=False)
+    click.echo(f"RQ_REDIS_URL={shlex.quote(redact_url(redis_url))} ", nl=False)
     if concurrency is not None:
         click.echo(f"POSTSTACK_WORKER_CONCURRENCY={concurrency} ", nl=False)
     click.echo(shlex.join(argv))
@@ -81,7 +88,7 @@ def worker(
         return
     sys.stdout.flush()
     env = worker_environ(current_app.config)
-    env["RQ_REDIS_URL"] = settings.redis_url
+    env["RQ_REDIS_URL"] = redis_url
     if concurrency is not None:
         env["POSTSTACK_WORKER_CONCURRENCY"] = str(concurrency)
     os.execvpe(argv[0], argv, env)
@@ -117,6 +124,11 @@ def _own_error_only() -> t.Iterator[None]:
 #: What a missing sender says on the command line (the Python API's message
 #: names ``from_=``).
 NO_SENDER = "no sender: pass --from or set POSTSTACK_DEFAULT_FROM in the config."
+NO_KEY_FOR_API = (
+    "--api asks the API, which needs a key: POSTSTACK_API_KEY is not set. Set"
+    " it in the app's config or export it (sk_test_... for the sandbox), or"
+    " leave out --api to render locally only."
+)
 
 
 @poststack_cli.command("send-test")
@@ -205,6 +217,8 @@ def check() -> None:
         report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
     for row in check_queue(settings):
         report(*row)
+    for row in check_render_options(settings):
+        report(*row)
     if failures:
         raise click.exceptions.Exit(1)
 
@@ -217,8 +231,13 @@ def check() -> None:
 )
 @click.option("--to", default="preview@example.com", show_default=True,
               help="Recipient for the API preview.")  # fmt: skip
-def preview(template: str, context_json: str, api: bool, to: str) -> None:
-    """Render an email template (TEMPLATE without suffix, e.g. emails/welcome)."""
+@click.option("--locale", default=None, help="Render in this locale (Flask-Babel).")
+def preview(
+    template: str, context_json: str, api: bool, to: str, locale: str | None
+) -> None:
+    """Render an email template (TEMPLATE without suffix, e.g. emails/welcome)
+    as a send would: its layout, POSTSTACK_TEXT_FROM_HTML and
+    POSTSTACK_INLINE_CSS included."""
     from ._templates import render_email
 
     try:
@@ -227,10 +246,20 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="'--context'") from None
     if not isinstance(context, dict):
         raise click.BadParameter("must be a JSON object", param_hint="'--context'")
+    settings = get_state().settings
+    if api and not settings.api_key:
+        raise click.ClickException(NO_KEY_FOR_API)
     try:
-        rendered = render_email(template, context)
+        rendered = render_email(
+            template,
+            context,
+            locale,
+            text_from_html=settings.text_from_html,
+            inline_css=settings.inline_css,
+        )
     except InvalidEmailError as exc:
-        raise click.BadParameter(exc.message, param_hint="'TEMPLATE'") from None
+        hint = "'--locale'" if exc.argument == "locale" else "'TEMPLATE'"
+        raise click.BadParameter(exc.message, param_hint=hint) from None
     for name, missing in undefined_variables(template, context):
         click.echo(
             click.style("warning:", fg="yellow")
@@ -243,7 +272,6 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         click.echo(value if value is not None else "(no template)")
     if not api:
         return
-    settings = get_state().settings
     draft = {
         "from": settings.default_from or "preview@example.com",
         "to": [to],
@@ -280,17 +308,32 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
     """Put failed jobs back on the queue (after fixing what made them fail).
 
     Each job keeps its idempotency key, so an email the API had accepted
-    before the failure is not sent twice.
+    before the failure is not sent twice. Exits with status 1 if Redis
+    cannot be reached.
     """
+    import redis
+
+    state = get_state()
+    try:
+        count, name = _requeue(state, queue or state.settings.queue, code)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+    except redis.RedisError as exc:
+        url = redact_url(state.settings.redis_url)
+        raise click.ClickException(
+            f"cannot reach Redis at {url} ({type(exc).__name__}): is it running?"
+            " The app's POSTSTACK_REDIS_URL says where it is."
+        ) from None
+    click.echo(f"{count} job(s) requeued on {name!r}.")
+
+
+def _requeue(state: AppState, queue: str, code: str | None) -> tuple[int, str]:
     from rq import Queue
     from rq.job import Job
     from rq.registry import FailedJobRegistry
     from rq.serializers import JSONSerializer
 
-    state = get_state()
-    rq_queue = Queue(
-        queue or state.settings.queue, connection=state.redis, serializer=JSONSerializer
-    )
+    rq_queue = Queue(queue, connection=state.redis, serializer=JSONSerializer)
     registry = FailedJobRegistry(queue=rq_queue)
     ids: list[str] = registry.get_job_ids()
     if code is not None:
@@ -309,7 +352,7 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
             job.retries_left = retries or None
             job.save()
             registry.requeue(job_id)
-    click.echo(f"{len(ids)} job(s) requeued on {rq_queue.name!r}.")
+    return len(ids), rq_queue.name
 
 
 @poststack_cli.command("sandbox", with_appcontext=False)

@@ -3,9 +3,10 @@
 Every key is declared once, as a field of :class:`Settings`: its default,
 its parser, and whether it is read live (at each use, from ``app.config``)
 rather than once at ``init_app``. The app reads ``app.config`` and, for keys
-it lacks, ``os.environ``; a testing app (``TESTING = True``) reads the keys
-that reach outside (API key and URL, Redis URL, suppression) from
-``app.config`` only, so the shell cannot point tests at a real API or Redis.
+it lacks, ``os.environ``; while ``TESTING`` is on, the app reads the keys
+that reach outside (API key and URL, Redis URL, suppression, eager mode)
+from ``app.config`` only, so the shell cannot point tests at a real API or
+Redis.
 The worker reads ``os.environ`` only. Values from the environment are
 strings: numbers, booleans and lists are parsed, and a value that does not
 parse is a :exc:`ConfigurationError` naming the key.
@@ -52,8 +53,8 @@ def _key(
     """Declare one setting: a :class:`Settings` field with its key's facts.
 
     ``outside`` marks a key that reaches outside the process (a real API or
-    Redis, or whether to send at all): a testing app reads it from
-    ``app.config`` only.
+    Redis, whether to send at all, or how queued jobs run): a testing app
+    reads it from ``app.config`` only.
     """
     meta = {"parse": parse, "name": name, "live": live, "outside": outside}
     return dataclasses.field(default=default, repr=not secret, metadata=meta)
@@ -128,6 +129,32 @@ def parse_bool(key: str, value: t.Any) -> bool:
     raise ConfigurationError(key, f"must be true or false, not {value!r}.")
 
 
+def _tracking(key: str, value: t.Any) -> dict[str, bool]:
+    # True/False (or "on"/"off") for both; a mapping, or "opens=on,clicks=off"
+    # from the environment, for each.
+    if isinstance(value, bool) or (
+        isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE
+    ):
+        return dict.fromkeys(("opens", "clicks"), parse_bool(key, value))
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if not all(sep for _, sep, _ in pairs):
+            raise ConfigurationError(
+                key, f"must be true, false or 'opens=on,clicks=off', not {value!r}."
+            )
+        value = {name.strip(): flag for name, _, flag in pairs}
+    if not isinstance(value, t.Mapping):
+        raise ConfigurationError(
+            key, f'must be {{"opens": bool, "clicks": bool}}, not {value!r}.'
+        )
+    for name in value:
+        if name not in ("opens", "clicks"):
+            raise ConfigurationError(
+                key, f"unknown key {name!r}: the keys are 'opens' and 'clicks'."
+            )
+    return {name: parse_bool(key, flag) for name, flag in value.items()}
+
+
 def _str_list(key: str, value: t.Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
@@ -182,14 +209,26 @@ class Settings:
     default_from: str | None = _key(_opt_str)
     default_reply_to: str | None = _key(_opt_str)
     default_tags: tuple[str, ...] = _key(_str_list, ())
+    #: ``{"opens": bool, "clicks": bool}``; unset keys follow the domain's
+    #: settings at the API.
+    tracking: t.Mapping[str, bool] | None = _key(_tracking)
+    #: Ask for a one-click ``List-Unsubscribe`` header; unset: the API's
+    #: default (none).
+    unsubscribe: bool | None = _key(parse_bool)
+    #: Make a template's text part from its HTML when it has no ``.txt``.
+    text_from_html: bool = _key(parse_bool, False)
+    #: Inline the CSS of a template's HTML into ``style`` attributes.
+    inline_css: bool = _key(parse_bool, False)
     redis_url: str = _key(
         _url("redis", "rediss", "unix"), "redis://localhost:6379/0", outside=True
     )
+    #: Seconds a Redis command may take before an enqueue gives up.
+    redis_timeout: float = _key(_number(float), 10.0)
     queue: str = _key(_str, "poststack")
     #: ``None`` follows ``app.testing`` (and means "send" in a worker).
     suppress_send: bool | None = _key(parse_bool, live=True, outside=True)
     #: Run queued jobs inline, in ``enqueue_email`` (for tests).
-    eager: bool = _key(parse_bool, False, live=True)
+    eager: bool = _key(parse_bool, False, live=True, outside=True)
     webhook_secrets: tuple[str, ...] = _key(
         _str_list, (), name="POSTSTACK_WEBHOOK_SECRET", secret=True
     )
@@ -207,6 +246,8 @@ class Settings:
     job_timeout: int = _key(_number(int, minimum=1), 310)
     result_ttl: int = _key(_number(int), 86_400)
     failure_ttl: int = _key(_number(int), 30 * 86_400)
+    #: ``Mail.send`` of :mod:`flask_poststack.flask_mail` queues instead.
+    flask_mail_queue: bool = _key(parse_bool, False)
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
     #: Emails a PostStackWorker process sends at once (sender threads).
     worker_concurrency: int = _key(_number(int, minimum=1), 1)
@@ -275,16 +316,15 @@ def load_settings(*sources: t.Mapping[str, t.Any], isolated: bool = False) -> Se
     return Settings(**values)
 
 
-def app_settings(config: t.Mapping[str, t.Any]) -> Settings:
+def app_settings(config: t.Mapping[str, t.Any], *, testing: bool) -> Settings:
     """The settings of an app with ``config``: ``app.config`` first, then
     ``os.environ``.
 
-    With ``TESTING`` on, the keys that reach outside the process
-    (``POSTSTACK_API_KEY``, ``..._BASE_URL``, ``..._REDIS_URL``,
-    ``..._SUPPRESS_SEND``) come from ``app.config`` only, so that the shell
+    With ``testing``, the keys that reach outside the process (see
+    :data:`OUTSIDE_KEYS`) come from ``app.config`` only, so that the shell
     cannot make a test send real email or use a real Redis.
     """
-    return load_settings(config, os.environ, isolated=bool(config.get("TESTING")))
+    return load_settings(config, os.environ, isolated=testing)
 
 
 def environ_settings() -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import weakref
 
 import poststack
@@ -9,10 +10,12 @@ from flask import current_app
 from flask import Flask
 
 from ._state import AppState
+from ._state import Mode
 from ._state import STATE_KEY
 from .cli import poststack_cli
 from .client import ClientSlot
 from .config import app_settings
+from .config import OUTSIDE_KEYS
 from .queueing import enqueue_email
 from .sending import send_email
 from .webhooks import register_default_blueprint
@@ -44,10 +47,14 @@ class PostStack:
         """Register the extension on ``app``.
 
         Reads every ``POSTSTACK_*`` key from ``app.config``, falling back to
-        ``os.environ`` (not with ``TESTING`` on), and writes the effective
-        values back into ``app.config``. Configuration is read once, here,
-        except ``POSTSTACK_SUPPRESS_SEND`` and ``POSTSTACK_EAGER``, which are
-        read at each use. No API key is needed to load the app or run its
+        ``os.environ``, and writes the effective values back into
+        ``app.config``. While ``TESTING`` is on (checked at each use, so it
+        may be set after ``init_app``), the keys that reach outside (API key,
+        base URL, Redis URL, suppression, eager mode) come from
+        ``app.config`` only; those found in the environment are therefore not
+        written back. Configuration is read once, here, except
+        ``POSTSTACK_SUPPRESS_SEND`` and ``POSTSTACK_EAGER``, which are read
+        at each use. No API key is needed to load the app or run its
         CLI: a send without one fails, naming ``POSTSTACK_API_KEY``.
 
         :raises RuntimeError: if the extension is already registered on ``app``.
@@ -59,25 +66,31 @@ class PostStack:
                 " 'init_app' once per app, or reuse the existing"
                 " app.extensions['poststack'] client."
             )
-        settings = app_settings(app.config)
-        redis_url_in_config = app.config.get("POSTSTACK_REDIS_URL") is not None
-        for key, value in settings.as_config().items():
-            app.config.setdefault(key, value)
-
         app_ref = weakref.ref(app)
 
-        def on_new(client: poststack.PostStack) -> None:  # in a forked child
-            renewed = app_ref()
-            if renewed is not None:
-                renewed.extensions["poststack"] = client
+        def mode(testing: bool) -> Mode:
+            settings = app_settings(app.config, testing=testing)
 
-        slot = ClientSlot(settings, on_new=on_new)
-        app.extensions["poststack"] = slot.get()
-        app.extensions[STATE_KEY] = AppState(
-            app, settings, slot, redis_url_in_config=redis_url_in_config
-        )
-        # Closes the client when the app is collected, or at interpreter exit.
-        weakref.finalize(app, slot.close)
+            def on_new(client: poststack.PostStack) -> None:  # in a forked child
+                renewed = app_ref()
+                if renewed is not None and renewed.testing == testing:
+                    renewed.extensions["poststack"] = client
+
+            slot = ClientSlot(settings, on_new=on_new)
+            # Closes the client when the app is collected, or at interpreter exit.
+            weakref.finalize(app, slot.close)
+            in_config = app.config.get("POSTSTACK_REDIS_URL") is not None
+            return Mode(settings, slot, redis_url_in_config=in_config)
+
+        state = AppState(app, (mode(False), mode(True)))
+        # Keys that reach outside stay out of app.config when they come from
+        # the environment: a live TESTING must not find them there.
+        for key, value in state.settings.as_config().items():
+            if key not in OUTSIDE_KEYS or os.environ.get(key) is None:
+                app.config.setdefault(key, value)
+        app.extensions[STATE_KEY] = state
+        state.follow_testing()
+        app.before_request(state.follow_testing)
 
         app.cli.add_command(poststack_cli)
         # The webhook endpoint, when a secret is set (or as

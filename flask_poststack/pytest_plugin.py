@@ -8,7 +8,9 @@ conftest. Turn it off with ``-p no:poststack``. A conftest that still lists
 For every test, a testing app (``TESTING = True``) that does not set
 ``POSTSTACK_REDIS_URL`` in ``app.config`` queues into an in-memory
 fakeredis, new for each test: ``enqueue_email`` needs no Redis server and
-leaves nothing in one. A test that wants a real Redis sets the URL.
+leaves nothing in one. Outside a test (in a session-scoped fixture, say) it
+queues into one in-memory Redis kept for the whole run. A test that wants a
+real Redis sets the URL.
 
 Fixtures (all prefixed ``poststack_`` so none shadows your own):
 
@@ -32,6 +34,7 @@ Fixtures (all prefixed ``poststack_`` so none shadows your own):
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import typing as t
 
@@ -89,6 +92,10 @@ class _MemoryRedis:
             self.connection = memory_redis()
         return self.connection
 
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+
 
 class FakeQueue:
     """An app's queue in fakeredis; :meth:`run` works off every queued job."""
@@ -131,6 +138,26 @@ class FakeQueue:
         return Queue(name, connection=self.connection, serializer=JSONSerializer)
 
 
+_SESSION_REDIS = pytest.StashKey[contextlib.ExitStack]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Give testing apps an in-memory Redis for the whole run, so that
+    session-scoped fixtures never reach a Redis on localhost either."""
+    memory = _MemoryRedis()
+    stack = contextlib.ExitStack()
+    stack.enter_context(testing_redis(memory.get))
+    stack.callback(memory.close)
+    session.stash[_SESSION_REDIS] = stack
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Undo :func:`pytest_sessionstart`."""
+    stack = session.stash.get(_SESSION_REDIS, None)
+    if stack is not None:
+        stack.close()
+
+
 @pytest.fixture(autouse=True)
 def _poststack_memory_redis() -> t.Iterator[_MemoryRedis]:
     """Testing apps without their own ``POSTSTACK_REDIS_URL`` queue into an
@@ -138,8 +165,7 @@ def _poststack_memory_redis() -> t.Iterator[_MemoryRedis]:
     memory = _MemoryRedis()
     with testing_redis(memory.get):
         yield memory
-    if memory.connection is not None:
-        memory.connection.close()
+    memory.close()
 
 
 @pytest.fixture

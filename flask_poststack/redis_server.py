@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from ._parent_death import parent_death_signal
+
 __all__ = ["RedisServer", "find_redis_server", "free_port"]
 
 
@@ -65,6 +67,9 @@ class RedisServer:
         its own, so that a Ctrl-C at the terminal does not reach it and the
         parent decides when it stops (``flask poststack dev`` stops it after
         the worker).
+    :param die_with_parent: on Linux, have the kernel send the server
+        SIGTERM when this process dies, even by SIGKILL, so that it never
+        runs on as an orphan (elsewhere this does nothing).
     """
 
     def __init__(
@@ -74,12 +79,14 @@ class RedisServer:
         appendonly: str | None = None,
         directory: str | os.PathLike[str] | None = None,
         new_session: bool = False,
+        die_with_parent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
         self._own_dir = directory is None
         self.directory = Path(directory or tempfile.mkdtemp(prefix="poststack-redis-"))
         self.new_session = new_session
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -113,6 +120,9 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=self.new_session,
+            preexec_fn=(
+                parent_death_signal(signal.SIGTERM) if self.die_with_parent else None
+            ),
         )
         deadline = time.monotonic() + timeout
         conn = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)

@@ -32,7 +32,8 @@ email_sent = _signals.signal(
     "email-sent",
     doc="""Sent with ``payload`` and ``result`` (a
     :class:`~flask_poststack.SendResult`) after the API accepted an email, or
-    after a suppressed send. A receiver that raises is logged and ignored:
+    after a suppressed send; for a queued email, also with its ``job``
+    (``None`` for a direct send). A receiver that raises is logged and ignored:
     the email was sent.""",
 )
 
@@ -47,6 +48,17 @@ email_enqueued = _signals.signal(
     doc="""Sent with ``payload`` and ``job`` once ``enqueue_email`` has put
     the email in Redis.""",
 )
+
+email_dispatched = _signals.signal(
+    "email-dispatched",
+    doc="""Flask-Mail's signal: sent with ``message`` (a
+    :class:`flask_poststack.flask_mail.Message`) once
+    :meth:`Mail.send <flask_poststack.flask_mail.Mail.send>` has sent,
+    captured or queued it, after ``email_sent`` (or ``email_enqueued``). The
+    sender is the app. A receiver that raises is logged and ignored.""",
+)
+
+__all__ += ["email_dispatched"]
 
 # Webhooks -----------------------------------------------------------------
 

@@ -53,8 +53,8 @@ class RecordedEmail:
     then runs (``poststack_queue.run()``, eager mode) is the same record,
     updated in place: :attr:`status` goes from ``"queued"`` to ``"sent"``
     (or ``"failed"``) and :attr:`result` is set. The email is recognised
-    across its queueing and its send by its ``idempotency_key``, which every
-    queued email has.
+    across its queueing and its send by its job and ``idempotency_key``: a
+    direct send that reuses a queued email's key is a record of its own.
 
     Every field of the wire payload reads as an attribute (``.to``,
     ``.subject``, ``.html``, ``.from_`` for ``"from"``...), with ``None``
@@ -165,21 +165,26 @@ class RecordedEmail:
 
 
 class _Recorder:
-    """Turns the signals into one :class:`RecordedEmail` per email."""
+    """Turns the signals into one :class:`RecordedEmail` per email.
+
+    A queued email's records are matched by job and idempotency key, so a
+    direct send that reuses the key of a queued email is an email of its own.
+    """
 
     def __init__(self, app: Flask | None) -> None:
         self.app = app
         self.records: list[RecordedEmail] = []
-        # Sends by jobs (sender None) not yet matched to a queued email: in
-        # eager mode the job runs before ``email_enqueued`` fires.
-        self._unclaimed: dict[str, RecordedEmail] = {}
+        # Sends by jobs not yet matched to a queued email: in eager mode the
+        # job runs before ``email_enqueued`` fires.
+        self._unclaimed: dict[tuple[str, str | None], RecordedEmail] = {}
         self._lock = threading.Lock()
 
-    def _find(self, key: str | None, *statuses: str) -> RecordedEmail | None:
-        if key is None:
+    def _queued(self, job: Job | None, key: str | None) -> RecordedEmail | None:
+        if job is None:
             return None
         for record in reversed(self.records):
-            if record.idempotency_key == key and record.status in statuses:
+            same_job = record.job is not None and record.job.id == job.id
+            if same_job and record.idempotency_key == key and record.status == "queued":
                 return record
         return None
 
@@ -188,7 +193,7 @@ class _Recorder:
     ) -> None:
         key = payload.get("idempotency_key")
         with self._lock:
-            record = self._unclaimed.pop(key, None) if key else None
+            record = self._unclaimed.pop((job.id, key), None)
             if record is None:
                 record = RecordedEmail(copy.deepcopy(payload), sender, "queued")
             if not any(r is record for r in self.records):
@@ -200,17 +205,19 @@ class _Recorder:
         sender: Flask | None,
         payload: dict[str, t.Any],
         result: SendResult,
+        job: Job | None = None,
         **_: t.Any,
     ) -> None:
+        key = payload.get("idempotency_key")
         with self._lock:
-            record = self._find(payload.get("idempotency_key"), "queued")
+            record = self._queued(job, key)
             if record is not None:
                 record.status, record.result = "sent", result
                 return
             record = RecordedEmail(copy.deepcopy(payload), sender, "sent", result)
-            if sender is None and record.idempotency_key:
+            if job is not None:
                 # Perhaps an eager job, whose email_enqueued comes next.
-                self._unclaimed[record.idempotency_key] = record
+                self._unclaimed[(job.id, key)] = record
             if self.app is None or sender is self.app:
                 self.records.append(record)
 
@@ -219,17 +226,19 @@ class _Recorder:
         sender: Flask | None,
         payload: dict[str, t.Any],
         exception: Exception,
+        job: Job | None = None,
         will_retry: bool = False,
         **_: t.Any,
     ) -> None:
         status: Status = "queued" if will_retry else "failed"
+        key = payload.get("idempotency_key")
         with self._lock:
-            record = self._find(payload.get("idempotency_key"), "queued")
+            record = self._queued(job, key)
             if record is not None:
                 record.status, record.error = status, exception
-            elif sender is None and payload.get("idempotency_key"):
+            elif job is not None:
                 # An eager job that failed: recorded once it counts as queued.
-                self._unclaimed[payload["idempotency_key"]] = RecordedEmail(
+                self._unclaimed[(job.id, key)] = RecordedEmail(
                     copy.deepcopy(payload), sender, status, error=exception
                 )
 

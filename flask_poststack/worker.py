@@ -24,14 +24,13 @@ job) with these changes, for the "never lost, not late" promise:
   (:class:`rq.serializers.JSONSerializer`), as ``enqueue_email`` writes
   them, whatever ``-S`` says: another serializer is replaced, with one
   warning. A job that is not JSON fails with a message saying so.
+- Its ``--with-scheduler`` process stops (releasing the scheduler lock)
+  within about a second of the worker's death (:mod:`._scheduler`).
 - At start, one warning if ``POSTSTACK_API_KEY`` is missing from the
   worker's environment and sending is not suppressed
   (``POSTSTACK_SUPPRESS_SEND``): every send would fail.
-
-- With ``POSTSTACK_WORKER_CONCURRENCY`` above 1, up to that many jobs run
-  at once in sender threads (:mod:`flask_poststack._workerthreads`): a job is
-  dequeued only when a thread is free, all in-flight jobs are heartbeated
-  in one pipeline, and a timeout needs no ``SIGALRM``.
+- ``POSTSTACK_WORKER_CONCURRENCY`` above 1 runs that many jobs at once, in
+  sender threads (:mod:`flask_poststack._workerthreads`).
 
 Everything else (rq's heartbeats, state writes, suspension check and
 success bookkeeping) is rq's own, per job.
@@ -54,6 +53,8 @@ import typing as t
 from datetime import timedelta
 
 from rq import SimpleWorker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT
+from rq.defaults import DEFAULT_LOGGING_FORMAT
 from rq.exceptions import DeserializationError
 from rq.job import Job as RQJob
 from rq.queue import Queue as RQQueue
@@ -64,6 +65,7 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from ._scheduler import start_scheduler
 from ._workerthreads import SenderThreadsWorker
 from .client import worker_slot
 from .errors import ConfigurationError
@@ -203,14 +205,7 @@ class PostStackWorker(SenderThreadsWorker):
         self._beating: tuple[Job, t.Any, float] | None = None
         self._beat_thread: threading.Thread | None = None
         self._beat_stop = False
-        # POSTSTACK_WORKER_CONCURRENCY > 1: jobs run in sender threads.
-        self.start_senders(self._concurrency())
-
-    def _concurrency(self) -> int:
-        try:
-            return worker_slot().settings.worker_concurrency
-        except ConfigurationError:
-            return 1  # the first job fails naming the bad setting
+        self.start_senders()  # POSTSTACK_WORKER_CONCURRENCY
 
     def _warn_if_no_api_key(self) -> None:
         try:
@@ -227,6 +222,19 @@ class PostStackWorker(SenderThreadsWorker):
             " in the worker's environment, or POSTSTACK_SUPPRESS_SEND=1 to log"
             " emails instead of sending them."
         )
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: t.Any = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        """rq's, with a scheduler process that stops when this worker dies."""
+        if burst:  # no scheduler process: rq's one pass, in this process
+            super()._start_scheduler(burst, logging_level, date_format, log_format)
+        else:
+            start_scheduler(self, logging_level, date_format, log_format)
 
     @property
     def heartbeat_interval(self) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import typing as t
+from pathlib import Path
 
 import redis
 from rq import Queue
@@ -36,3 +38,48 @@ def work(
 def batch_requests(sandbox: Sandbox) -> list[dict[str, t.Any]]:
     """The ``POST /emails/batch`` requests the sandbox received."""
     return [r for r in sandbox.requests if r["path"] == "/emails/batch"]
+
+
+def wait_until(
+    condition: t.Callable[[], t.Any], timeout: float, what: str = "the condition"
+) -> float:
+    """Poll ``condition`` until it is true; the seconds it took. Fails with
+    ``what`` once ``timeout`` seconds have passed."""
+    start = time.monotonic()
+    while not condition():
+        waited = time.monotonic() - start
+        assert waited < timeout, f"{what}: not true after {timeout:g} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def _proc_stat(pid: int) -> list[str]:
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (zombies included), from ``/proc``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_proc_stat(int(entry.name))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        children = {p for p, pp in parents.items() if pp == parent} - found
+        found |= children
+        todo.extend(children)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie (it has exited once it is one)."""
+    try:
+        return _proc_stat(pid)[0] != "Z"
+    except (OSError, IndexError):
+        return False

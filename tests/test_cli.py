@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack import PostStack
+from flask_poststack.cli import NO_KEY_FOR_API
 from flask_poststack.cli import worker_environ
 from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import free_port
@@ -232,7 +233,7 @@ def test_flask_poststack_worker_prints_the_documented_command(
 
 
 def test_flask_poststack_worker_passes_the_concurrency(make_app: AppFactory) -> None:
-    app = make_app(POSTSTACK_API_KEY=KEY)
+    app = make_app(POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL="redis://127.0.0.1:9/0")
     args = ["poststack", "worker", "--concurrency", "32", "--print"]
     result = app.test_cli_runner().invoke(args=args)
     assert result.exit_code == 0, result.output
@@ -268,7 +269,7 @@ def test_a_testing_apps_worker_gets_no_outside_setting_from_the_shell(
     env = worker_environ(make_app().config)
     assert "POSTSTACK_API_KEY" not in env
     assert "POSTSTACK_SUPPRESS_SEND" not in env
-    assert env["POSTSTACK_REDIS_URL"] == "redis://localhost:6379/0"  # the app's
+    assert "POSTSTACK_REDIS_URL" not in env  # never the shell's, nor localhost
     assert env["POSTSTACK_QUEUE"] == "from-shell"  # harmless keys still pass
     production = worker_environ(make_app(TESTING=False).config)
     assert production["POSTSTACK_API_KEY"] == "sk_live_fromtheshell123"
@@ -435,3 +436,33 @@ def test_dev_takes_test_keys_only(app: Flask) -> None:
     result = run(app, "dev", "--api-key", "sk_live_nope0123")
     assert result.exit_code == 2
     assert "'--api-key'" in result.output
+
+
+def test_preview_api_without_a_key_refuses_and_sends_nothing(
+    make_app: AppFactory, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    (tmp_path / "emails").mkdir()
+    (tmp_path / "emails/welcome.html").write_text("<p>Hi</p>")
+    app = make_app(template_folder=str(tmp_path), TESTING=False,
+                   POSTSTACK_BASE_URL=sandbox.base_url)  # fmt: skip
+    result = run(app, "preview", "emails/welcome", "--api")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == "Error: " + NO_KEY_FOR_API
+    assert "Traceback" not in result.output
+    assert sandbox.stats["requests"] == 0  # no placeholder key went out
+    assert run(app, "preview", "emails/welcome").exit_code == 0
+
+
+def test_requeue_failed_with_redis_down_says_so_in_one_line(
+    make_app: AppFactory,
+) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = make_app(TESTING=False, POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=url)
+    result = run(app, "requeue-failed")
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    (line,) = result.output.strip().splitlines()
+    assert line == (
+        f"Error: cannot reach Redis at {url} (ConnectionError): is it running?"
+        " The app's POSTSTACK_REDIS_URL says where it is."
+    )

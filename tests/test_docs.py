@@ -21,12 +21,14 @@ document ends.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
 import sys
 import typing as t
 import unittest
+import weakref
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,7 @@ from sybil.parsers.myst import CodeBlockParser
 from sybil.parsers.myst import SkipParser
 
 from flask_poststack import PostStack
+from flask_poststack import signals
 from flask_poststack.sandbox import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +49,7 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Documents whose examples continue another's app.
 BUILDS_ON = {"docs/testing.md": "docs/quickstart.md"}
 
+SIGNALS = {n: getattr(signals, n) for n in signals.__all__}
 HEADER = re.compile(r"\A(?:#|\{#)\s*(?P<path>[\w./-]+\.\w+)\s*(?:#\})?[ \t]*\n")
 PROJECT = "__docs_project__"
 REWRITES = "__docs_rewrites__"
@@ -58,6 +62,9 @@ TEMPLATES = {
     "emails/invite.txt": "Join {{ team }}: {{ join_url }}",
     "emails/digest.subject.txt": "Your weekly digest, {{ user.name }}",
     "emails/digest.txt": "Hello {{ user.name }}, here is what happened.",
+    "emails/receipt.subject.txt": "Your receipt",
+    "emails/receipt.html": "<style>p { color: #333 }</style>"
+    '<p>Thanks! <a href="https://acme.test/orders/7">Your order</a></p>',
 }
 
 
@@ -175,7 +182,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> t.Iterator[Path]
     monkeypatch.chdir(folder)
     monkeypatch.syspath_prepend(str(folder))
     before = set(sys.modules)
+    receivers = {name: dict(sig.receivers) for name, sig in SIGNALS.items()}
     yield folder
+    for name, sig in SIGNALS.items():  # receivers the reader's modules connected
+        for key in set(sig.receivers) - set(receivers[name]):
+            receiver = sig.receivers[key]
+            if isinstance(receiver, weakref.ref):
+                receiver = receiver()
+            if receiver is not None:
+                sig.disconnect(receiver)
     for name in set(sys.modules) - before:
         module = getattr(sys.modules[name], "__file__", None) or ""
         if module.startswith(str(folder)):
@@ -192,6 +207,12 @@ def test_examples(path: Path, project: Path) -> None:
     run_document(path, project)
     for written in project.rglob("*.py"):
         compile(written.read_text(), str(written), "exec")
+    # Every module of the reader's package imports (a block that names a
+    # module the docs never show fails here).
+    for init in project.glob("*/__init__.py"):
+        for module in init.parent.glob("*.py"):
+            dotted = f"{init.parent.name}.{module.stem}".removesuffix(".__init__")
+            importlib.import_module(dotted)
     if list(project.glob("tests/test_*.py")):
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSTSTACK_")}
         done = subprocess.run(

@@ -5,14 +5,17 @@ import typing as t
 
 import poststack
 import pytest
+import redis
 from flask import current_app
 
 from flask_poststack import ConfigurationError
 from flask_poststack import get_state
 from flask_poststack import PostStack
 from flask_poststack import send_email
+from tests.conftest import LIVE_KEY
 
 if t.TYPE_CHECKING:
+    from flask_poststack.sandbox import Sandbox
     from tests.conftest import AppFactory
 
 KEY = "sk_test_extension0123456789"
@@ -152,3 +155,45 @@ def test_seed_view_pattern_works_unchanged(
     email_id = response.get_json()["id"]
     assert email_id.startswith("em_")
     assert [e.id for e in sandbox.emails] == [email_id]
+
+
+def test_testing_turned_on_after_init_app_ignores_the_shell(
+    make_app: AppFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    sandbox: Sandbox,
+    redis_url: str,
+) -> None:
+    """Flask's testing docs set TESTING after create_app(): the shell's key,
+    API, Redis, suppression and eager mode must not reach that app."""
+    from flask_poststack import enqueue_email
+
+    monkeypatch.setenv("POSTSTACK_API_KEY", LIVE_KEY)
+    monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("POSTSTACK_SUPPRESS_SEND", "0")
+    monkeypatch.setenv("POSTSTACK_REDIS_URL", redis_url)
+    monkeypatch.setenv("POSTSTACK_EAGER", "1")
+    app = make_app(TESTING=False)
+    assert get_state(app).settings.api_key == LIVE_KEY  # production reads the shell
+
+    app.config.update(TESTING=True)
+    state = get_state(app)
+    assert state.settings.api_key is None
+    assert state.suppressed and not state.eager
+    with app.test_request_context():
+        app.preprocess_request()
+        assert app.extensions["poststack"] is state.client_slot.get()
+    with app.app_context():
+        send_email(to="ada@example.com", subject="Hi", text="Hi")
+        job = enqueue_email(to="ada@example.com", subject="Hi", text="Hi")
+    assert type(job.connection).__module__.startswith("fakeredis")
+    assert sandbox.stats["requests"] == 0
+    assert redis.Redis.from_url(redis_url).dbsize() == 0
+
+
+def test_a_shell_eager_setting_does_not_reach_a_testing_app(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSTACK_EAGER", "1")
+    assert not get_state(make_app()).eager
+    assert get_state(make_app(TESTING=False)).eager
+    assert get_state(make_app(POSTSTACK_EAGER=True)).eager

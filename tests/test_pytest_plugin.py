@@ -155,3 +155,53 @@ def test_without_fakeredis_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "fakeredis", None)
     with pytest.raises(RuntimeError, match=r"pip install \"fakeredis\[lua\]\""):
         memory_redis()
+
+
+def test_a_session_fixture_queues_in_memory_too(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from flask import Flask
+        from flask_poststack import PostStack, enqueue_email
+
+        @pytest.fixture(scope="session")
+        def seeded():
+            app = Flask("users_app")
+            app.config.update(TESTING=True, POSTSTACK_DEFAULT_FROM="a@acme.test")
+            PostStack(app)
+            with app.app_context():
+                return enqueue_email(to="ada@example.com", subject="Hi", text="Hi")
+
+        def test_seeded(seeded):
+            assert type(seeded.connection).__module__.startswith("fakeredis")
+        """
+    )
+    monkeypatch.setenv("POSTSTACK_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=1)
+
+
+def test_outside_pytest_a_testing_app_has_no_default_redis(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script (or a subprocess of a test) never falls back to localhost."""
+    script = pytester.makepyfile(
+        """
+        from flask import Flask
+        from flask_poststack import PostStack, enqueue_email
+
+        app = Flask("users_app")
+        app.config.update(TESTING=True, POSTSTACK_DEFAULT_FROM="a@acme.test")
+        PostStack(app)
+        with app.app_context():
+            enqueue_email(to="ada@example.com", subject="Hi", text="Hi")
+        """
+    )
+    monkeypatch.setenv("POSTSTACK_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    result = pytester.run(sys.executable, str(script))
+    assert result.ret == 1
+    result.stderr.fnmatch_lines(
+        ["*ConfigurationError: POSTSTACK_REDIS_URL: this app has TESTING on*"]
+    )

@@ -153,6 +153,27 @@ def test_one_record_per_email_sent_captured_or_queued(
     assert all(e.job is not None and e.idempotency_key for e in emails[2:])
 
 
+def test_a_direct_send_reusing_a_queued_key_is_its_own_record(
+    app: Flask, poststack_queue: FakeQueue
+) -> None:
+    """The documented fallback after a hung Redis sends with the queued
+    email's key: the outbox must show both, not merge them."""
+    with record_messages(app) as emails, app.app_context():
+        job = enqueue_email(to="a@example.com", subject="queued", text="t")
+        key = job.args[0]["idempotency_key"]
+        send_email(to="a@example.com", subject="direct", text="t", idempotency_key=key)
+        assert [(e.subject, e.status) for e in emails] == [
+            ("queued", "queued"),
+            ("direct", "sent"),
+        ]
+        poststack_queue.run()
+    assert [(e.subject, e.status) for e in emails] == [
+        ("queued", "sent"),
+        ("direct", "sent"),
+    ]
+    assert emails[0].job is not None and emails[1].job is None
+
+
 def test_a_queued_email_that_fails_keeps_its_record(
     app: Flask, poststack_queue: FakeQueue
 ) -> None:

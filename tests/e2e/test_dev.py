@@ -24,6 +24,9 @@ import httpx
 import pytest
 
 from flask_poststack.redis_server import free_port
+from tests.helpers import alive
+from tests.helpers import descendants
+from tests.helpers import wait_until
 
 from .dev_app import create_app
 
@@ -34,36 +37,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc"),
 ]
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid``, from ``/proc``."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        children = {p for p, pp in parents.items() if pp == parent} - found
-        found |= children
-        todo.extend(children)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class Dev:
@@ -121,6 +94,20 @@ def dev() -> t.Iterator[t.Callable[..., Dev]]:
         one.close()
 
 
+def three_children(run: Dev) -> set[int]:
+    """Redis, the worker and the scheduler the worker forks (a moment after
+    the worker registers: waited for)."""
+    children: set[int] = set()
+
+    def three() -> bool:
+        assert run.proc.poll() is None, run.output
+        children.update(descendants(run.proc.pid))
+        return len(children) >= 3
+
+    wait_until(three, 30, "Redis, the worker and its scheduler")
+    return children
+
+
 def exports_of(output: str) -> dict[str, str]:
     pairs = re.findall(r"^  export (POSTSTACK_\w+)=(.*)$", output, re.M)
     return {key: shlex.split(value)[0] for key, value in pairs}
@@ -142,9 +129,7 @@ def test_dev_runs_everything_the_app_needs_and_stops_it_all(
         "POSTSTACK_API_KEY": "sk_test_dev_local",
     }
     assert "flask --app tests.e2e.dev_app:create_app run" in out
-    children = descendants(run.proc.pid)
-    # Redis, the worker and the scheduler the worker forks.
-    assert len(children) >= 3, children
+    children = three_children(run)
 
     # The user's app in "another terminal": only the printed exports.
     for key, value in exports.items():
@@ -198,3 +183,22 @@ def test_dev_says_which_port_is_taken_and_leaves_nothing(
     )
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", sandbox_port)):
         pass  # the sandbox, started first, is stopped
+
+
+def test_a_killed_dev_leaves_no_process_behind(dev: t.Callable[..., Dev]) -> None:
+    sandbox_port, redis_port = free_port(), free_port()
+    run = dev("--sandbox-port", str(sandbox_port), "--redis-port", str(redis_port))
+    run.wait_for("Press Ctrl-C to stop.")
+    children = three_children(run)
+    run.proc.send_signal(signal.SIGKILL)  # no clean-up of its own can run
+    assert run.proc.wait(timeout=10) == -signal.SIGKILL
+    try:
+        took = wait_until(lambda: not any(alive(pid) for pid in children), 15,
+                          "every process dev started gone")  # fmt: skip
+    finally:
+        for pid in children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    print(f"every child of the killed dev gone {took:.2f} s after the SIGKILL")
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", redis_port), 1):
+        pass

@@ -7,6 +7,7 @@ import pytest
 
 import example_app
 from example_app import create_app
+from flask_poststack import get_state
 from flask_poststack.config import DEFAULTS
 from flask_poststack.testing import RecordedEmail
 
@@ -46,7 +47,10 @@ def test_the_env_example_works(monkeypatch: pytest.MonkeyPatch) -> None:
     app = create_app()  # not TESTING: the API key is required and checked
 
     assert app.secret_key == "change-me"
-    assert app.config["POSTSTACK_BASE_URL"] == "http://127.0.0.1:8025"
+    assert get_state(app).settings.base_url == "http://127.0.0.1:8025"
+    # From the environment, so not written into app.config: a TESTING turned
+    # on later must not find it there.
+    assert "POSTSTACK_BASE_URL" not in app.config
     assert "poststack_webhooks.receive" in app.view_functions  # the secret is set
 
 
