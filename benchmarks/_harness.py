@@ -195,6 +195,18 @@ def current_job_of(conn: redis.Redis, pid: int) -> str | None:
     return None
 
 
+def current_jobs_of(conn: redis.Redis, pid: int) -> list[str]:
+    """The ids of every job the worker process ``pid`` has in flight (one
+    unless POSTSTACK_WORKER_CONCURRENCY is set; rq 2.x tells only one)."""
+    for worker in Worker.all(connection=conn):
+        if worker.pid == pid:
+            executions = getattr(worker, "get_current_executions", None)
+            ids = [e.job_id for e in executions()] if executions else []
+            job_id = worker.get_current_job_id()
+            return ids or ([job_id] if job_id else [])
+    return []
+
+
 def settings_of(app: Flask) -> Settings:
     return get_state(app).settings
 

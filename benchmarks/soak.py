@@ -48,7 +48,7 @@ from pathlib import Path
 
 import _harness
 from _harness import API_KEY
-from _harness import current_job_of
+from _harness import current_jobs_of
 from _harness import dump_redis
 from _harness import failure_lines
 from _harness import make_app
@@ -113,6 +113,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--suppressed-rate", type=float, default=0.02)
     add("--sdk-retries", type=int, default=0)
     add("--heartbeat", type=int, default=1)
+    add(
+        "--concurrency",
+        type=int,
+        default=int(env_default("SOAK_CONCURRENCY", 1)),
+        help="emails in flight per worker, POSTSTACK_WORKER_CONCURRENCY"
+        " (default 1, or $SOAK_CONCURRENCY)",
+    )
     add("--maintenance-interval", type=int, default=2)
     add("--seed", type=int, default=9)
     add("--out", type=Path, default=_harness.RESULTS / "soak.json")
@@ -205,6 +212,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
         env = {
             "POSTSTACK_HEARTBEAT_INTERVAL": str(args.heartbeat),
             "POSTSTACK_MAX_RETRIES": str(args.sdk_retries),
+            "POSTSTACK_WORKER_CONCURRENCY": str(args.concurrency),
         }
 
         def start_worker() -> t.Any:
@@ -247,16 +255,17 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
                     del waiting_back[job_id]
             if time.monotonic() >= next_kill and len(kills) < args.max_kills:
                 i = len(kills) % len(live)
-                job_id = current_job_of(conn, live[i].pid)
+                job_ids = current_jobs_of(conn, live[i].pid)
                 workers.kill(live[i], group=args.kill_group)
                 kills.append(
                     {
                         "at": round(time.monotonic() - started, 2),
                         "when": utcnow(),
-                        "job": job_id,
+                        "job": job_ids[0] if job_ids else None,
+                        "jobs": job_ids,  # all in flight
                     }
                 )
-                if job_id:
+                for job_id in job_ids:
                     job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
                     waiting_back[job_id] = (time.monotonic(), job.worker_name)
                 live[i] = start_worker()
@@ -304,7 +313,7 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
         refused_stored = [j for j in refused if per_key[j.meta["idempotency_key"]]]
         missing_jobs = len(enqueuer.jobs) - len(jobs)
 
-        interrupted = {k["job"] for k in kills if k["job"]}
+        interrupted = {job_id for k in kills for job_id in k["jobs"]}
         # A 422 whose connection a drop_after fault then reset was never seen
         # by the worker (it sees a network error, and retries): not counted.
         answers_422 = {
@@ -354,12 +363,11 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
         )
         recovery = []  # kill to the interrupted job's end (incl. later faults)
         for kill in kills:
-            if not kill["job"]:
-                continue
-            job = next((j for j in jobs if j.id == kill["job"]), None)
-            ended = aware(job.ended_at) if job is not None else None
-            if ended is not None:
-                recovery.append((ended - kill["when"]).total_seconds())
+            for job_id in kill["jobs"]:
+                job = next((j for j in jobs if j.id == job_id), None)
+                ended = aware(job.ended_at) if job is not None else None
+                if ended is not None:
+                    recovery.append((ended - kill["when"]).total_seconds())
         interrupted_422 = len(interrupted & suppressed)
         faults = collections.Counter(
             f"{r['fault']}" + (f" {r['status']}" if r["fault"] == "error" else "")
@@ -448,7 +456,8 @@ def run(args: argparse.Namespace, log_dir: Path) -> dict[str, t.Any]:
                 "unfinished_jobs": unfinished[:20],
                 "registries": counts,
                 "kills": len(kills),
-                "kills_mid_job": len(interrupted),
+                "kills_mid_job": sum(1 for k in kills if k["jobs"]),
+                "jobs_interrupted": len(interrupted),
                 "kills_log": [
                     {k: v for k, v in x.items() if k != "when"} for x in kills
                 ],
@@ -533,7 +542,7 @@ def show(r: dict[str, t.Any]) -> str:
         + ("" if r["drained"] else "  (NOT DRAINED within the bound)"),
         f"RQ retries used                {r['rq_retries']}"
         f" ({r['rq_retry_log_lines']} failed sends logged retry=yes,"
-        f" {r['kills_mid_job']} jobs interrupted by a kill)",
+        f" {r['jobs_interrupted']} jobs interrupted by a kill)",
         f"API requests                   {r['api_requests']}"
         f" ({r['api_replays']} idempotent replays)",
         f"faults fired                   {r['faults_fired']}",

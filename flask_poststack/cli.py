@@ -46,9 +46,19 @@ poststack_cli = AppGroup("poststack", help="Flask-PostStack commands.")
     show_default=True,
     help="Seconds between checks for jobs abandoned by a dead worker.",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Emails sent at once (POSTSTACK_WORKER_CONCURRENCY).",
+)
 @click.option("--print", "print_only", is_flag=True, help="Print the command only.")
 def worker(
-    queues: tuple[str, ...], burst: bool, maintenance_interval: int, print_only: bool
+    queues: tuple[str, ...],
+    burst: bool,
+    maintenance_interval: int,
+    concurrency: int | None,
+    print_only: bool,
 ) -> None:
     """Run an RQ worker for Flask-PostStack jobs, from the app's config.
 
@@ -71,12 +81,16 @@ def worker(
     # The Redis URL goes through the environment, so no password shows in
     # this output or in the process list.
     click.echo(f"RQ_REDIS_URL={shlex.quote(redact_url(redis_url))} ", nl=False)
+    if concurrency is not None:
+        click.echo(f"POSTSTACK_WORKER_CONCURRENCY={concurrency} ", nl=False)
     click.echo(shlex.join(argv))
     if print_only:
         return
     sys.stdout.flush()
     env = worker_environ(current_app.config)
     env["RQ_REDIS_URL"] = redis_url
+    if concurrency is not None:
+        env["POSTSTACK_WORKER_CONCURRENCY"] = str(concurrency)
     os.execvpe(argv[0], argv, env)
 
 

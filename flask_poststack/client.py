@@ -17,6 +17,7 @@ import threading
 import typing as t
 import weakref
 
+import httpx
 import poststack
 
 from .config import check_api_key
@@ -45,12 +46,33 @@ def make_client(settings: Settings) -> poststack.PostStack:
     # A malformed key never reaches the SDK (it could not even build its
     # headers); a send checks the key first and reports it.
     key = settings.api_key if is_api_key(settings.api_key) else None
-    return poststack.PostStack(
+    client = poststack.PostStack(
         api_key=key or _PLACEHOLDER_KEY,
         base_url=settings.base_url,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
     )
+    _size_pool(client, settings.worker_concurrency)
+    return client
+
+
+#: httpx keeps up to 20 idle connections open (of 100): with more senders
+#: than that, each request beyond it would open a new connection.
+_HTTPX_KEEPALIVE = 20
+
+
+def _size_pool(client: poststack.PostStack, senders: int) -> None:
+    """Let ``senders`` threads each keep a connection alive (the SDK takes no
+    limits of its own, so its httpx client gets a transport that allows it)."""
+    if senders <= _HTTPX_KEEPALIVE:
+        return
+    http = getattr(getattr(client, "_client", None), "_httpx", None)
+    if not isinstance(http, httpx.Client):
+        return  # another SDK layout: keep its defaults
+    limits = httpx.Limits(max_connections=max(100, senders),
+                          max_keepalive_connections=senders)  # fmt: skip
+    old, http._transport = http._transport, httpx.HTTPTransport(limits=limits)
+    old.close()
 
 
 class FaultQueue:

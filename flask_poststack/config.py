@@ -251,6 +251,8 @@ class Settings:
     #: ``Mail.send`` of :mod:`flask_poststack.flask_mail` queues instead.
     flask_mail_queue: bool = _key(parse_bool, False)
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
+    #: Emails a PostStackWorker process sends at once (sender threads).
+    worker_concurrency: int = _key(_number(int, minimum=1), 1)
 
     def as_config(self) -> dict[str, t.Any]:
         """Every setting under its ``POSTSTACK_*`` key, as ``app.config`` holds it."""

@@ -29,12 +29,15 @@ job) with these changes, for the "never lost, not late" promise:
 - At start, one warning if ``POSTSTACK_API_KEY`` is missing from the
   worker's environment and sending is not suppressed
   (``POSTSTACK_SUPPRESS_SEND``): every send would fail.
+- ``POSTSTACK_WORKER_CONCURRENCY`` above 1 runs that many jobs at once, in
+  sender threads (:mod:`flask_poststack._workerthreads`).
 
 Everything else (rq's heartbeats, state writes, suspension check and
-success bookkeeping) is rq's own, one job after the other.
+success bookkeeping) is rq's own, per job.
 
 Start it with::
 
+    POSTSTACK_WORKER_CONCURRENCY=32 \\
     rq worker -w flask_poststack.worker.PostStackWorker \\
         -S rq.serializers.JSONSerializer --with-scheduler \\
         --maintenance-interval 30 --url "$POSTSTACK_REDIS_URL" poststack
@@ -63,6 +66,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from ._scheduler import start_scheduler
+from ._workerthreads import SenderThreadsWorker
 from .client import worker_slot
 from .errors import ConfigurationError
 
@@ -152,7 +156,7 @@ def _is_json(serializer: t.Any) -> bool:
     return isinstance(resolved, type) and issubclass(resolved, JSONSerializer)
 
 
-class PostStackWorker(SimpleWorker):
+class PostStackWorker(SenderThreadsWorker):
     """A :class:`~rq.SimpleWorker` that heartbeats while a job runs.
 
     Its jobs are :class:`PostStackJob`, unless ``--job-class`` names another
@@ -201,6 +205,7 @@ class PostStackWorker(SimpleWorker):
         self._beating: tuple[Job, t.Any, float] | None = None
         self._beat_thread: threading.Thread | None = None
         self._beat_stop = False
+        self.start_senders()  # POSTSTACK_WORKER_CONCURRENCY
 
     def _warn_if_no_api_key(self) -> None:
         try:
@@ -299,7 +304,11 @@ class PostStackWorker(SimpleWorker):
                              " ran; putting it back", job_id)  # fmt: skip
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        """Run ``job`` in this process, heartbeating from a thread meanwhile."""
+        """Run ``job`` in this process, heartbeating from a thread meanwhile;
+        with sender threads, hand it to a free one and return."""
+        if self._pool is not None:
+            super().execute_job(job, queue)
+            return
         execution = self.prepare_execution(job)
         self._beat_for(job, execution)
         try:
@@ -320,7 +329,7 @@ class PostStackWorker(SimpleWorker):
         super().cleanup_execution(job, *args, **kwargs)
 
     def teardown(self) -> None:
-        """Stop the heartbeat thread, then rq's teardown."""
+        """Stop the heartbeat thread, then the sender threads' and rq's teardown."""
         with self._beat_lock:
             self._beat_stop = True
             self._beat_lock.notify()
@@ -328,7 +337,7 @@ class PostStackWorker(SimpleWorker):
         if thread is not None:
             thread.join()
         self._beat_stop = False  # ready for another work() on this instance
-        super().teardown()  # type: ignore[no-untyped-call]
+        super().teardown()
 
     def _beat_for(self, job: Job | None, execution: t.Any = None) -> None:
         """Heartbeat ``job`` from the heartbeat thread; ``None`` stops, and

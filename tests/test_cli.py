@@ -232,6 +232,18 @@ def test_flask_poststack_worker_prints_the_documented_command(
     assert "hunter2" not in result.output
 
 
+def test_flask_poststack_worker_passes_the_concurrency(make_app: AppFactory) -> None:
+    app = make_app(POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL="redis://127.0.0.1:9/0")
+    args = ["poststack", "worker", "--concurrency", "32", "--print"]
+    result = app.test_cli_runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    assert result.output.split()[1] == "POSTSTACK_WORKER_CONCURRENCY=32"
+    bad = app.test_cli_runner().invoke(
+        args=["poststack", "worker", "--concurrency", "0"]
+    )
+    assert bad.exit_code == 2 and "--concurrency" in bad.output
+
+
 def test_every_command_runs_without_a_key(
     make_app: AppFactory, sandbox: Sandbox
 ) -> None:

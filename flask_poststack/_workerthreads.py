@@ -1,0 +1,165 @@
+"""rq's SimpleWorker with its jobs run in sender threads, when asked.
+
+:class:`SenderThreadsWorker` is the base of
+:class:`~flask_poststack.worker.PostStackWorker`. With a size above 1
+(``POSTSTACK_WORKER_CONCURRENCY``) it hands each job to a
+:class:`~flask_poststack._threadpool.SenderPool` thread instead of running
+it in the main thread, and adjusts rq's main loop around that:
+
+- a job is dequeued only once a sender thread is free (no prefetch);
+- the main thread's own worker heartbeats (three round trips around every
+  job) are sent at most once a second while jobs are in flight, and the
+  worker stays ``busy`` while it dequeues the next; the pool's heartbeat
+  thread keeps the worker and every job in flight alive meanwhile;
+- a warm shutdown takes nothing new and teardown waits for the jobs in
+  flight; a cold one (a second signal) leaves them in the started registry.
+
+With a size of 1 everything is rq's ``SimpleWorker``.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from rq import SimpleWorker
+from rq.exceptions import StopRequested
+from rq.utils import now
+from rq.worker import WorkerStatus
+
+from ._threadpool import SenderPool
+from .client import worker_slot
+from .errors import ConfigurationError
+
+if t.TYPE_CHECKING:
+    from rq.job import Job
+    from rq.queue import Queue
+
+__all__ = ["SenderThreadsWorker"]
+
+
+class SenderThreadsWorker(SimpleWorker):
+    """A :class:`~rq.SimpleWorker` that can run its jobs in sender threads."""
+
+    _pool: SenderPool | None = None
+    _cold = False
+
+    def start_senders(self, size: int | None = None) -> None:
+        """Run jobs in ``size`` sender threads (1: in the main thread);
+        ``None``: ``POSTSTACK_WORKER_CONCURRENCY`` from the environment."""
+        if size is None:
+            try:
+                size = worker_slot().settings.worker_concurrency
+            except ConfigurationError:
+                size = 1  # the first job fails naming the bad setting
+        self._pool = SenderPool(self, size) if size > 1 else None
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        """rq's; with sender threads, only once one of them is free."""
+        pool = self._pool
+        if pool is None:
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        while pool.reserve(self._between_jobs):
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            if result is not None:
+                pool.handing_off = True
+                return result
+            pool.unreserve()
+            if timeout is not None or not pool.busy():
+                return None
+            pool.wait_for_one()  # burst: a job in flight may come back
+        return None
+
+    def _between_jobs(self) -> None:
+        if self.should_run_maintenance_tasks:
+            self.run_maintenance_tasks()  # type: ignore[no-untyped-call]
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """rq's; with sender threads, hand ``job`` to the free one and return."""
+        pool = self._pool
+        if pool is None:
+            super().execute_job(job, queue)
+            return
+        try:
+            pool.submit(job, queue)
+        finally:
+            pool.handing_off = False
+
+    def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
+        """rq's; a sender's job stops beating first (before rq's transaction
+        that takes it out of the started registry: no beat comes after it)."""
+        if self._pool is not None:
+            self._pool.forget(job)
+        super().cleanup_execution(job, *args, **kwargs)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: t.Any = None) -> None:
+        """rq's; with jobs in flight, the main thread's own at most once a
+        second (the pool's heartbeat thread keeps the worker alive)."""
+        pool, last = self._pool, getattr(self, "last_heartbeat", None)
+        if (
+            pool is not None
+            and timeout is None
+            and pipeline is None
+            and last is not None
+            and pool.busy()
+            and (now() - last).total_seconds() < 1
+        ):
+            return
+        super().heartbeat(timeout, pipeline)
+
+    def set_state(self, state: str, pipeline: t.Any = None) -> None:
+        """rq's; a worker with jobs in flight stays busy while it dequeues."""
+        pool = self._pool
+        if (
+            pool is not None
+            and pipeline is None
+            and state == WorkerStatus.IDLE
+            and pool.busy()
+        ):
+            return
+        super().set_state(state, pipeline)
+
+    def _shutdown(self) -> None:
+        """rq's warm shutdown; with sender threads: take nothing new, and let
+        teardown wait for the jobs in flight."""
+        pool = self._pool
+        if pool is None:
+            super()._shutdown()  # type: ignore[no-untyped-call]
+            return
+        self._stop_requested = True
+        self.set_shutdown_requested_date()  # type: ignore[no-untyped-call]
+        if self.scheduler:
+            self.stop_scheduler()  # type: ignore[no-untyped-call]
+        self.log.info("Worker %s: stopping once the sender threads' jobs in"
+                      " flight end", self.name)  # fmt: skip
+        if not pool.handing_off:
+            raise StopRequested()
+
+    def request_force_stop(self, signum: int, frame: t.Any) -> None:
+        """rq's cold shutdown: jobs in flight stay in the started registry."""
+        try:
+            super().request_force_stop(signum, frame)
+        except SystemExit:
+            self._cold = True
+            raise
+
+    def teardown(self) -> None:
+        """Wait for the jobs in flight (not after a cold shutdown), then rq's."""
+        try:
+            self._stop_senders()
+        finally:
+            super().teardown()  # type: ignore[no-untyped-call]
+
+    def _stop_senders(self) -> None:
+        pool = self._pool
+        if pool is None:
+            return
+        if self._cold:
+            pool.stop()
+            return
+        try:
+            pool.drain()
+        except BaseException:  # a second signal: cold shutdown
+            pool.stop()
+            raise
