@@ -209,6 +209,10 @@ class Settings:
     result_ttl: int = _key(_number(int), 86_400)
     failure_ttl: int = _key(_number(int), 30 * 86_400)
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
+    #: ``"rq"`` or ``"celery"``: the engine the enqueue functions queue on.
+    queue_backend: str = _key(_choice("rq", "celery"), "rq")
+    #: Unset: ``job_timeout`` + the longest retry interval + 60 s.
+    celery_visibility_timeout: int | None = _key(_number(int, minimum=1))
 
     def as_config(self) -> dict[str, t.Any]:
         """Every setting under its ``POSTSTACK_*`` key, as ``app.config`` holds it."""
