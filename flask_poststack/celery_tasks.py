@@ -114,8 +114,10 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
         )
     transport = dict(app.conf.broker_transport_options or {})
     transport.setdefault("visibility_timeout", visibility_timeout(settings))
-    # Sweep for orphaned tasks every 10 s (kombu's default is about 100 s).
-    transport.setdefault("unacked_restore_interval", 10)
+    # Sweep for orphaned tasks every 10 s at most (kombu's default is about
+    # 100 s), so one comes back soon after its visibility timeout.
+    sweep = max(1, min(10, transport["visibility_timeout"] // 10))
+    transport.setdefault("unacked_restore_interval", sweep)
     transport.setdefault("unacked_restore_throttle", 1)
     app.conf.update(
         broker_transport_options=transport,
