@@ -113,7 +113,7 @@ def test_delivered_once_through_faults_and_4xx_tried_once(
             [{"to": f"b{i}@example.com", "subject": "B", "text": "t"} for i in range(3)]
         )
     celery_workers.start()
-    results = [*singles, refused, batch]
+    results: list[t.Any] = [*singles, refused, batch]
     with app.app_context():
         wait_until(
             lambda: all(r.ready() for r in results),
@@ -155,7 +155,7 @@ def test_killed_worker_task_comes_back_and_sends_once(
     sandbox.faults.add("hold_after_store", method="POST", path="/emails",
                        seconds=30, times=1)  # fmt: skip
     with app.app_context():
-        result = enqueue_email(to="once@example.com", subject="Once", text="t")
+        result: t.Any = enqueue_email(to="once@example.com", subject="Once", text="t")
     first = celery_workers.start(POSTSTACK_CELERY_VISIBILITY_TIMEOUT="2")
     [held] = sandbox.wait_held(timeout=30)
     assert held["email_id"] is not None

@@ -1,0 +1,102 @@
+"""The Celery engine in-process: eager mode, the options it refuses, config.
+
+The worker process is tested in tests/e2e/test_celery.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import typing as t
+
+import pytest
+from flask import Flask
+
+from flask_poststack import email_status
+from flask_poststack import enqueue_batch
+from flask_poststack import enqueue_email
+from flask_poststack import InvalidEmailError
+from flask_poststack import signals
+from flask_poststack.celery_tasks import make_celery
+from flask_poststack.celery_tasks import visibility_timeout
+from flask_poststack.config import Settings
+from flask_poststack.testing import fail_next
+from flask_poststack.testing import RecordedEmail
+from tests.conftest import AppFactory
+
+
+@pytest.fixture
+def app(make_app: AppFactory) -> Flask:
+    # An unreachable broker: eager mode must not need one.
+    return make_app(POSTSTACK_QUEUE_BACKEND="celery", POSTSTACK_EAGER=True,
+                    POSTSTACK_REDIS_URL="redis://127.0.0.1:9/0")  # fmt: skip
+
+
+def test_eager_runs_the_task_through_the_pipeline(
+    app: Flask, poststack_outbox: list[RecordedEmail]
+) -> None:
+    with app.app_context():
+        result = enqueue_email(to="a@example.com", subject="Hi", text="t")
+        [batch] = enqueue_batch([{"to": "b@example.com", "subject": "B", "text": "t"}])
+        status = email_status(result)
+    assert type(result).__name__ == "EagerResult"
+    assert status.state == "sent" and status.email_id == result.result
+    assert email_status(batch).state == "sent"
+    assert [r.status for r in poststack_outbox] == ["sent", "sent"]
+    assert poststack_outbox[0].job is result
+
+
+def test_eager_goes_through_json_like_a_broker(app: Flask) -> None:
+    def add_a_date(sender: object, payload: dict[str, t.Any]) -> None:
+        payload["headers"] = {"X-When": dt.date(2026, 1, 1)}
+
+    with (
+        app.app_context(),
+        signals.before_send.connected_to(add_a_date),
+        pytest.raises(TypeError, match="JSON serializable"),
+    ):
+        enqueue_email(to="a@example.com", subject="Hi", text="t")
+
+
+def test_eager_failure_is_recorded_not_retried(app: Flask) -> None:
+    fail_next(status=503)
+    with app.app_context():
+        result = enqueue_email(to="a@example.com", subject="Hi", text="t")
+        status = email_status(result)
+    assert status.state == "failed"
+    assert status.error is not None and status.error["status"] == 503
+    assert status.error["retryable"] is True
+
+
+def test_task_always_eager_on_the_apps_own_celery(make_app: AppFactory) -> None:
+    app = make_app(POSTSTACK_QUEUE_BACKEND="celery")
+    celery = make_celery(Settings(queue="mail"))
+    celery.conf.task_always_eager = True
+    app.extensions["poststack_celery"] = celery
+    with app.app_context():
+        result: t.Any = enqueue_email(to="a@example.com", subject="Hi", text="t")
+    assert result.successful()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("job_timeout", 30), ("result_ttl", 10), ("failure_ttl", 10), ("delay", 10**6)],
+)
+def test_refuses_what_celery_cannot_do(app: Flask, option: str, value: int) -> None:
+    sent: list[object] = []
+    with (
+        app.app_context(),
+        signals.before_send.connected_to(lambda sender, payload: sent.append(payload)),
+        pytest.raises(InvalidEmailError) as caught,
+    ):
+        options: t.Any = {option: value}
+        enqueue_email(to="a@example.com", subject="Hi", text="t", **options)
+    assert caught.value.argument == option
+    assert not sent
+
+
+def test_visibility_timeout_outlasts_a_task_and_its_longest_wait() -> None:
+    assert visibility_timeout(Settings()) == 310 + 300 + 60
+    assert visibility_timeout(Settings(celery_visibility_timeout=5)) == 5
+    conf = make_celery(Settings(retry_intervals=(1, 2))).conf
+    assert conf.broker_transport_options["visibility_timeout"] == 310 + 2 + 60
+    assert conf.task_default_queue == "poststack"
