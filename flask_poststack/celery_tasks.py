@@ -24,6 +24,7 @@ import typing as t
 
 from celery import Celery
 from celery import shared_task
+from celery.backends.redis import RedisBackend
 
 from . import pipeline
 from .client import worker_slot
@@ -37,6 +38,7 @@ __all__ = [
     "BATCH_TASK",
     "TASK",
     "EmailFailed",
+    "ResultBackend",
     "make_celery",
     "send_batch_payloads",
     "send_payload",
@@ -107,6 +109,10 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     settings = settings or environ_settings()
     if app is None:
         app = Celery("flask_poststack", set_as_current=False)
+        app.loader.override_backends = {
+            scheme: "flask_poststack.celery_tasks:ResultBackend"
+            for scheme in ("redis", "rediss")
+        }
         app.conf.update(
             broker_url=settings.redis_url,
             result_backend=settings.redis_url,
@@ -131,6 +137,19 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     )
     app.finalize()  # binds the shared tasks below to this app
     return app
+
+
+class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery is untyped
+    """Celery's Redis result backend, minus its subscription at each send.
+
+    Celery's producer subscribes to every task's result channel as it sends
+    it, one more round trip per email, and keeps the subscription until
+    someone waits for that result, which a web app never does.
+    ``AsyncResult.get()`` still works: it subscribes when it waits.
+    """
+
+    def on_task_call(self, producer: t.Any, task_id: str) -> None:
+        return None
 
 
 _app: Celery | None = None

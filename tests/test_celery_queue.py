@@ -15,6 +15,7 @@ from flask_poststack import email_status
 from flask_poststack import enqueue_batch
 from flask_poststack import enqueue_email
 from flask_poststack import InvalidEmailError
+from flask_poststack import QueueUnavailableError
 from flask_poststack import signals
 from flask_poststack.celery_tasks import make_celery
 from flask_poststack.celery_tasks import visibility_timeout
@@ -100,3 +101,13 @@ def test_visibility_timeout_outlasts_a_task_and_its_longest_wait() -> None:
     conf = make_celery(Settings(retry_intervals=(1, 2))).conf
     assert conf.broker_transport_options["visibility_timeout"] == 310 + 2 + 60
     assert conf.task_default_queue == "poststack"
+    # The producer does not subscribe to each task's result as it sends it.
+    assert type(make_celery(Settings()).backend).__name__ == "ResultBackend"
+
+
+def test_an_unreachable_broker_is_queue_unavailable(make_app: AppFactory) -> None:
+    app = make_app(POSTSTACK_QUEUE_BACKEND="celery",
+                   POSTSTACK_REDIS_URL="redis://127.0.0.1:9/0")  # fmt: skip
+    with app.app_context(), pytest.raises(QueueUnavailableError) as caught:
+        enqueue_email(to="a@example.com", subject="Hi", text="t")
+    assert "127.0.0.1:9" in str(caught.value)
