@@ -14,17 +14,16 @@ order that flips every round; medians reported.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import signal
-import subprocess
-import datetime
 import statistics
+import subprocess
 import sys
 import time
 import typing as t
 
 import redis
-
 from _common import Admin
 from _common import make_app
 from _common import print_table
@@ -32,6 +31,7 @@ from _common import redis_process
 from _common import sandbox_process
 from _common import worker_env
 from _common import write_results
+
 from flask_poststack import enqueue_many
 
 SCENARIOS = {
