@@ -111,3 +111,46 @@ def test_an_unreachable_broker_is_queue_unavailable(make_app: AppFactory) -> Non
     with app.app_context(), pytest.raises(QueueUnavailableError) as caught:
         enqueue_email(to="a@example.com", subject="Hi", text="t")
     assert "127.0.0.1:9" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("failure", "countdown"),
+    [
+        ({"status": 429, "code": "rate_limit_exceeded", "retry_after": 7}, 7),
+        ({"status": 503}, 2),
+        ({"status": 429, "code": "monthly_limit_exceeded"}, None),
+        ({"status": 422, "code": "validation_error"}, None),
+    ],
+)
+def test_the_task_retries_as_the_policy_says(
+    worker_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: dict[str, t.Any],
+    countdown: int | None,
+) -> None:
+    from celery.exceptions import Retry
+
+    from flask_poststack.celery_tasks import EmailFailed
+    from flask_poststack.celery_tasks import send_payload
+
+    monkeypatch.setenv("POSTSTACK_RETRY_INTERVALS", "2,5")
+    asked: list[dict[str, t.Any]] = []
+
+    def retry(**options: t.Any) -> t.NoReturn:
+        asked.append(options)
+        raise Retry()
+
+    monkeypatch.setattr(send_payload, "retry", retry)
+    fail_next(**failure)
+    payload = {"from": "a@example.com", "to": ["b@example.com"], "subject": "S",
+               "text": "t", "idempotency_key": "k-1"}  # fmt: skip
+    result = send_payload.apply(args=(payload,))
+    if countdown is None:
+        assert not asked
+        assert isinstance(result.result, EmailFailed)
+        assert result.result.fields["status"] == failure["status"]
+        assert result.result.fields["retryable"] is False
+    else:
+        [options] = asked
+        assert options["countdown"] == countdown
+        assert options["args"] == (payload,)
