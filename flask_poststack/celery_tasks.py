@@ -125,6 +125,9 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     sweep = max(1, min(10, transport["visibility_timeout"] // 10))
     transport.setdefault("unacked_restore_interval", sweep)
     transport.setdefault("unacked_restore_throttle", 1)
+    # A worker killed mid-sweep keeps the sweep's lock until it expires (five
+    # minutes by kombu's default): no orphaned task comes back until then.
+    transport.setdefault("unacked_mutex_expire", max(2, min(30, sweep * 3)))
     app.conf.update(
         broker_transport_options=transport,
         result_backend_transport_options=transport,

@@ -101,6 +101,7 @@ def test_visibility_timeout_outlasts_a_task_and_its_longest_wait() -> None:
     conf = make_celery(Settings(retry_intervals=(1, 2))).conf
     assert conf.broker_transport_options["visibility_timeout"] == 310 + 2 + 60
     assert conf.task_default_queue == "poststack"
+    assert conf.broker_transport_options["unacked_mutex_expire"] == 30
     # The producer does not subscribe to each task's result as it sends it.
     assert type(make_celery(Settings()).backend).__name__ == "ResultBackend"
 
