@@ -128,7 +128,9 @@ def main() -> None:
         [[args.rounds, totals["emails"], args.rounds * args.kills, totals["lost"],
           totals["duplicated"], totals["requests"]]],
     )  # fmt: skip
-    write_results("celery_soak", {"args": vars(args), "rounds": rounds, "totals": totals})
+    write_results(
+        "celery_soak", {"args": vars(args), "rounds": rounds, "totals": totals}
+    )
 
 
 if __name__ == "__main__":
