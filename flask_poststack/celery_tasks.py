@@ -102,9 +102,9 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     :param settings: where the broker is (``redis_url``) and how long a
         task may stay unacknowledged; default: the ``POSTSTACK_*``
         environment.
-    :param app: configure your own Celery app instead of a new one: its
-        broker and backend stay; the visibility timeout is set unless it
-        has one.
+    :param app: configure your own Celery app instead of a new one: only
+        the broker's visibility timeout and orphan sweep are set (where it
+        has none); its other settings stay.
     """
     settings = settings or environ_settings()
     if app is None:
@@ -117,6 +117,12 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
             broker_url=settings.redis_url,
             result_backend=settings.redis_url,
             broker_connection_retry_on_startup=True,
+            task_default_queue=settings.queue,
+            result_expires=settings.result_ttl,
+            result_accept_content=["json"],
+            accept_content=["json"],
+            # One task reserved per thread: a killed worker strands no backlog.
+            worker_prefetch_multiplier=1,
         )
     transport = dict(app.conf.broker_transport_options or {})
     transport.setdefault("visibility_timeout", visibility_timeout(settings))
@@ -131,12 +137,6 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     app.conf.update(
         broker_transport_options=transport,
         result_backend_transport_options=transport,
-        task_default_queue=settings.queue,
-        result_expires=settings.result_ttl,
-        result_accept_content=["json"],
-        accept_content=["json"],
-        # One task reserved per thread: a killed worker strands no backlog.
-        worker_prefetch_multiplier=1,
     )
     app.finalize()  # binds the shared tasks below to this app
     return app

@@ -9,6 +9,7 @@ import datetime as dt
 import typing as t
 
 import pytest
+from celery import Celery
 from flask import Flask
 
 from flask_poststack import email_status
@@ -102,6 +103,9 @@ def test_visibility_timeout_outlasts_a_task_and_its_longest_wait() -> None:
     assert conf.broker_transport_options["visibility_timeout"] == 310 + 2 + 60
     assert conf.task_default_queue == "poststack"
     assert conf.broker_transport_options["unacked_mutex_expire"] == 30
+    theirs = make_celery(app=Celery("theirs", broker="redis://h/0")).conf
+    assert theirs.task_default_queue == "celery"  # their routing stays
+    assert theirs.broker_transport_options["visibility_timeout"] == 670
     # The producer does not subscribe to each task's result as it sends it.
     assert type(make_celery(Settings()).backend).__name__ == "ResultBackend"
 
