@@ -95,6 +95,16 @@ def one_round(
         for proc in live:
             kill(proc)
     stored = collections.Counter(e.input.idempotency_key for e in sandbox.emails)
+    unfinished = [r for r in results if not r.ready()]
+    if unfinished:
+        # Where the lost tasks are (or are not), for the report.
+        print(
+            f"  unfinished: {[r.state for r in unfinished]}"
+            f" queued={conn.llen('poststack')} unacked={conn.hlen('unacked')}"
+            f" sweep lock ttl={conn.ttl('unacked_mutex')}"
+            f" statuses={collections.Counter(q['status'] for q in sandbox.requests)}",
+            flush=True,
+        )
     conn.close()
     return {
         "emails": count,
