@@ -46,7 +46,7 @@ test: lint typing docs
 # venv of its own (about 40 s each).
 COMPAT_TESTS := tests/test_worker.py tests/test_tasks.py tests/test_client.py \
 	tests/test_queueing.py tests/test_status.py tests/test_pipeline.py \
-	tests/e2e/test_delivery.py tests/test_testing.py
+	tests/e2e/test_delivery.py tests/test_testing.py tests/test_cancel.py
 COMPAT_VENVS := .venv-rq28 .venv-rq212
 
 .venv-rq28/.installed: RQ_PIN := rq==2.8.*

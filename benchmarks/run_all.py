@@ -23,7 +23,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: In this order; worker_classes.py runs when it is there.
-SCRIPTS = ("enqueue_cost", "request_latency", "worker_classes", "bulk", "worker_rss")
+SCRIPTS = (
+    "enqueue_cost",
+    "render_cost",
+    "request_latency",
+    "worker_classes",
+    "bulk",
+    "worker_rss",
+)
 QUICK = HERE / "results" / "quick"
 #: A benchmark that takes longer than this is stopped.
 TIMEOUT = 1800

@@ -4,6 +4,8 @@
   (``enqueue_email``, sent by an RQ worker);
 - :mod:`example_app.billing`: a receipt with a PDF attachment, sent at once
   (``send_email``), with the API's errors shown as a friendly message;
+- :mod:`example_app.support`: a contact form still written the Flask-Mail
+  way (``Message`` + ``mail.send``), through ``flask_poststack.flask_mail``;
 - :mod:`example_app.tracking`: the webhook receivers that record what became
   of each email, and the ``/emails`` page that shows it;
 - :mod:`example_app.store`: users and email statuses, in memory.
@@ -40,6 +42,7 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.config.from_mapping(
         SECRET_KEY="dev",  # override with FLASK_SECRET_KEY outside development
         SITE_NAME="Acme",
+        SUPPORT_ADDRESS="support@example.com",
     )
     app.config.from_prefixed_env()
     if test_config:
@@ -51,10 +54,14 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     from . import auth
     from . import billing
+    from . import support
     from . import tracking
+
+    support.mail.init_app(app)
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(billing.bp)
+    app.register_blueprint(support.bp)
     app.register_blueprint(tracking.bp)
     tracking.connect_receivers(app)
 

@@ -1,7 +1,9 @@
-"""Sign-up: store the user, queue a welcome email, say "check your inbox".
+"""Sign-up: store the user, queue a welcome email, say "check your inbox";
+and a password reset, whose email has tracking off.
 
-The view never waits on the email API: ``enqueue_email`` renders the
-templates and puts the email in Redis, and an RQ worker sends it.
+The views never wait on the email API: ``enqueue_email`` renders the
+templates (all extend ``emails/layout``) and puts the email in Redis, and an
+RQ worker sends it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import logging
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email
+from flask import abort
 from flask import Blueprint
+from flask import current_app
 from flask import flash
 from flask import redirect
 from flask import render_template
@@ -18,6 +22,8 @@ from flask import request
 from flask import session
 from flask import url_for
 from flask.typing import ResponseReturnValue
+from itsdangerous import BadSignature
+from itsdangerous import URLSafeTimedSerializer
 
 from flask_poststack import enqueue_email
 from flask_poststack import QueueUnavailableError
@@ -48,7 +54,16 @@ def signup() -> ResponseReturnValue:
         job = enqueue_email(
             to=user.email,
             template="emails/welcome",
-            context={"name": user.name, "site_url": url_for("index", _external=True)},
+            context={
+                "name": user.name,
+                "site_url": url_for("index", _external=True),
+                # The layout's footer links to it; unsubscribe=True adds the
+                # one-click List-Unsubscribe header as well.
+                "unsubscribe_url": url_for(
+                    "auth.unsubscribe", email=user.email, _external=True
+                ),
+            },
+            unsubscribe=True,
         )
     except QueueUnavailableError:
         # The account exists; only the welcome email is missing.
@@ -58,6 +73,46 @@ def signup() -> ResponseReturnValue:
         store.add_email("welcome", user.email, job_id=job.id)
     session["signup_email"] = user.email
     return redirect(url_for("auth.check_inbox"), code=303)
+
+
+@bp.route("/reset", methods=["GET", "POST"])
+def reset() -> ResponseReturnValue:
+    if request.method == "GET":
+        return render_template("auth/reset.html", sent=False)
+    error, email = _check_email(request.form.get("email", ""))
+    if error is None and get_store().get_user(email) is not None:
+        token = _reset_tokens().dumps(email)
+        reset_url = url_for("auth.new_password", token=token, _external=True)
+        job = enqueue_email(
+            to=email,
+            template="emails/password_reset",
+            context={"reset_url": reset_url},
+            # Click tracking would rewrite the link through a redirect (and
+            # break it in some mail clients): off for this email.
+            tracking=False,
+        )
+        get_store().add_email("password_reset", email, job_id=job.id)
+    # The same answer whether or not the account exists.
+    return render_template("auth/reset.html", sent=True)
+
+
+@bp.get("/reset/<token>")
+def new_password(token: str) -> ResponseReturnValue:
+    try:
+        email = _reset_tokens().loads(token, max_age=3600)
+    except BadSignature:
+        abort(404)
+    return render_template("auth/reset.html", sent=False, email=email)
+
+
+@bp.get("/unsubscribe")
+def unsubscribe() -> str:
+    email = request.args.get("email", "")
+    return render_template("auth/unsubscribed.html", email=email)
+
+
+def _reset_tokens() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key or "", salt="password-reset")
 
 
 @bp.get("/signup/done")

@@ -20,6 +20,9 @@ if t.TYPE_CHECKING:
     from . import signals as signals
     from . import testing as testing
     from ._state import get_state as get_state
+    from .cancel import cancel_email as cancel_email
+    from .cancel import EmailChange as EmailChange
+    from .cancel import reschedule_email as reschedule_email
     from .errors import ConfigurationError as ConfigurationError
     from .errors import FlaskPostStackError as FlaskPostStackError
     from .errors import InvalidEmailError as InvalidEmailError
@@ -39,6 +42,7 @@ if t.TYPE_CHECKING:
     from .results import SendResult as SendResult
     from .sending import send_batch as send_batch
     from .sending import send_email as send_email
+    from .sending import send_email_async as send_email_async
     from .status import email_status as email_status
     from .status import EmailStatus as EmailStatus
     from .webhooks import webhook_blueprint as webhook_blueprint
@@ -50,6 +54,7 @@ _WHERE = {
     "BatchItem": "results",
     "ConfigurationError": "errors",
     "EmailArgs": "message",
+    "EmailChange": "cancel",
     "EmailStatus": "status",
     "FlaskPostStackError": "errors",
     "InvalidEmailError": "errors",
@@ -62,13 +67,16 @@ _WHERE = {
     "UnknownArgumentError": "errors",
     "WebhookEvent": "webhooks",
     "WebhookVerificationError": "errors",
+    "cancel_email": "cancel",
     "email_status": "status",
     "enqueue_batch": "queueing",
     "enqueue_email": "queueing",
     "enqueue_many": "queueing",
     "get_state": "_state",
+    "reschedule_email": "cancel",
     "send_batch": "sending",
     "send_email": "sending",
+    "send_email_async": "sending",
     "webhook_blueprint": "webhooks",
 }
 _MODULES = {"signals", "testing"}

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import typing as t
+import uuid
 from collections.abc import Iterator
 from collections.abc import Sequence
 from datetime import datetime
@@ -99,12 +100,13 @@ def send_tasks(
                 for g in groups
             ]
     else:
-        with _broker_errors(state), app.producer_or_acquire() as producer:
+        # Ids chosen before the publish, so that a failure can name them.
+        ids = [task_id or uuid.uuid4().hex for _ in groups]
+        keys = [p["idempotency_key"] for p in payloads]
+        with _broker_errors(state, keys, ids), app.producer_or_acquire() as producer:
             results = [
-                task.apply_async(
-                    args=(g,), task_id=task_id, producer=producer, **options
-                )
-                for g in groups
+                task.apply_async(args=(g,), task_id=i, producer=producer, **options)
+                for g, i in zip(groups, ids, strict=True)
             ]
     for group, result in zip(groups, results, strict=True):
         members = group if batch else [group]
@@ -114,15 +116,26 @@ def send_tasks(
 
 
 @contextlib.contextmanager
-def _broker_errors(state: AppState) -> Iterator[None]:
-    """Turn a broker that cannot be reached into :exc:`QueueUnavailableError`."""
+def _broker_errors(
+    state: AppState, keys: Sequence[str], task_ids: Sequence[str]
+) -> Iterator[None]:
+    """Turn a broker that cannot be reached into :exc:`QueueUnavailableError`.
+
+    kombu does not say how far a failed publish got: the email may have
+    been queued, so a fallback must reuse its idempotency key.
+    """
     from kombu.exceptions import OperationalError
 
     try:
         yield
     except OperationalError as exc:
         reason = str(exc) or type(exc).__name__
-        raise QueueUnavailableError(state.settings.redis_url, reason) from exc
+        raise QueueUnavailableError(
+            state.settings.redis_url,
+            reason,
+            idempotency_keys=keys,
+            job_ids=task_ids,
+        ) from exc
 
 
 def is_celery(job: object, connection: object = None) -> bool:

@@ -14,7 +14,7 @@ from .client import make_client
 from .config import Settings
 from .errors import redact_url
 
-__all__ = ["check_api", "check_queue", "quick_client"]
+__all__ = ["check_api", "check_queue", "check_render_options", "quick_client"]
 
 
 def quick_client() -> poststack.PostStack:
@@ -92,3 +92,24 @@ def check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
             f"none holds the lock for {settings.queue!r}, so {waiting}. Run a"
             f" worker with --with-scheduler: {start}",
         )
+
+
+def check_render_options(settings: Settings) -> list[tuple[str, str, str]]:
+    """A row for each render option that is on: is its library installed?"""
+    import importlib.util
+
+    rows = []
+    for on, key, module, extra in (
+        (settings.text_from_html, "POSTSTACK_TEXT_FROM_HTML", "inscriptis", "text"),
+        (settings.inline_css, "POSTSTACK_INLINE_CSS", "css_inline", "css"),
+    ):
+        if not on:
+            continue
+        if importlib.util.find_spec(module) is None:
+            hint = (
+                f"on, but {module} is missing: pip install 'flask-poststack[{extra}]'"
+            )
+            rows.append(("FAIL", key, hint))
+        else:
+            rows.append(("ok", key, f"on ({module})"))
+    return rows

@@ -351,3 +351,39 @@ def check_allowed(
                     f"{bare!r} is not in POSTSTACK_ALLOWED_RECIPIENTS"
                     f" ({', '.join(patterns)}); the email was not sent.",
                 )
+
+
+TRACKING_KEYS = ("opens", "clicks")
+
+
+def tracking(value: object, default: t.Mapping[str, bool] | None) -> dict[str, bool]:
+    """``{"opens": bool, "clicks": bool}`` (either may be left out) over the
+    app's default; ``True``/``False`` turn both on or off."""
+    if value is None:
+        return dict(default or {})
+    if isinstance(value, bool):
+        return dict.fromkeys(TRACKING_KEYS, value)
+    if not isinstance(value, cabc.Mapping):
+        raise InvalidEmailError(
+            "tracking",
+            'must be {"opens": bool, "clicks": bool} (or True/False for both),'
+            f" not {type(value).__name__}.",
+        )
+    for key, flag in value.items():
+        if key not in TRACKING_KEYS:
+            raise InvalidEmailError(
+                "tracking", f"unknown key {key!r}: the keys are 'opens' and 'clicks'."
+            )
+        if not isinstance(flag, bool):
+            raise InvalidEmailError(
+                "tracking", f"the value of {key!r} must be True or False, not {flag!r}."
+            )
+    return {**(default or {}), **value}
+
+
+def flag(argument: str, value: object, default: bool | None) -> bool | None:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise InvalidEmailError(argument, f"must be True or False, not {value!r}.")
+    return value

@@ -15,6 +15,7 @@ import typing as t
 from flask import current_app
 from flask import Flask
 
+from ._loop_clients import LoopClients
 from .client import ClientSlot
 from .config import live_setting
 from .config import Settings
@@ -51,8 +52,9 @@ def testing_redis(factory: t.Callable[[], Redis]) -> t.Iterator[None]:
 class _RedisSlot:
     """The app's Redis client, made on first use; one pool per app."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeout: float) -> None:
         self._url = url
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._conn: Redis | None = None
         self._override: Redis | None = None
@@ -79,13 +81,17 @@ class _RedisSlot:
                 if self._conn is None:
                     import redis
 
+                    from ._redis_errors import recording
+
                     # Timeouts so that a dead Redis fails an enqueue in
                     # seconds instead of hanging the request.
-                    self._conn = redis.Redis.from_url(
-                        self._url,
-                        socket_connect_timeout=5,
-                        socket_timeout=10,
-                        health_check_interval=30,
+                    self._conn = recording(
+                        redis.Redis.from_url(
+                            self._url,
+                            socket_connect_timeout=min(5, self._timeout),
+                            socket_timeout=self._timeout,
+                            health_check_interval=30,
+                        )
                     )
         return self._conn
 
@@ -101,9 +107,13 @@ class Mode:
     #: Whether ``app.config`` itself set ``POSTSTACK_REDIS_URL``.
     redis_url_in_config: bool = True
     redis: _RedisSlot = dataclasses.field(init=False, repr=False)
+    #: The ``AsyncPostStack`` clients, one per event loop.
+    loop_clients: LoopClients = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "redis", _RedisSlot(self.settings.redis_url))
+        redis_slot = _RedisSlot(self.settings.redis_url, self.settings.redis_timeout)
+        object.__setattr__(self, "redis", redis_slot)
+        object.__setattr__(self, "loop_clients", LoopClients(self.client_slot))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -148,6 +158,13 @@ class AppState:
         client = self.mode.client_slot.get()
         if self.app.extensions.get("poststack") is not client:
             self.app.extensions["poststack"] = client
+
+    @property
+    def loop_clients(self) -> LoopClients:
+        """The app's ``AsyncPostStack`` clients, one per event loop (as
+        ``app.testing`` is now)."""
+        self.follow_testing()
+        return self.mode.loop_clients
 
     @property
     def redis(self) -> Redis:

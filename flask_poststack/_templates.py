@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import contextlib
+import importlib
 import typing as t
 
 import flask
 from jinja2 import TemplateNotFound
 
+from .errors import ConfigurationError
 from .errors import InvalidEmailError
 
 #: Suffixes looked up for ``template="emails/welcome"``, in this order.
@@ -21,9 +23,21 @@ class Rendered(t.NamedTuple):
     text: str | None
 
 
-def render_email(template: object, context: object) -> Rendered:
+def render_email(
+    template: object,
+    context: object,
+    locale: object = None,
+    *,
+    text_from_html: bool = False,
+    inline_css: bool = False,
+) -> Rendered:
     """Render whichever of ``<template>.subject.txt``, ``.html`` and ``.txt``
-    exist, with Flask's context processors and autoescaping (``.html`` only).
+    exist, with Flask's context processors and autoescaping (``.html`` only);
+    under Flask-Babel's ``force_locale(locale)`` when ``locale`` is given.
+
+    :param text_from_html: without a ``.txt``, make the text from the HTML.
+    :param inline_css: move the HTML's ``<style>`` rules into ``style``
+        attributes.
 
     A missing template is an :exc:`InvalidEmailError`; an error raised while
     rendering one that exists is a bug in the template and propagates.
@@ -58,13 +72,86 @@ def render_email(template: object, context: object) -> Rendered:
             f"neither {template}.html nor {template}.txt exists in the app's"
             " template folders.",
         )
-    rendered = {
-        suffix: flask.render_template(tmpl, **values) for suffix, tmpl in found.items()
-    }
+    with _forced_locale(locale):
+        rendered = {
+            suffix: flask.render_template(tmpl, **values)
+            for suffix, tmpl in found.items()
+        }
     subject = rendered.get(".subject.txt")
     if subject is not None:
         subject = " ".join(subject.split()) or None
-    return Rendered(subject, rendered.get(".html"), rendered.get(".txt"))
+    html, text = rendered.get(".html"), rendered.get(".txt")
+    if text is None and html is not None and text_from_html:
+        text = html_to_text(html)
+    if html is not None and inline_css:
+        html = inline_styles(html)
+    return Rendered(subject, html, text)
+
+
+def html_to_text(html: str) -> str:
+    """The text of ``html``, with each link's URL after its text
+    (``[reset your password](https://...)``), by inscriptis."""
+    try:
+        from inscriptis import get_text
+        from inscriptis.model.config import ParserConfig
+    except ImportError:
+        raise _missing("POSTSTACK_TEXT_FROM_HTML", "inscriptis", "text") from None
+    text: str = get_text(html, ParserConfig(display_links=True))
+    return text.strip()
+
+
+def inline_styles(html: str) -> str:
+    """``html`` with its ``<style>`` rules in ``style`` attributes, by
+    css-inline; ``@media`` rules stay in a ``<style>``, and no remote
+    stylesheet is fetched."""
+    try:
+        import css_inline
+    except ImportError:
+        raise _missing("POSTSTACK_INLINE_CSS", "css-inline", "css") from None
+    inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+    inlined: str = inliner.inline(html)
+    return inlined
+
+
+def _missing(key: str, package: str, extra: str) -> ConfigurationError:
+    return ConfigurationError(
+        key, f"needs {package}: pip install 'flask-poststack[{extra}]'."
+    )
+
+
+def check_locale(locale: object) -> t.ContextManager[object]:
+    """Flask-Babel's ``force_locale(locale)``, once ``locale`` is known to
+    be a locale and the app to use Flask-Babel."""
+    if not isinstance(locale, str) or not locale.strip():
+        raise InvalidEmailError("locale", "must be a locale name such as 'de'.")
+    try:
+        flask_babel: t.Any = importlib.import_module("flask_babel")
+        from babel import Locale
+        from babel import UnknownLocaleError
+    except ImportError:
+        flask_babel = None
+    if flask_babel is None or "babel" not in flask.current_app.extensions:
+        raise InvalidEmailError(
+            "locale",
+            "needs Flask-Babel set up in the app (pip install"
+            " 'flask-poststack[babel]', then Babel(app)); without it the"
+            " templates cannot be rendered in another locale.",
+        )
+    try:
+        Locale.parse(locale.replace("-", "_"))
+    except (UnknownLocaleError, ValueError):
+        reason = f"{locale!r} is not a known locale."
+        raise InvalidEmailError("locale", reason) from None
+    manager: t.ContextManager[object] = flask_babel.force_locale(
+        locale.replace("-", "_")
+    )
+    return manager
+
+
+def _forced_locale(locale: object) -> t.ContextManager[object]:
+    if locale is None:
+        return contextlib.nullcontext()
+    return check_locale(locale)
 
 
 def _check_context(context: object) -> dict[str, t.Any]:

@@ -19,6 +19,7 @@ from poststack import PostStackError
 
 from ._cli_checks import check_api
 from ._cli_checks import check_queue
+from ._cli_checks import check_render_options
 from ._cli_checks import quick_client
 from ._dev import dev
 from ._state import get_state
@@ -196,6 +197,8 @@ def check() -> None:
         report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
     for row in check_queue(settings):
         report(*row)
+    for row in check_render_options(settings):
+        report(*row)
     if failures:
         raise click.exceptions.Exit(1)
 
@@ -208,8 +211,13 @@ def check() -> None:
 )
 @click.option("--to", default="preview@example.com", show_default=True,
               help="Recipient for the API preview.")  # fmt: skip
-def preview(template: str, context_json: str, api: bool, to: str) -> None:
-    """Render an email template (TEMPLATE without suffix, e.g. emails/welcome)."""
+@click.option("--locale", default=None, help="Render in this locale (Flask-Babel).")
+def preview(
+    template: str, context_json: str, api: bool, to: str, locale: str | None
+) -> None:
+    """Render an email template (TEMPLATE without suffix, e.g. emails/welcome)
+    as a send would: its layout, POSTSTACK_TEXT_FROM_HTML and
+    POSTSTACK_INLINE_CSS included."""
     from ._templates import render_email
 
     try:
@@ -218,10 +226,18 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="'--context'") from None
     if not isinstance(context, dict):
         raise click.BadParameter("must be a JSON object", param_hint="'--context'")
+    settings = get_state().settings
     try:
-        rendered = render_email(template, context)
+        rendered = render_email(
+            template,
+            context,
+            locale,
+            text_from_html=settings.text_from_html,
+            inline_css=settings.inline_css,
+        )
     except InvalidEmailError as exc:
-        raise click.BadParameter(exc.message, param_hint="'TEMPLATE'") from None
+        hint = "'--locale'" if exc.argument == "locale" else "'TEMPLATE'"
+        raise click.BadParameter(exc.message, param_hint=hint) from None
     for name, missing in undefined_variables(template, context):
         click.echo(
             click.style("warning:", fg="yellow")
@@ -234,7 +250,6 @@ def preview(template: str, context_json: str, api: bool, to: str) -> None:
         click.echo(value if value is not None else "(no template)")
     if not api:
         return
-    settings = get_state().settings
     draft = {
         "from": settings.default_from or "preview@example.com",
         "to": [to],

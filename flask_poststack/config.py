@@ -129,6 +129,32 @@ def parse_bool(key: str, value: t.Any) -> bool:
     raise ConfigurationError(key, f"must be true or false, not {value!r}.")
 
 
+def _tracking(key: str, value: t.Any) -> dict[str, bool]:
+    # True/False (or "on"/"off") for both; a mapping, or "opens=on,clicks=off"
+    # from the environment, for each.
+    if isinstance(value, bool) or (
+        isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE
+    ):
+        return dict.fromkeys(("opens", "clicks"), parse_bool(key, value))
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if not all(sep for _, sep, _ in pairs):
+            raise ConfigurationError(
+                key, f"must be true, false or 'opens=on,clicks=off', not {value!r}."
+            )
+        value = {name.strip(): flag for name, _, flag in pairs}
+    if not isinstance(value, t.Mapping):
+        raise ConfigurationError(
+            key, f'must be {{"opens": bool, "clicks": bool}}, not {value!r}.'
+        )
+    for name in value:
+        if name not in ("opens", "clicks"):
+            raise ConfigurationError(
+                key, f"unknown key {name!r}: the keys are 'opens' and 'clicks'."
+            )
+    return {name: parse_bool(key, flag) for name, flag in value.items()}
+
+
 def _str_list(key: str, value: t.Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
@@ -183,9 +209,21 @@ class Settings:
     default_from: str | None = _key(_opt_str)
     default_reply_to: str | None = _key(_opt_str)
     default_tags: tuple[str, ...] = _key(_str_list, ())
+    #: ``{"opens": bool, "clicks": bool}``; unset keys follow the domain's
+    #: settings at the API.
+    tracking: t.Mapping[str, bool] | None = _key(_tracking)
+    #: Ask for a one-click ``List-Unsubscribe`` header; unset: the API's
+    #: default (none).
+    unsubscribe: bool | None = _key(parse_bool)
+    #: Make a template's text part from its HTML when it has no ``.txt``.
+    text_from_html: bool = _key(parse_bool, False)
+    #: Inline the CSS of a template's HTML into ``style`` attributes.
+    inline_css: bool = _key(parse_bool, False)
     redis_url: str = _key(
         _url("redis", "rediss", "unix"), "redis://localhost:6379/0", outside=True
     )
+    #: Seconds a Redis command may take before an enqueue gives up.
+    redis_timeout: float = _key(_number(float), 10.0)
     queue: str = _key(_str, "poststack")
     #: ``None`` follows ``app.testing`` (and means "send" in a worker).
     suppress_send: bool | None = _key(parse_bool, live=True, outside=True)
@@ -208,6 +246,8 @@ class Settings:
     job_timeout: int = _key(_number(int, minimum=1), 310)
     result_ttl: int = _key(_number(int), 86_400)
     failure_ttl: int = _key(_number(int), 30 * 86_400)
+    #: ``Mail.send`` of :mod:`flask_poststack.flask_mail` queues instead.
+    flask_mail_queue: bool = _key(parse_bool, False)
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
     #: ``"rq"`` or ``"celery"``: the engine the enqueue functions queue on.
     queue_backend: str = _key(_choice("rq", "celery"), "rq")

@@ -7,7 +7,8 @@
     │   ├── UnknownArgumentError(TypeError)    not an email argument; .closest
     │   └── RecipientNotAllowedError           outside POSTSTACK_ALLOWED_RECIPIENTS
     ├── ConfigurationError(RuntimeError)       bad config; .key names it
-    ├── QueueUnavailableError(ConnectionError) Redis unreachable; .url (no password)
+    ├── QueueUnavailableError(ConnectionError) Redis failed; .may_have_been_queued,
+    │                                          .idempotency_key(s), .job_id(s), .url
     ├── SendCancelled                          raised by a before_send receiver
     └── WebhookVerificationError               a webhook failed its signature check
 
@@ -18,6 +19,7 @@ No message or repr here ever contains the API key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
@@ -93,18 +95,62 @@ class ConfigurationError(FlaskPostStackError, RuntimeError):
 
 
 class QueueUnavailableError(FlaskPostStackError, ConnectionError):
-    """Redis could not be reached, so the email was not queued.
+    """Redis failed during an enqueue: the email may or may not be queued.
+
+    :attr:`may_have_been_queued` is ``False`` only when nothing reached
+    Redis (the connection was refused, or timed out before anything was
+    sent). After a read timeout or a connection lost mid-command, Redis may
+    have run the write and a worker may send the email later: a fallback
+    send must reuse :attr:`idempotency_key`, so that the API replays
+    instead of sending twice.
 
     :param url: the Redis URL, with any password removed.
+    :param reason: what Redis (or the connection) said.
+    :param may_have_been_queued: whether the write may have reached Redis.
+    :param idempotency_keys: the keys of the emails, in order.
+    :param job_ids: the ids their jobs were given, in order.
     """
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        reason: str,
+        *,
+        may_have_been_queued: bool = True,
+        idempotency_keys: Sequence[str] = (),
+        job_ids: Sequence[str] = (),
+    ) -> None:
         self.url = redact_url(url)
         self.reason = reason
+        self.may_have_been_queued = may_have_been_queued
+        #: The idempotency key of every email of the call, in order.
+        self.idempotency_keys = list(idempotency_keys)
+        #: The job id chosen for every job of the call, in order.
+        self.job_ids = list(job_ids)
+        count = len(self.idempotency_keys)
+        what = "the email" if count <= 1 else f"the {count} emails"
+        problem = "failed mid-command" if may_have_been_queued else "is unreachable"
+        if may_have_been_queued:
+            outcome = (
+                f"{what[0].upper()}{what[1:]} may have been queued: send again"
+                " only with the same idempotency_key."
+            )
+        else:
+            outcome = "Nothing was queued."
         super().__init__(
-            f"Could not queue the email: Redis at {self.url} is unreachable"
-            f" ({reason}). Nothing was queued."
+            f"Could not queue {what}: Redis at {self.url} {problem}"
+            f" ({reason}). {outcome}"
         )
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The idempotency key of the (first) email, for a fallback send."""
+        return self.idempotency_keys[0] if self.idempotency_keys else None
+
+    @property
+    def job_id(self) -> str | None:
+        """The id the (first) job was given: look for it with ``Job.fetch``."""
+        return self.job_ids[0] if self.job_ids else None
 
 
 class SendCancelled(FlaskPostStackError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import json
 import typing as t
 import uuid
 from collections.abc import Mapping
@@ -87,6 +88,9 @@ class EmailArgs(t.TypedDict, total=False):
     template: str | None
     #: The variables for ``template``.
     context: Mapping[str, t.Any] | None
+    #: Render ``template`` in this locale (``"de"``, ``"pt_BR"``), with
+    #: Flask-Babel's ``force_locale``; needs Flask-Babel in the app.
+    locale: str | None
     #: A server-side template (``tpl_...``).
     template_id: str | None
     #: The variables for ``template_id``: string keys; string, number or
@@ -97,10 +101,24 @@ class EmailArgs(t.TypedDict, total=False):
     scheduled_at: dt.datetime | str | None
     #: Makes repeated sends of this email replay instead of sending again.
     idempotency_key: str | None
+    #: Open and click tracking: ``{"opens": bool, "clicks": bool}`` (either
+    #: may be left out), or ``False``/``True`` for both. Over
+    #: ``POSTSTACK_TRACKING``; unset keys follow the domain's settings.
+    tracking: bool | Mapping[str, bool] | None
+    #: Ask the API for a one-click ``List-Unsubscribe`` header. Defaults to
+    #: ``POSTSTACK_UNSUBSCRIBE``.
+    unsubscribe: bool | None
+    #: API fields this version does not know, merged into the body as they
+    #: are (JSON values); a key the body already has is refused.
+    extra: Mapping[str, t.Any] | None
 
 
 #: The names :class:`EmailArgs` declares.
 EMAIL_ARGS = frozenset(EmailArgs.__annotations__)
+_NOT_WIRE = frozenset({"from_", "template", "context", "extra", "locale"})
+
+#: The wire keys of :data:`Payload`, each with the argument that sets it.
+_WIRE_ARGS = {"from": "from_", **{k: k for k in EMAIL_ARGS if k not in _NOT_WIRE}}
 
 #: What other libraries call some arguments, for the unknown-argument hint.
 _ALIASES = {
@@ -132,6 +150,8 @@ Payload = t.TypedDict(
         "variables": dict[str, str],
         "scheduled_at": str,
         "idempotency_key": str,
+        "tracking": dict[str, bool],
+        "unsubscribe": bool,
     },
     total=False,
 )
@@ -194,6 +214,10 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
         )
     if context is not None and template is None:
         raise InvalidEmailError("context", "is only used together with 'template'.")
+    if args.get("locale") is not None and template is None:
+        raise InvalidEmailError(
+            "locale", "is only used together with 'template' (it is rendered in it)."
+        )
     if variables is not None and template_id is None:
         raise InvalidEmailError(
             "variables", "is only used together with 'template_id'."
@@ -218,7 +242,13 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
     html = _fields.optional_str("html", html)
     text = _fields.optional_str("text", text)
     if template is not None:
-        rendered = render_email(template, context)
+        rendered = render_email(
+            template,
+            context,
+            args.get("locale"),
+            text_from_html=settings.text_from_html,
+            inline_css=settings.inline_css,
+        )
         subject = subject or rendered.subject
         html = html or rendered.html
         text = text or rendered.text
@@ -236,6 +266,10 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
         hint = f" or add {template}.subject.txt" if template else ""
         raise InvalidEmailError("subject", f"is required; pass subject={hint}.")
     rest: dict[str, t.Any] = {
+        "tracking": _fields.tracking(args.get("tracking"), settings.tracking),
+        "unsubscribe": _fields.flag(
+            "unsubscribe", args.get("unsubscribe"), settings.unsubscribe
+        ),
         "attachments": None if attachments is None else build_attachments(attachments),
         "template_id": template_id,
         "variables": None if variables is None else _fields.variable_map(variables),
@@ -271,7 +305,33 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
     payload = {key: value for key, value in fields.items() if value}
     for key, value in payload.items():
         _fields.check_utf8("from_" if key == "from" else key, value)
+    payload.update(_extra(args.get("extra")))
     return t.cast(Payload, payload)
+
+
+def _extra(extra: object) -> dict[str, t.Any]:
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise InvalidEmailError(
+            "extra", f"must be a dict of API fields, not {type(extra).__name__}."
+        )
+    for key, value in extra.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidEmailError("extra", f"the key {key!r} is not a field name.")
+        argument = _WIRE_ARGS.get(key, key if key in EMAIL_ARGS else None)
+        if argument is not None:
+            raise InvalidEmailError(
+                "extra", f"{key!r} is a known field: pass {argument}= instead."
+            )
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError):
+            raise InvalidEmailError(
+                "extra", f"the value of {key!r} is not JSON data: {value!r}."
+            ) from None
+        _fields.check_utf8("extra", value)
+    return dict(extra)
 
 
 def new_key() -> str:

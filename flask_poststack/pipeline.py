@@ -6,12 +6,14 @@ come here. This is the only code that
 - fires ``before_send`` (:func:`prepare`: once per email, in the app, before
   it is sent or queued; never again in the worker);
 - fires ``email_enqueued`` once the email is in Redis;
+- fires Flask-Mail's ``email_dispatched`` for :mod:`flask_poststack.flask_mail`;
 - fires ``email_sent`` and ``email_failed``, and keeps a raising receiver
   of either from changing what happened to the email (an accepted email
   stays accepted, a failure is retried or not as the policy says);
 - logs a failed send, in one format (:func:`log_failure`);
 - captures instead of sending while sending is suppressed;
-- raises the failures queued by ``testing.fail_next``.
+- raises the failures queued by ``testing.fail_next``;
+- refuses to send a job with another app's API key.
 
 It takes one :class:`Context`: the app's (``send_email``, eager jobs) or
 the worker's (a job in an ``rq worker``).
@@ -32,6 +34,7 @@ from collections.abc import Sequence
 from poststack import PostStackError
 
 from . import signals
+from ._keyprint import check_key
 from .results import SendResult
 from .retry import answer_error
 from .retry import error_fields
@@ -42,7 +45,16 @@ if t.TYPE_CHECKING:
 
     from .client import ClientSlot
 
-__all__ = ["Context", "enqueued", "log_failure", "prepare", "send_many", "send_one"]
+__all__ = [
+    "Context",
+    "dispatched",
+    "enqueued",
+    "log_failure",
+    "prepare",
+    "send_many",
+    "send_one",
+    "send_one_async",
+]
 
 logger = logging.getLogger("flask_poststack")
 
@@ -124,6 +136,17 @@ def enqueued(sender: t.Any, jobs: Sequence[tuple[_Payload, Job]]) -> None:
             logger.exception("An email_enqueued receiver failed for job %s", job.id)
 
 
+def dispatched(sender: t.Any, message: t.Any) -> None:
+    """Fire Flask-Mail's ``email_dispatched`` for a message sent or queued by
+    :mod:`flask_poststack.flask_mail`. A receiver that raises is logged and
+    ignored, as for ``email_sent``: the email is gone.
+    """
+    try:
+        signals.email_dispatched.send(sender, message=message)
+    except Exception:
+        logger.exception("An email_dispatched receiver failed")
+
+
 def send_one(context: Context, payload: _Payload) -> SendResult:
     """Send ``payload`` (or capture it) and fire ``email_sent`` / ``email_failed``.
 
@@ -136,16 +159,44 @@ def send_one(context: Context, payload: _Payload) -> SendResult:
         if context.is_suppressed():
             result = _capture(context, [payload])[0]
         else:
-            client = context.slot.for_send()
+            client = _client(context)
             answer = _read_answer(lambda: client.emails.send(dict(payload)))
-            if not isinstance(answer.get("id"), str):
-                raise _invalid_response("has no email id")
-            result = SendResult.from_response(answer)
+            result = _accepted(answer)
     except Exception as exc:
         _failed(context, payload, exc)
         raise
     _sent(context, payload, result)
     return result
+
+
+async def send_one_async(
+    context: Context,
+    payload: _Payload,
+    send: t.Callable[[_Payload], t.Awaitable[t.Any]],
+) -> SendResult:
+    """:func:`send_one` for async code: ``await send(body)`` is the SDK's
+    ``AsyncPostStack.emails.send``. Same capture, signals and errors."""
+    try:
+        context.slot.faults.raise_next()
+        if context.is_suppressed():
+            result = _capture(context, [payload])[0]
+        else:
+            try:
+                answer = await send(dict(payload))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise _invalid_response("is not JSON") from None
+            result = _accepted(_read_answer(lambda: answer))
+    except Exception as exc:
+        _failed(context, payload, exc)
+        raise
+    _sent(context, payload, result)
+    return result
+
+
+def _accepted(answer: Mapping[str, t.Any]) -> SendResult:
+    if not isinstance(answer.get("id"), str):
+        raise _invalid_response("has no email id")
+    return SendResult.from_response(answer)
 
 
 def send_many(context: Context, payloads: Sequence[_Payload]) -> list[dict[str, t.Any]]:
@@ -163,7 +214,7 @@ def send_many(context: Context, payloads: Sequence[_Payload]) -> list[dict[str, 
             results = _capture(context, payloads)
             answers = [dict(r.response) for r in results]
         else:
-            client = context.slot.for_send()
+            client = _client(context)
             body = {"emails": list(payloads)}
             response = _read_answer(lambda: client.emails.batch(body))
             data = response.get("data")
@@ -184,6 +235,14 @@ def send_many(context: Context, payloads: Sequence[_Payload]) -> list[dict[str, 
         else:
             _failed(context, payload, answer_error(answer))
     return answers
+
+
+def _client(context: Context) -> t.Any:
+    """The client for a real send; a job queued with another app's key is
+    refused here (:mod:`._keyprint`)."""
+    client = context.slot.for_send()
+    check_key(context.job, context.slot.settings.api_key)
+    return client
 
 
 def _capture(context: Context, payloads: Sequence[_Payload]) -> list[SendResult]:

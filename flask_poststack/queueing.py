@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import typing as t
+import uuid
 from collections.abc import Iterator
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,6 +21,7 @@ from datetime import timezone
 
 from . import _celery_queue
 from . import pipeline
+from ._keyprint import key_meta
 from ._state import AppState
 from ._state import get_state
 from .errors import InvalidEmailError
@@ -114,12 +116,15 @@ def enqueue_email(
         TASK,
         payload,
         payload["idempotency_key"],
-        job_id=job_id,
+        job_id=job_id or new_job_id(),
         job_timeout=job_timeout,
         result_ttl=result_ttl,
         failure_ttl=failure_ttl,
     )
-    with _queue_errors(state), _inline_jobs(state, rq_queue):
+    with (
+        _queue_errors(state, [payload["idempotency_key"]], [options["job_id"]]),
+        _inline_jobs(state, rq_queue),
+    ):
         try:
             if when is None and rq_queue.is_async and job_id is None:
                 # One MULTI/EXEC for the whole enqueue: rq alone makes two
@@ -161,8 +166,12 @@ def enqueue_many(
         return t.cast(
             "list[Job]", _celery_queue.send_tasks(state, False, payloads, queue=queue)
         )
-    options = [_job_options(state, TASK, p, p["idempotency_key"]) for p in payloads]
-    jobs = _enqueue_all(state, state.queue(queue), TASK, options)
+    options = [
+        _job_options(state, TASK, p, p["idempotency_key"], job_id=new_job_id())
+        for p in payloads
+    ]
+    keys = [p["idempotency_key"] for p in payloads]
+    jobs = _enqueue_all(state, state.queue(queue), TASK, options, keys)
     for payload, job in zip(payloads, jobs, strict=True):
         pipeline.enqueued(state.app, [(payload, job)])
     return jobs
@@ -208,13 +217,16 @@ def enqueue_batch(
             BATCH_TASK,
             chunk,
             label,
+            job_id=new_job_id(),
             job_timeout=job_timeout or state.settings.job_timeout * 2,
             result_ttl=result_ttl,
             failure_ttl=failure_ttl,
         )
-        options["meta"] = {"idempotency_keys": [p["idempotency_key"] for p in chunk]}
+        del options["meta"]["idempotency_key"]
+        options["meta"]["idempotency_keys"] = [p["idempotency_key"] for p in chunk]
         all_options.append(options)
-    jobs = _enqueue_all(state, state.queue(queue), BATCH_TASK, all_options)
+    keys = [p["idempotency_key"] for p in payloads]
+    jobs = _enqueue_all(state, state.queue(queue), BATCH_TASK, all_options, keys)
     for job, chunk in zip(jobs, chunks(payloads), strict=True):
         for payload in chunk:
             pipeline.enqueued(state.app, [(payload, job)])
@@ -247,15 +259,20 @@ def _job_options(
         "failure_ttl": settings.failure_ttl if failure_ttl is None else failure_ttl,
         "retry": Retry(max=len(intervals), interval=intervals) if intervals else None,
         "description": f"{task}({label})",
-        "meta": {"idempotency_key": label},
+        "meta": {"idempotency_key": label, **key_meta(settings.api_key)},
     }
 
 
 def _enqueue_all(
-    state: AppState, rq_queue: Queue, task: str, options: list[dict[str, t.Any]]
+    state: AppState,
+    rq_queue: Queue,
+    task: str,
+    options: list[dict[str, t.Any]],
+    keys: list[str],
 ) -> list[Job]:
     """Queue one job per ``options``, in one Redis round trip."""
-    with _queue_errors(state), _inline_jobs(state, rq_queue):
+    job_ids = [o["job_id"] for o in options]
+    with _queue_errors(state, keys, job_ids), _inline_jobs(state, rq_queue):
         if not rq_queue.is_async:
             # rq's enqueue_many runs eager jobs inside its pipeline, which
             # then writes "queued" over their result: one at a time instead.
@@ -269,6 +286,7 @@ def _enqueue_all(
                 result_ttl=o["result_ttl"],
                 failure_ttl=o["failure_ttl"],
                 description=o["description"],
+                job_id=o["job_id"],
                 meta=o["meta"],
                 retry=o["retry"],
             )
@@ -279,15 +297,33 @@ def _enqueue_all(
 
 
 @contextlib.contextmanager
-def _queue_errors(state: AppState) -> Iterator[None]:
-    """Turn Redis connection failures into :exc:`QueueUnavailableError`."""
+def _queue_errors(
+    state: AppState, keys: Sequence[str], job_ids: Sequence[str]
+) -> Iterator[None]:
+    """Turn Redis failures into :exc:`QueueUnavailableError`, saying whether
+    the write may have reached Redis (see :mod:`._redis_errors`)."""
     import redis
 
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise QueueUnavailableError(state.settings.redis_url, reason) from exc
+    from ._redis_errors import before_sending
+    from ._redis_errors import watch
+
+    with watch() as seen:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise QueueUnavailableError(
+                state.settings.redis_url,
+                reason,
+                may_have_been_queued=not all(map(before_sending, [*seen, exc])),
+                idempotency_keys=keys,
+                job_ids=job_ids,
+            ) from exc
+
+
+def new_job_id() -> str:
+    """A job id chosen before the write, so that a failed enqueue can name it."""
+    return uuid.uuid4().hex
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ if t.TYPE_CHECKING:
 
     from .message import EmailArgs
 
-__all__ = ["BATCH_LIMIT", "chunks", "send_batch", "send_email"]
+__all__ = ["BATCH_LIMIT", "chunks", "send_batch", "send_email", "send_email_async"]
 
 #: The API's limit on emails per ``POST /emails/batch``.
 BATCH_LIMIT = 100
@@ -50,6 +50,30 @@ def send_email(**args: Unpack[EmailArgs]) -> SendResult:
     payload = dict(build_payload(state.settings, args))
     pipeline.prepare(state.app, [payload])
     return pipeline.send_one(state.send_context(), payload)
+
+
+async def send_email_async(**args: Unpack[EmailArgs]) -> SendResult:
+    """:func:`send_email` for ``async def`` views: ``await`` it.
+
+    The same arguments, validation, signals, suppression and result; the
+    request goes out with ``poststack.AsyncPostStack``, one client per event
+    loop, reused for the loop's life and closed when the loop shuts down
+    (see :doc:`/sending`). Needs an app context.
+
+    :raises InvalidEmailError: naming the bad argument.
+    :raises ConfigurationError: naming ``POSTSTACK_API_KEY`` when no key is set.
+    :raises poststack.PostStackError: the API's error, after the SDK's retries.
+    """
+    state = get_state()
+    payload = dict(build_payload(state.settings, args))
+    pipeline.prepare(state.app, [payload])
+    clients = state.loop_clients
+
+    async def send(body: dict[str, t.Any]) -> t.Any:
+        client = await clients.for_send()
+        return await client.emails.send(body)
+
+    return await pipeline.send_one_async(state.send_context(), payload, send)
 
 
 def send_batch(messages: Sequence[EmailArgs]) -> list[BatchItem]:

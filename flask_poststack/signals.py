@@ -49,6 +49,17 @@ email_enqueued = _signals.signal(
     the email in Redis.""",
 )
 
+email_dispatched = _signals.signal(
+    "email-dispatched",
+    doc="""Flask-Mail's signal: sent with ``message`` (a
+    :class:`flask_poststack.flask_mail.Message`) once
+    :meth:`Mail.send <flask_poststack.flask_mail.Mail.send>` has sent,
+    captured or queued it, after ``email_sent`` (or ``email_enqueued``). The
+    sender is the app. A receiver that raises is logged and ignored.""",
+)
+
+__all__ += ["email_dispatched"]
+
 # Webhooks -----------------------------------------------------------------
 
 webhook_received = _signals.signal(

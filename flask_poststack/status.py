@@ -27,7 +27,8 @@ class EmailStatus:
     #: ``"started"`` (a worker is sending it), ``"retrying"`` (it failed in a
     #: way a retry can fix and waits for its next try), ``"sent"`` (the API
     #: accepted it: see :attr:`email_id` and :attr:`api_status`), ``"failed"``
-    #: (see :attr:`error`), ``"canceled"`` (by RQ), or ``"unknown"`` (no
+    #: (see :attr:`error`), ``"canceled"`` (in RQ, or at the API by
+    #: :func:`~flask_poststack.cancel_email`), or ``"unknown"`` (no
     #: such job, or it expired from Redis).
     state: str
     job_id: str
@@ -43,6 +44,11 @@ class EmailStatus:
     #: The email's status at the API (``queued``, ``delivered``, ``bounced``...),
     #: when asked for with ``check_api=True``.
     api_status: str | None = None
+    #: What :func:`~flask_poststack.cancel_email` or
+    #: :func:`~flask_poststack.reschedule_email` did at the API to the
+    #: scheduled send: ``"cancelled"`` (then :attr:`state` is
+    #: ``"canceled"``) or ``"rescheduled to <time>"``.
+    scheduled_change: str | None = None
 
 
 def email_status(
@@ -99,6 +105,9 @@ def email_status(
         JobStatus.STOPPED: "failed",
         JobStatus.CANCELED: "canceled",
     }.get(rq_status, "unknown")
+    change = meta.get("poststack_scheduled")
+    if change == "cancelled":
+        state = "canceled"
     api_status = _api_status(email_id) if check_api else None
     return EmailStatus(
         state=state,
@@ -107,6 +116,7 @@ def email_status(
         error=error if state != "sent" else None,
         retries_left=fresh.retries_left,
         api_status=api_status,
+        scheduled_change=change,
     )
 
 

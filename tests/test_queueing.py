@@ -192,6 +192,55 @@ def test_unreachable_redis_is_a_clear_error_and_nothing_is_lost_silently() -> No
     assert "hunter2" not in str(info.value)
     assert f"127.0.0.1:{url.rsplit(':', 1)[1]}" in str(info.value)
     assert "Nothing was queued" in str(info.value)
+    # Refused before anything was sent, and the error names what it was given.
+    assert info.value.may_have_been_queued is False
+    assert info.value.idempotency_key and info.value.idempotency_key.startswith("fps-")
+    assert info.value.job_id and len(info.value.job_ids) == 1
+
+
+@pytest.mark.parametrize("function", [enqueue_many, enqueue_batch])
+def test_a_refused_enqueue_of_many_names_every_key_and_job(function: t.Any) -> None:
+    app = Flask(__name__)
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    app.config.update(POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=redis_url)
+    PostStack(app)
+    emails = messages(3, from_="a@acme.test")
+    emails[1]["idempotency_key"] = "mine-1"
+    with app.app_context(), pytest.raises(QueueUnavailableError) as info:
+        function(emails)
+    err = info.value
+    assert err.may_have_been_queued is False and "Nothing was queued" in str(err)
+    assert len(err.idempotency_keys) == 3 and err.idempotency_keys[1] == "mine-1"
+    assert len(err.job_ids) == (3 if function is enqueue_many else 1)
+
+
+def test_a_timeout_after_the_write_says_it_may_have_been_queued(
+    app: Flask, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read timeout does not mean the command was not run (issue 17)."""
+    from redis.connection import Connection
+
+    real = Connection.read_response
+
+    def hang_after_sending(self: t.Any, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        real(self, *args, **kwargs)  # Redis ran it; the answer comes too late
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    with app.app_context():
+        enqueue_email(to="b@example.com", subject="s", text="t")  # a warm pool
+        monkeypatch.setattr(Connection, "read_response", hang_after_sending)
+        with pytest.raises(QueueUnavailableError) as info:
+            enqueue_email(
+                to="b@example.com", subject="s", text="t", idempotency_key="k1"
+            )
+        monkeypatch.undo()
+    err = info.value
+    assert err.may_have_been_queued is True
+    assert "may have been queued" in str(err) and "Nothing was queued" not in str(err)
+    assert err.idempotency_key == "k1"
+    assert err.job_id is not None
+    job = Job.fetch(err.job_id, connection=conn, serializer=JSONSerializer)
+    assert job.meta["idempotency_key"] == "k1"  # it was queued, under that id
 
 
 @pytest.mark.parametrize(

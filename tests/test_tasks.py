@@ -29,6 +29,7 @@ from flask_poststack import signals
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.status import email_status
 from flask_poststack.worker import PostStackWorker
+from tests.conftest import LIVE_KEY
 from tests.conftest import TEST_KEY
 from tests.helpers import batch_requests
 from tests.helpers import messages
@@ -214,6 +215,53 @@ def test_missing_key_in_the_worker_fails_the_job_without_retries(
     assert failed_ids(conn) == [job.id]
     assert job.meta["poststack_error"]["code"] == "ConfigurationError"
     assert "POSTSTACK_API_KEY" in job.meta["poststack_error"]["error"]
+
+
+def test_a_job_queued_with_another_key_is_refused_for_good(
+    make_app: AppFactory,
+    redis_url: str,
+    conn: redis.Redis,
+    sandbox: Sandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two apps on one Redis and queue: a test key's email never goes out on
+    the live worker's key (issue 17, item 5)."""
+    test_app = make_app(
+        TESTING=False,
+        POSTSTACK_SUPPRESS_SEND=False,
+        POSTSTACK_API_KEY=TEST_KEY,
+        POSTSTACK_REDIS_URL=redis_url,
+        POSTSTACK_RETRY_INTERVALS="0,0",
+    )
+    monkeypatch.setenv("POSTSTACK_API_KEY", LIVE_KEY)  # the worker's
+    single = enqueue(test_app)
+    with test_app.app_context():
+        (batch,) = enqueue_batch(messages(2))
+    assert single.meta["poststack_key"].startswith("test:")
+    work(conn)
+    assert sandbox.stats["requests"] == 0
+    assert set(failed_ids(conn)) == {single.id, batch.id}
+    for job in (single, batch):
+        job.refresh()
+        error = job.meta["poststack_error"]
+        assert (error["code"], error["retryable"]) == ("ConfigurationError", False)
+        text = error["error"]
+        assert "test key (test:" in text and "live key (live:" in text, text
+        assert "'poststack'" in text and "POSTSTACK_QUEUE" in text, text
+        assert TEST_KEY not in text and LIVE_KEY not in text
+        assert TEST_KEY[8:] not in text and LIVE_KEY[8:] not in text
+
+
+def test_a_job_without_a_key_fingerprint_still_runs(
+    app: Flask, conn: redis.Redis, sandbox: Sandbox
+) -> None:
+    job = enqueue(app)  # as an older version queued it: no fingerprint
+    job.meta.pop("poststack_key")
+    job.save_meta()
+    work(conn)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED
+    assert len(sandbox.emails) == 1
 
 
 # Batch jobs (enqueue_batch) ---------------------------------------------------

@@ -86,7 +86,23 @@ class EmailInput:
     template_id: str | None = None
     variables: dict[str, t.Any] | None = None
     unsubscribe: bool = False
+    #: ``{"opens"?: bool, "clicks"?: bool}``; ``None``: the domain's defaults.
+    tracking: dict[str, bool] | None = None
     idempotency_key: str | None = None
+    #: Fields of the body this sandbox does not know (``signature``,
+    #: ``idempotency_window_hours``...): accepted and kept as sent, so a
+    #: test can see what went on the wire.
+    other: dict[str, t.Any] = dataclasses.field(default_factory=dict)
+
+
+#: The fields :func:`parse_send` reads.
+KNOWN_FIELDS = frozenset(
+    {
+        "from", "to", "cc", "bcc", "reply_to", "subject", "html", "text",
+        "headers", "tags", "attachments", "scheduled_at", "template_id",
+        "variables", "unsubscribe", "tracking", "idempotency_key",
+    }
+)  # fmt: skip
 
 
 def _check_address(field: str, value: str) -> None:
@@ -239,6 +255,15 @@ def parse_send(body: t.Any, config: SandboxConfig) -> EmailInput:
     unsubscribe = body.get("unsubscribe", False)
     if not isinstance(unsubscribe, bool):
         raise InvalidRequest("'unsubscribe' must be a boolean")
+    tracking = body.get("tracking")
+    if tracking is not None and (
+        not isinstance(tracking, dict)
+        or not set(tracking) <= {"opens", "clicks"}
+        or not all(isinstance(v, bool) for v in tracking.values())
+    ):
+        raise InvalidRequest(
+            "'tracking' must be an object with boolean 'opens' and 'clicks'"
+        )
     key = body.get("idempotency_key")
     if key is not None and (not isinstance(key, str) or not key):
         raise InvalidRequest("'idempotency_key' must be a non-empty string")
@@ -259,5 +284,7 @@ def parse_send(body: t.Any, config: SandboxConfig) -> EmailInput:
         template_id=template_id,
         variables=dict(variables) if variables is not None else None,
         unsubscribe=unsubscribe,
+        tracking=dict(tracking) if tracking is not None else None,
         idempotency_key=key,
+        other={k: v for k, v in body.items() if k not in KNOWN_FIELDS},
     )

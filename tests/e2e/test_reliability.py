@@ -14,12 +14,34 @@ The property-based half of issue 9 lives elsewhere: ``tests/test_properties.py``
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import signal
 import subprocess
 import sys
+import time
 import typing as t
 from pathlib import Path
 
 import pytest
+from rq.job import Job
+from rq.job import JobStatus
+
+from flask_poststack import EmailArgs
+from flask_poststack import enqueue_email
+from flask_poststack import get_state
+from flask_poststack import QueueUnavailableError
+from flask_poststack import send_email
+from flask_poststack.redis_server import RedisServer
+from flask_poststack.sandbox import Sandbox
+from tests.e2e.harness import API_KEY
+from tests.e2e.harness import enqueue
+from tests.e2e.harness import fetch_jobs
+from tests.e2e.harness import keys_stored
+from tests.e2e.harness import make_app
+from tests.e2e.harness import registry_counts
+from tests.e2e.harness import settings_of
+from tests.e2e.harness import Workers
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +125,96 @@ def test_redis_killed_mid_run(tmp_path: Path) -> None:
     # shows the test can see a loss at all.
     assert by["off"]["lost"] > 0, runs["off"]
     assert r["_exit"] == 0, r["_output"][-3000:]
+
+
+# Issue 17: errors that say whether the email was queued, and one key per app.
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> t.Iterator[Workers]:
+    pool = Workers(tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_a_hung_redis_may_have_queued_and_the_fallback_sends_once(
+    sandbox: Sandbox, workers: Workers
+) -> None:
+    """SIGSTOP Redis under a warm pool: the MULTI/EXEC is written, the answer
+    never comes. The error says the email may have been queued and carries
+    its key; after SIGCONT a worker sends the job, and the documented
+    fallback (a send with the same key) is replayed: one delivery."""
+    message: EmailArgs = {"to": "ada@example.com", "subject": "Reset", "text": "Hi"}
+    with RedisServer() as server:
+        assert server.process is not None
+        app = make_app(server.url, sandbox, POSTSTACK_REDIS_TIMEOUT=0.5)
+        with app.app_context():
+            # A warm pool, and rq's first-use reads done: the next enqueue
+            # is the MULTI/EXEC alone.
+            warm_up = enqueue_email(to="bob@example.com", subject="Hi", text="Hi")
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(QueueUnavailableError) as info:
+                    enqueue_email(**message)
+                failed_after = time.monotonic() - started
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            err = info.value
+            assert err.may_have_been_queued is True, err
+            assert "may have been queued" in str(err), err
+            assert "Nothing was queued" not in str(err)
+            assert err.idempotency_key and err.job_id
+            key, job_id = err.idempotency_key, err.job_id
+
+            proc = workers.start(settings_of(app), sandbox, burst=True)
+            assert workers.wait(proc, timeout=30) == 0, workers.logs()
+            queued = Job(job_id, connection=get_state().redis)
+            job, _ = fetch_jobs(app, [queued, warm_up])
+            assert job.get_status() == JobStatus.FINISHED, workers.logs()
+            assert job.meta["idempotency_key"] == err.idempotency_key
+
+            # The fallback of docs/background.md, with the error's key.
+            again: EmailArgs = {**message, "idempotency_key": key}
+            fallback = send_email(**again)
+        assert fallback.replayed and fallback.id == job.meta["poststack_id"]
+        deliveries = keys_stored(sandbox)
+        assert deliveries == {
+            err.idempotency_key: 1,
+            warm_up.meta["idempotency_key"]: 1,
+        }
+        print(
+            f"\nhung Redis (POSTSTACK_REDIS_TIMEOUT=0.5): enqueue failed after"
+            f" {failed_after:.2f}s; deliveries of that email:"
+            f" {deliveries[err.idempotency_key]} (the fallback was replayed)"
+        )
+
+
+def test_a_worker_refuses_a_job_queued_with_another_key(
+    redis_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Two apps on one Redis and queue: a live worker never sends a test app's
+    email; the job fails for good, saying why, without either key."""
+    live_key = "sk_live_" + secrets.token_hex(20)
+    test_app = make_app(redis_url, sandbox)  # sk_test_...
+    jobs = enqueue(test_app, 3)
+    live_workers = Workers(tmp_path, api_key=live_key)
+    try:
+        proc = live_workers.start(settings_of(test_app), sandbox, burst=True)
+        assert live_workers.wait(proc, timeout=30) == 0, live_workers.logs()
+        logs = live_workers.logs()
+    finally:
+        live_workers.close()
+    assert sandbox.requests == [] and sandbox.emails == []
+    assert registry_counts(test_app)["failed"] == 3
+    for job in fetch_jobs(test_app, jobs):
+        assert job.get_status() == JobStatus.FAILED
+        assert job.retries_left == 0
+        error = job.meta["poststack_error"]["error"]
+        assert (
+            "test key" in error and "live key" in error and "POSTSTACK_QUEUE" in error
+        )
+    assert live_key not in logs and API_KEY not in logs
+    assert live_key[8:] not in logs and API_KEY[8:] not in logs

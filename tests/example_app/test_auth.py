@@ -100,7 +100,7 @@ def test_the_welcome_email_renders_and_autoescapes(
     html, text = email.payload["html"], email.payload["text"]
     assert "<h1>Welcome, &lt;b&gt;Ada&lt;/b&gt; &amp; Co!</h1>" in html
     assert "<b>Ada</b>" not in html
-    assert text.startswith("Welcome, <b>Ada</b> & Co!")  # plain text: not escaped
+    assert "\n\nWelcome, <b>Ada</b> & Co!\n" in text  # plain text: not escaped
     assert email.subject == "Welcome to Acme, <b>Ada</b> & Co!"
 
 
@@ -120,3 +120,53 @@ def test_a_redis_outage_still_creates_the_account() -> None:
     assert get_store(app).emails() == []
     page = client.get("/signup/done")
     assert b"Your welcome email is delayed" in page.data
+
+
+def test_every_email_extends_the_layout(
+    client: FlaskClient, poststack_outbox: list[RecordedEmail]
+) -> None:
+    signup(client)
+    (email,) = poststack_outbox
+    html, text = email.payload["html"], email.payload["text"]
+    assert '<div class="header">Acme</div>' in html
+    assert "<h1>Welcome, Ada!</h1>" in html
+    link = "http://localhost/unsubscribe?email=ada@example.com"
+    assert f'<a href="{link}">Unsubscribe</a>' in html
+    assert text.startswith("Acme\n====\n\nWelcome, Ada!")
+    assert text.endswith(
+        f"\n--\nAcme, 1 Example Street, Exampletown.\nUnsubscribe: {link}\n"
+    )
+    assert email.payload["unsubscribe"] is True
+    assert client.get(link).status_code == 200
+
+
+def test_the_password_reset_email_has_tracking_off(
+    client: FlaskClient, poststack_outbox: list[RecordedEmail]
+) -> None:
+    signup(client)
+    poststack_outbox.clear()
+    response = client.post("/reset", data={"email": "ada@example.com"})
+    assert b"a reset link is on its way" in response.data
+    (email,) = poststack_outbox
+    assert email.subject == "Reset your Acme password"
+    assert email.payload["tracking"] == {"opens": False, "clicks": False}
+    assert "unsubscribe" not in email.payload
+    assert "Unsubscribe" not in email.payload["html"]  # the layout's footer, replaced
+    assert '<div class="header">Acme</div>' in email.payload["html"]
+    link = email.payload["text"].split("one hour):\n", 1)[1].split("\n", 1)[0]
+    assert client.get(link.removeprefix("http://localhost")).status_code == 200
+    assert client.get("/reset/forged").status_code == 404
+    # An unknown address gets the same page, and no email.
+    client.post("/reset", data={"email": "nobody@example.com"})
+    assert len(poststack_outbox) == 1
+
+
+def test_preview_shows_the_layout(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(
+        args=["poststack", "preview", "emails/password_reset", "--context",
+              '{"reset_url": "https://acme.test/r/1"}']
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert '<div class="header">Acme</div>' in result.output
+    assert "Acme\n====\n\nSomeone asked to reset" in result.output
+    assert "https://acme.test/r/1" in result.output

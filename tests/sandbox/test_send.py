@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import httpx
 import pytest
 from poststack import AsyncPostStack
 from poststack import PostStack
@@ -119,6 +120,10 @@ BIG = 10 * 1024 * 1024 + 1
         ({"tags": "welcome"}, 400, "'tags'"),
         ({"template_id": "tpl_1", "variables": {"n": 3}}, 400, "'variables'"),
         ({"scheduled_at": "tomorrow"}, 400, "ISO-8601"),
+        ({"tracking": True}, 400, "'tracking'"),
+        ({"tracking": {"opens": "no"}}, 400, "'tracking'"),
+        ({"tracking": {"links": False}}, 400, "'tracking'"),
+        ({"unsubscribe": "yes"}, 400, "'unsubscribe'"),
         ({"attachments": {"filename": "a"}}, 400, "'attachments'"),
         ({"attachments": [{"content": ATTACHMENT}]}, 400, "filename"),
         ({"attachments": [{"filename": "a", "content": "@@@"}]}, 400, "base64"),
@@ -192,6 +197,22 @@ def test_valid_variants(sandbox: Sandbox, client: PostStack) -> None:
     stored = sandbox.get_email(attached["id"]).attachments[0]
     assert stored.content == b"%PDF-1.4 \x00\xff binary"
     assert stored.content_type == "application/pdf"
+
+
+def test_tracking_and_unsubscribe_are_stored(
+    sandbox: Sandbox, client: PostStack
+) -> None:
+    sent = client.emails.send(message(tracking={"clicks": False}, unsubscribe=True))
+    email = sandbox.get_email(sent["id"])
+    assert email.input.tracking == {"clicks": False}
+    assert email.row()["unsubscribeEnabled"] is True
+    plain = sandbox.get_email(client.emails.send(message())["id"])
+    assert plain.input.tracking is None
+    assert plain.row()["unsubscribeEnabled"] is False
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        page = browser.get(f"/inbox/{sent['id']}").text
+    assert "opens on (default), clicks off" in page
+    assert "one-click List-Unsubscribe header" in page
 
 
 def test_bare_to_can_be_refused(sandbox: Sandbox, client: PostStack) -> None:

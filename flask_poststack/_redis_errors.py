@@ -1,0 +1,80 @@
+"""Whether a failed Redis write may have reached Redis.
+
+A read timeout or a connection lost mid-command does not mean the command
+was not executed: a hung Redis (``SIGSTOP``, a long fork, a failover) may
+run the MULTI/EXEC it was sent and answer too late. Only an error before
+anything was sent (the connection refused, a connect timeout, a failed
+``AUTH``) proves that nothing was written.
+
+redis-py retries a failed command on a new connection and raises only the
+last error, so the app's Redis client gets a :class:`RecordingRetry`: inside
+:func:`watch`, every error of every attempt is seen, not just the last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import typing as t
+
+import redis
+from redis.retry import Retry
+
+__all__ = ["RecordingRetry", "before_sending", "recording", "watch"]
+
+_seen: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
+    "flask_poststack_redis_errors", default=None
+)
+
+
+class RecordingRetry(Retry):
+    """redis-py's :class:`~redis.retry.Retry`, which also records each failed
+    attempt for :func:`watch`."""
+
+    def call_with_retry(
+        self, do: t.Any, fail: t.Any, *args: t.Any, **kwargs: t.Any
+    ) -> t.Any:
+        seen = _seen.get()
+        if seen is None:
+            return super().call_with_retry(do, fail, *args, **kwargs)
+
+        def recording_fail(error: BaseException, *more: t.Any) -> t.Any:
+            seen.append(error)
+            return fail(error, *more)
+
+        return super().call_with_retry(do, recording_fail, *args, **kwargs)
+
+
+def recording(client: redis.Redis) -> redis.Redis:
+    """Give ``client`` a :class:`RecordingRetry` with the same policy."""
+    retry = client.get_retry()
+    if retry is not None and not isinstance(retry, RecordingRetry):
+        # The same backoff, count and errors as redis-py's default.
+        client.set_retry(
+            RecordingRetry(retry._backoff, retry._retries, retry._supported_errors)
+        )
+    return client
+
+
+@contextlib.contextmanager
+def watch() -> t.Iterator[list[BaseException]]:
+    """Collect the errors of every Redis attempt made inside the block."""
+    seen: list[BaseException] = []
+    token = _seen.set(seen)
+    try:
+        yield seen
+    finally:
+        _seen.reset(token)
+
+
+def before_sending(exc: BaseException) -> bool:
+    """Whether ``exc`` happened before any command was sent."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    # redis-py's connect step: "Error 111 connecting to host:port. ..." and
+    # "Timeout connecting to server". Anything else (a read or write timeout,
+    # "Connection closed by server", a reset) may follow a sent command.
+    text = str(exc)
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and (
+        " connecting to " in text or text.startswith("Timeout connecting")
+    )
