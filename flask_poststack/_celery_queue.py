@@ -19,6 +19,7 @@ from datetime import datetime
 from datetime import timezone
 
 from . import pipeline
+from ._keyprint import fingerprint
 from ._state import AppState
 from ._state import get_state
 from .errors import InvalidEmailError
@@ -91,12 +92,16 @@ def send_tasks(
         [list(c) for c in chunks(payloads)] if batch else list(payloads)
     )
     options: dict[str, t.Any] = {"queue": queue or state.settings.queue, "eta": when}
+    print_ = fingerprint(state.settings.api_key)
+    kwargs = {"key": print_} if print_ else {}
     if state.eager or app.conf.task_always_eager:
         # Through JSON, as a worker would read the task.
         context = dataclasses.replace(state.send_context(), retries=False)
         with pipeline.running_in(context):
             results = [
-                task.apply(args=(json.loads(json.dumps(g)),), task_id=task_id)
+                task.apply(
+                    args=(json.loads(json.dumps(g)),), kwargs=kwargs, task_id=task_id
+                )
                 for g in groups
             ]
     else:
@@ -105,7 +110,9 @@ def send_tasks(
         keys = [p["idempotency_key"] for p in payloads]
         with _broker_errors(state, keys, ids), app.producer_or_acquire() as producer:
             results = [
-                task.apply_async(args=(g,), task_id=i, producer=producer, **options)
+                task.apply_async(
+                    args=(g,), kwargs=kwargs, task_id=i, producer=producer, **options
+                )
                 for g, i in zip(groups, ids, strict=True)
             ]
     for group, result in zip(groups, results, strict=True):

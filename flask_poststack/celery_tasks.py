@@ -27,6 +27,7 @@ from celery import shared_task
 from celery.backends.redis import RedisBackend
 
 from . import pipeline
+from ._keyprint import META_KEY
 from .client import worker_slot
 from .config import environ_settings
 from .config import Settings
@@ -87,6 +88,11 @@ class TaskJob:
     id: str
     #: Retries left after this try.
     retries_left: int
+    #: The queuing app's key fingerprint (``poststack_key``), as an RQ
+    #: job's meta holds it: the pipeline refuses another key's email.
+    meta: t.Mapping[str, t.Any] = dataclasses.field(default_factory=dict)
+    #: The queue it came from.
+    origin: str | None = None
 
 
 def visibility_timeout(settings: Settings) -> int:
@@ -169,39 +175,45 @@ def __getattr__(name: str) -> t.Any:
     raise AttributeError(name)
 
 
-def _send_payload(self: t.Any, payload: dict[str, t.Any]) -> str:
-    """Send one queued email payload; return the PostStack email id."""
-    context = _context(self)
+def _send_payload(
+    self: t.Any, payload: dict[str, t.Any], key: str | None = None
+) -> str:
+    """Send one queued email payload; return the PostStack email id.
+
+    ``key`` is the queuing app's key fingerprint (never the key).
+    """
+    context = _context(self, key)
     try:
         return pipeline.send_one(context, payload).id
     except Exception as exc:
-        raise _failure(self, context, exc, args=(payload,)) from exc
+        raise _failure(self, context, exc, args=(payload,), key=key) from exc
 
 
 def _send_batch_payloads(
     self: t.Any,
     payloads: list[dict[str, t.Any]],
     known: list[dict[str, t.Any] | None] | None = None,
+    key: str | None = None,
 ) -> list[dict[str, t.Any]]:
     """Send one chunk of queued emails with ``POST /emails/batch``.
 
     Returns one answer per email, in order. A retry carries the answers so
     far (``known``) and sends only the emails without a final one.
     """
-    context = _context(self)
+    context = _context(self, key)
     results: list[dict[str, t.Any] | None] = list(known or [None] * len(payloads))
     pending = [i for i, r in enumerate(results) if r is None or _retry_answer(r)]
     try:
         answers = pipeline.send_many(context, [payloads[i] for i in pending])
     except Exception as exc:
-        raise _failure(self, context, exc, args=(payloads, results)) from exc
+        raise _failure(self, context, exc, args=(payloads, results), key=key) from exc
     for index, answer in zip(pending, answers, strict=True):
         results[index] = answer
     final = [r for r in results if r is not None]
     retry = [r for r in final if _retry_answer(r)]
     if retry:
         error = answer_error(retry[0])
-        raise _failure(self, context, error, args=(payloads, final))
+        raise _failure(self, context, error, args=(payloads, final), key=key)
     return final
 
 
@@ -221,9 +233,15 @@ def _intervals() -> tuple[int, ...]:
     return worker_slot().settings.retry_intervals
 
 
-def _context(task: t.Any) -> pipeline.Context:
+def _context(task: t.Any, key: str | None) -> pipeline.Context:
     retries_left = max(len(_intervals()) - task.request.retries, 0)
-    job: t.Any = TaskJob(id=task.request.id or "", retries_left=retries_left)
+    delivery = task.request.delivery_info or {}
+    job: t.Any = TaskJob(
+        id=task.request.id or "",
+        retries_left=retries_left,
+        meta={META_KEY: key} if key else {},
+        origin=delivery.get("routing_key"),
+    )
     inline = pipeline.active_context()
     if inline is not None:
         # Eager mode: the app's client and outbox, no retries.
@@ -237,6 +255,7 @@ def _failure(
     exc: Exception,
     *,
     args: tuple[t.Any, ...],
+    key: str | None,
 ) -> Exception:
     """The exception to raise: a retry as the policy says, else the failure."""
     fields = error_fields(exc)
@@ -249,6 +268,6 @@ def _failure(
         wait = max(wait, math.ceil(fields["retry_after"]))
     # retry() raises celery's Retry (or, eagerly, runs the task again).
     retry_error: Exception = task.retry(
-        args=args, kwargs={}, exc=failed, countdown=wait
+        args=args, kwargs={"key": key} if key else {}, exc=failed, countdown=wait
     )
     return retry_error

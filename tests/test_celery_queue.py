@@ -162,3 +162,18 @@ def test_the_task_retries_as_the_policy_says(
         [options] = asked
         assert options["countdown"] == countdown
         assert options["args"] == (payload,)
+
+
+def test_a_task_queued_with_another_key_is_refused_for_good(worker_env: None) -> None:
+    from flask_poststack._keyprint import fingerprint
+    from flask_poststack.celery_tasks import EmailFailed
+    from flask_poststack.celery_tasks import send_payload
+    from tests.conftest import LIVE_KEY
+
+    payload = {"from": "a@example.com", "to": ["b@example.com"], "subject": "S",
+               "text": "t", "idempotency_key": "k-2"}  # fmt: skip
+    result = send_payload.apply(args=(payload,), kwargs={"key": fingerprint(LIVE_KEY)})
+    assert isinstance(result.result, EmailFailed)
+    assert result.result.fields["code"] == "ConfigurationError"
+    assert result.result.fields["retryable"] is False
+    assert LIVE_KEY not in str(result.result.fields)
