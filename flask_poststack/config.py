@@ -254,6 +254,11 @@ class Settings:
     #: Emails a PostStackWorker process sends at once (sender threads).
     worker_concurrency: int = _key(_number(int, minimum=1), 1)
 
+    #: ``"rq"`` or ``"celery"``: the engine the enqueue functions queue on.
+    queue_backend: str = _key(_choice("rq", "celery"), "rq")
+    #: Unset: ``job_timeout`` + the longest retry interval + 60 s.
+    celery_visibility_timeout: int | None = _key(_number(int, minimum=1))
+
     def as_config(self) -> dict[str, t.Any]:
         """Every setting under its ``POSTSTACK_*`` key, as ``app.config`` holds it."""
         return {

@@ -19,6 +19,7 @@ from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
+from . import _celery_queue
 from . import pipeline
 from ._keyprint import key_meta
 from ._state import AppState
@@ -65,6 +66,9 @@ def enqueue_email(
     :class:`rq.job.Job` as soon as the job is in Redis; the worker
     (:mod:`flask_poststack.tasks`) sends it. The job's payload is plain JSON
     and always carries an ``idempotency_key`` (yours, or one made here).
+    With ``POSTSTACK_QUEUE_BACKEND = "celery"`` (as for :func:`enqueue_many`
+    and :func:`enqueue_batch`) it is a Celery task, and this returns its
+    ``celery.result.AsyncResult``; see :doc:`/celery`.
 
     :param queue: the queue name; default ``POSTSTACK_QUEUE``.
     :param delay: run no earlier than this long from now (a
@@ -92,9 +96,19 @@ def enqueue_email(
     _check_options(queue, job_timeout, result_ttl, failure_ttl)
     if job_id is not None:
         _check_job_id(job_id)
+    if celery := state.settings.queue_backend == "celery":
+        _celery_queue.check_options(
+            state, when, job_timeout=job_timeout, result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
+        )  # fmt: skip
     payload: dict[str, t.Any] = dict(build_payload(state.settings, args))
     payload.setdefault("idempotency_key", f"job-{job_id}" if job_id else new_key())
     pipeline.prepare(state.app, [payload])
+    if celery:
+        [result] = _celery_queue.send_tasks(
+            state, False, [payload], queue=queue, when=when, task_id=job_id
+        )
+        return t.cast("Job", result)
 
     rq_queue = state.queue(queue)
     options = _job_options(
@@ -148,6 +162,10 @@ def enqueue_many(
     _check_options(queue, None, None, None)
     payloads = build_all(state.settings, messages)
     pipeline.prepare(state.app, payloads)
+    if state.settings.queue_backend == "celery":
+        return t.cast(
+            "list[Job]", _celery_queue.send_tasks(state, False, payloads, queue=queue)
+        )
     options = [
         _job_options(state, TASK, p, p["idempotency_key"], job_id=new_job_id())
         for p in payloads
@@ -180,8 +198,17 @@ def enqueue_batch(
     """
     state = get_state()
     _check_options(queue, job_timeout, result_ttl, failure_ttl)
+    if celery := state.settings.queue_backend == "celery":
+        _celery_queue.check_options(
+            state, job_timeout=job_timeout, result_ttl=result_ttl,
+            failure_ttl=failure_ttl,
+        )  # fmt: skip
     payloads = build_all(state.settings, messages)
     pipeline.prepare(state.app, payloads)
+    if celery:
+        return t.cast(
+            "list[Job]", _celery_queue.send_tasks(state, True, payloads, queue=queue)
+        )
     all_options = []
     for chunk in chunks(payloads):
         label = f"{len(chunk)} emails from {chunk[0]['idempotency_key']}"

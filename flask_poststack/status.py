@@ -8,10 +8,12 @@ import typing as t
 from flask import current_app
 from flask import has_app_context
 
+from . import _celery_queue
 from ._state import get_state
 
 if t.TYPE_CHECKING:
     import redis
+    from celery.result import AsyncResult
     from rq.job import Job
 
 __all__ = ["EmailStatus", "email_status"]
@@ -50,7 +52,7 @@ class EmailStatus:
 
 
 def email_status(
-    job: Job | str,
+    job: Job | AsyncResult | str,
     *,
     connection: redis.Redis | None = None,
     check_api: bool = False,
@@ -61,6 +63,9 @@ def email_status(
     means every email of it has a final answer; which ones the API refused
     is in ``job.meta["results"]``.
 
+    With ``POSTSTACK_QUEUE_BACKEND = "celery"``, ``job`` is the task's
+    ``AsyncResult`` or id, read from the Celery result backend.
+
     :param connection: the Redis to look in; by default the current app's.
     :param check_api: once sent, also ask the API for the email's own status
         (``GET /emails/{id}``) with the current app's client.
@@ -70,6 +75,15 @@ def email_status(
     from rq.job import JobStatus
     from rq.serializers import JSONSerializer
 
+    if _celery_queue.is_celery(job, connection):
+        state, task_id, email_id, error = _celery_queue.task_facts(job)
+        return EmailStatus(
+            state=state,
+            job_id=task_id,
+            email_id=email_id,
+            error=error,
+            api_status=_api_status(email_id) if check_api else None,
+        )
     job_id = job if isinstance(job, str) else job.id
     conn = connection if connection is not None else get_state().redis
     try:
@@ -94,10 +108,7 @@ def email_status(
     change = meta.get("poststack_scheduled")
     if change == "cancelled":
         state = "canceled"
-    api_status = None
-    if check_api and email_id and has_app_context():
-        row = current_app.extensions["poststack"].emails.get(email_id)
-        api_status = (row.get("email") or {}).get("status")
+    api_status = _api_status(email_id) if check_api else None
     return EmailStatus(
         state=state,
         job_id=job_id,
@@ -107,6 +118,15 @@ def email_status(
         api_status=api_status,
         scheduled_change=change,
     )
+
+
+def _api_status(email_id: str | None) -> str | None:
+    """The email's status at the API, with the current app's client."""
+    if not email_id or not has_app_context():
+        return None
+    row = current_app.extensions["poststack"].emails.get(email_id)
+    status: str | None = (row.get("email") or {}).get("status")
+    return status
 
 
 #: What a job's failure says when the worker could not read the job at all.

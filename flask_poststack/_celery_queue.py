@@ -1,0 +1,185 @@
+"""The Celery producer side of the enqueue functions
+(``POSTSTACK_QUEUE_BACKEND = "celery"``).
+
+:mod:`flask_poststack.queueing` validates, renders and fires ``before_send``
+as for RQ, then hands the JSON payloads here; they go out as tasks of
+:mod:`flask_poststack.celery_tasks` with the same idempotency keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import typing as t
+import uuid
+from collections.abc import Iterator
+from collections.abc import Sequence
+from datetime import datetime
+from datetime import timezone
+
+from . import pipeline
+from ._keyprint import fingerprint
+from ._state import AppState
+from ._state import get_state
+from .errors import InvalidEmailError
+from .errors import QueueUnavailableError
+from .retry import error_fields
+from .sending import chunks
+
+if t.TYPE_CHECKING:
+    from celery import Celery
+    from celery.result import AsyncResult
+
+__all__ = ["celery_app", "check_options", "is_celery", "send_tasks", "task_facts"]
+
+#: Where the app's Celery instance is kept; set it to use your own.
+EXTENSION = "poststack_celery"
+
+
+def celery_app(state: AppState) -> Celery:
+    """The app's Celery instance: ``app.extensions["poststack_celery"]``,
+    made from the app's settings on first use."""
+    from .celery_tasks import make_celery
+
+    found = state.app.extensions.get(EXTENSION)
+    if found is None:
+        found = state.app.extensions[EXTENSION] = make_celery(state.settings)
+    return t.cast("Celery", found)
+
+
+def check_options(
+    state: AppState, when: datetime | None = None, **rq_options: object
+) -> None:
+    """Refuse what Celery cannot do as asked, before anything is queued:
+    the RQ-only options, and a delay past the visibility timeout (the
+    broker would hand the waiting task out again and again)."""
+    from .celery_tasks import visibility_timeout
+
+    for name, value in rq_options.items():
+        if value is not None:
+            raise InvalidEmailError(
+                name,
+                "is an RQ option; it cannot be used with"
+                " POSTSTACK_QUEUE_BACKEND = 'celery'.",
+            )
+    limit = visibility_timeout(state.settings)
+    if when is not None and (when - datetime.now(timezone.utc)).total_seconds() > limit:
+        raise InvalidEmailError(
+            "delay",
+            f"must be at most {limit} s with Celery"
+            " (POSTSTACK_CELERY_VISIBILITY_TIMEOUT).",
+        )
+
+
+def send_tasks(
+    state: AppState,
+    batch: bool,
+    payloads: Sequence[dict[str, t.Any]],
+    *,
+    queue: str | None = None,
+    when: datetime | None = None,
+    task_id: str | None = None,
+) -> list[AsyncResult]:
+    """Queue one task per payload (or per chunk of 100, for ``batch``) and
+    fire ``email_enqueued``; eagerly, run them here instead."""
+    from .celery_tasks import BATCH_TASK
+    from .celery_tasks import TASK
+
+    app = celery_app(state)
+    task = app.tasks[BATCH_TASK if batch else TASK]
+    groups: list[t.Any] = (
+        [list(c) for c in chunks(payloads)] if batch else list(payloads)
+    )
+    options: dict[str, t.Any] = {"queue": queue or state.settings.queue, "eta": when}
+    print_ = fingerprint(state.settings.api_key)
+    kwargs = {"key": print_} if print_ else {}
+    if state.eager or app.conf.task_always_eager:
+        # Through JSON, as a worker would read the task.
+        context = dataclasses.replace(state.send_context(), retries=False)
+        with pipeline.running_in(context):
+            results = [
+                task.apply(
+                    args=(json.loads(json.dumps(g)),), kwargs=kwargs, task_id=task_id
+                )
+                for g in groups
+            ]
+    else:
+        # Ids chosen before the publish, so that a failure can name them.
+        ids = [task_id or uuid.uuid4().hex for _ in groups]
+        keys = [p["idempotency_key"] for p in payloads]
+        with _broker_errors(state, keys, ids), app.producer_or_acquire() as producer:
+            results = [
+                task.apply_async(
+                    args=(g,), kwargs=kwargs, task_id=i, producer=producer, **options
+                )
+                for g, i in zip(groups, ids, strict=True)
+            ]
+    for group, result in zip(groups, results, strict=True):
+        members = group if batch else [group]
+        jobs: list[tuple[dict[str, t.Any], t.Any]] = [(p, result) for p in members]
+        pipeline.enqueued(state.app, jobs)
+    return results
+
+
+@contextlib.contextmanager
+def _broker_errors(
+    state: AppState, keys: Sequence[str], task_ids: Sequence[str]
+) -> Iterator[None]:
+    """Turn a broker that cannot be reached into :exc:`QueueUnavailableError`.
+
+    kombu does not say how far a failed publish got: the email may have
+    been queued, so a fallback must reuse its idempotency key.
+    """
+    from kombu.exceptions import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise QueueUnavailableError(
+            state.settings.redis_url,
+            reason,
+            idempotency_keys=keys,
+            job_ids=task_ids,
+        ) from exc
+
+
+def is_celery(job: object, connection: object = None) -> bool:
+    """Whether ``email_status`` was given a Celery task (or the id of one)."""
+    if isinstance(job, str):
+        return connection is None and get_state().settings.queue_backend == "celery"
+    return type(job).__module__.startswith("celery.")
+
+
+#: Celery's task states as :class:`~flask_poststack.EmailStatus` states.
+#: PENDING is also what Celery says of an id it has never seen.
+_STATES = {
+    "PENDING": "queued",
+    "RECEIVED": "queued",
+    "STARTED": "started",
+    "RETRY": "retrying",
+    "SUCCESS": "sent",
+    "FAILURE": "failed",
+    "REVOKED": "canceled",
+}
+
+
+def task_facts(
+    job: AsyncResult | str,
+) -> tuple[str, str, str | None, dict[str, t.Any] | None]:
+    """``(state, task id, email id, error)`` from the result backend."""
+    from .celery_tasks import EmailFailed
+
+    if isinstance(job, str):
+        job = celery_app(get_state()).AsyncResult(job)
+    state = _STATES.get(job.state, "unknown")
+    info = job.info
+    email_id = info if state == "sent" and isinstance(info, str) else None
+    error: dict[str, t.Any] | None = None
+    if state in ("retrying", "failed"):
+        if isinstance(info, EmailFailed):
+            error = dict(info.fields)
+        elif isinstance(info, BaseException):
+            error = {**error_fields(info), "retryable": None}
+    return state, str(job.id), email_id, error
