@@ -209,6 +209,15 @@ class Settings:
     result_ttl: int = _key(_number(int), 86_400)
     failure_ttl: int = _key(_number(int), 30 * 86_400)
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
+    #: Queue emails when the app's SQLAlchemy transaction commits.
+    after_commit: bool = _key(parse_bool, False)
+    #: ``"package.module:session"``; unset: Flask-SQLAlchemy's ``db.session``.
+    sqlalchemy_session: str | None = _key(_opt_str)
+    #: ``"sqlalchemy"``: write each queued email to an outbox table first.
+    outbox: str | None = _key(_choice("sqlalchemy"))
+    outbox_table: str = _key(_str, "poststack_outbox")
+    #: Seconds to keep pushed outbox rows before the relay deletes them.
+    outbox_keep: int = _key(_number(int), 7 * 86_400)
 
     def as_config(self) -> dict[str, t.Any]:
         """Every setting under its ``POSTSTACK_*`` key, as ``app.config`` holds it."""

@@ -17,8 +17,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
+from functools import partial
 
+from . import _deferred
 from . import pipeline
+from ._deferred import Spec
 from ._state import AppState
 from ._state import get_state
 from .errors import InvalidEmailError
@@ -54,6 +57,7 @@ def enqueue_email(
     job_timeout: int | None = None,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
+    after_commit: bool | None = None,
     **args: Unpack[EmailArgs],
 ) -> Job:
     """Validate and render the email now, then queue it for an RQ worker.
@@ -79,6 +83,11 @@ def enqueue_email(
         ``POSTSTACK_RESULT_TTL``.
     :param failure_ttl: seconds to keep a failed job; default
         ``POSTSTACK_FAILURE_TTL``.
+    :param after_commit: queue when the app's SQLAlchemy transaction
+        commits, drop it on a rollback (see :doc:`/transactions`); default
+        ``POSTSTACK_AFTER_COMMIT``. ``False`` queues now, also with
+        ``POSTSTACK_OUTBOX``. A held job's id is final, but it is in Redis
+        only after the commit.
     :raises InvalidEmailError: for bad input; nothing is queued.
     :raises QueueUnavailableError: when Redis cannot be reached.
     """
@@ -105,6 +114,9 @@ def enqueue_email(
         result_ttl=result_ttl,
         failure_ttl=failure_ttl,
     )
+    spec = _deferred.spec(TASK, rq_queue.name, options, when)
+    if (held := _hold(state, after_commit, [spec])) is not None:
+        return held[0]
     with _queue_errors(state), _inline_jobs(state, rq_queue):
         try:
             if when is None and rq_queue.is_async and job_id is None:
@@ -129,7 +141,10 @@ def enqueue_email(
 
 
 def enqueue_many(
-    messages: Sequence[EmailArgs], *, queue: str | None = None
+    messages: Sequence[EmailArgs],
+    *,
+    queue: str | None = None,
+    after_commit: bool | None = None,
 ) -> list[Job]:
     """Queue one ordinary job per email, all in one Redis round trip.
 
@@ -144,7 +159,11 @@ def enqueue_many(
     payloads = build_all(state.settings, messages)
     pipeline.prepare(state.app, payloads)
     options = [_job_options(state, TASK, p, p["idempotency_key"]) for p in payloads]
-    jobs = _enqueue_all(state, state.queue(queue), TASK, options)
+    rq_queue = state.queue(queue)
+    specs = [_deferred.spec(TASK, rq_queue.name, o, None) for o in options]
+    if (held := _hold(state, after_commit, specs)) is not None:
+        return held
+    jobs = _enqueue_all(state, rq_queue, TASK, options)
     for payload, job in zip(payloads, jobs, strict=True):
         pipeline.enqueued(state.app, [(payload, job)])
     return jobs
@@ -157,6 +176,7 @@ def enqueue_batch(
     job_timeout: int | None = None,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
+    after_commit: bool | None = None,
 ) -> list[Job]:
     """Queue many emails as one job per 100, in one Redis round trip.
 
@@ -187,10 +207,58 @@ def enqueue_batch(
         )
         options["meta"] = {"idempotency_keys": [p["idempotency_key"] for p in chunk]}
         all_options.append(options)
-    jobs = _enqueue_all(state, state.queue(queue), BATCH_TASK, all_options)
+    rq_queue = state.queue(queue)
+    specs = [_deferred.spec(BATCH_TASK, rq_queue.name, o, None) for o in all_options]
+    if (held := _hold(state, after_commit, specs)) is not None:
+        return held
+    jobs = _enqueue_all(state, rq_queue, BATCH_TASK, all_options)
     for job, chunk in zip(jobs, chunks(payloads), strict=True):
         for payload in chunk:
             pipeline.enqueued(state.app, [(payload, job)])
+    return jobs
+
+
+def _hold(state: AppState, after: bool | None, specs: list[Spec]) -> list[Job] | None:
+    return _deferred.hold(state, after, specs, partial(push_specs, state))
+
+
+def push_specs(state: AppState, specs: list[Spec]) -> list[Job]:
+    """Queue held jobs (see :mod:`flask_poststack._deferred`) under their own
+    ids: a spec pushed twice is one job while the first is still in Redis.
+
+    :raises QueueUnavailableError: when Redis cannot be reached.
+    """
+    from rq.exceptions import DuplicateJobError
+    from rq.job import Job
+
+    jobs = []
+    for spec in specs:
+        rq_queue = state.queue(spec["queue"])
+        task = spec["task"]
+        options = _job_options(
+            state,
+            task,
+            spec["args"][0],
+            spec["key"],
+            job_id=spec["id"],
+            job_timeout=spec["job_timeout"],
+            result_ttl=spec["result_ttl"],
+            failure_ttl=spec["failure_ttl"],
+        )
+        options.update(meta=spec["meta"], description=spec["description"])
+        run_at = spec["run_at"] and datetime.fromisoformat(spec["run_at"])
+        with _queue_errors(state), _inline_jobs(state, rq_queue):
+            try:
+                if run_at and rq_queue.is_async:
+                    job = rq_queue.enqueue_at(run_at, task, unique=True, **options)
+                else:
+                    job = rq_queue.enqueue(task, unique=True, **options)
+            except DuplicateJobError:
+                fetch = Job.fetch(spec["id"], state.redis, rq_queue.serializer)
+                jobs.append(fetch)
+                continue
+        jobs.append(job)
+        pipeline.enqueued(state.app, [(p, job) for p in _deferred.payloads_of(spec)])
     return jobs
 
 
