@@ -8,11 +8,13 @@ outbox row (``POSTSTACK_OUTBOX``) pushed after the commit.
 
 from __future__ import annotations
 
+import logging
 import typing as t
 import uuid
 from datetime import datetime
 
 from . import after_commit
+from .errors import QueueUnavailableError
 from .outbox import store
 
 if t.TYPE_CHECKING:
@@ -22,6 +24,8 @@ if t.TYPE_CHECKING:
     from ._state import AppState
 
 __all__ = ["hold", "spec"]
+
+logger = logging.getLogger("flask_poststack")
 
 Spec = dict[str, t.Any]
 Push = t.Callable[[list[Spec]], list["Job"]]
@@ -97,7 +101,11 @@ def _write_outbox(
     ids = [s["id"] for s in specs]
 
     def run() -> None:
-        push(specs)
+        try:
+            push(specs)
+        except QueueUnavailableError as exc:
+            logger.warning("%s The outbox relay will push %s.", exc, ids)
+            return
         store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
 
     after_commit.defer(session, after_commit.Deferred(payloads, run, ids))

@@ -14,7 +14,7 @@ from flask_poststack.pytest_plugin import FakeQueue
 from flask_poststack.testing import pending_emails
 from flask_poststack.testing import run_after_commit
 
-MAIL = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
+MAIL: t.Any = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
 
 
 def queued_keys(app: t.Any, connection: t.Any) -> list[str]:
