@@ -75,6 +75,7 @@ def run_relay(
     app: Flask,
     *,
     interval: float = 1.0,
+    batch: int = 500,
     grace: float = 5.0,
     stop: threading.Event | None = None,
 ) -> None:
@@ -88,7 +89,7 @@ def run_relay(
         engine = _engine(app)
         while not stop.is_set():
             try:
-                pushed = relay_once(app, grace=grace)
+                pushed = relay_once(app, limit=batch, grace=grace)
             except QueueUnavailableError as exc:
                 logger.warning("Outbox relay: %s; retrying.", exc)
                 pushed = 0
@@ -104,6 +105,7 @@ def run_relay(
 @click.command("relay")
 @click.option("--once", is_flag=True, help="Push what waits now, then quit.")
 @click.option("--interval", default=1.0, show_default=True, help="Idle seconds.")
+@click.option("--batch", default=500, show_default=True, help="Rows per claim.")
 @click.option(
     "--grace",
     default=5.0,
@@ -111,13 +113,13 @@ def run_relay(
     help="Leave rows younger than this many seconds to the after-commit push.",
 )
 @with_appcontext
-def relay_command(once: bool, interval: float, grace: float) -> None:
+def relay_command(once: bool, interval: float, batch: int, grace: float) -> None:
     """Push outbox rows that were committed but not queued (POSTSTACK_OUTBOX)."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         if once:
             total = 0
-            while pushed := relay_once(app, grace=grace):
+            while pushed := relay_once(app, limit=batch, grace=grace):
                 total += pushed
             state = get_state(app)
             outbox = store.table(state.settings.outbox_table)
@@ -125,6 +127,6 @@ def relay_command(once: bool, interval: float, grace: float) -> None:
             click.echo(f"Pushed {total} email job(s) from the outbox.")
             return
         click.echo("Relaying the outbox; Ctrl-C to stop.")
-        run_relay(app, interval=interval, grace=grace)
+        run_relay(app, interval=interval, batch=batch, grace=grace)
     except (ConfigurationError, QueueUnavailableError) as exc:
         raise click.ClickException(str(exc)) from None
