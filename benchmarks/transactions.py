@@ -29,8 +29,6 @@ import typing as t
 from pathlib import Path
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from _common import make_app
 from _common import print_table
 from _common import redis_process
@@ -38,6 +36,8 @@ from _common import summary_ms
 from _common import write_results
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import event
 
 from flask_poststack import enqueue_email

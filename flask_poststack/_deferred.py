@@ -48,6 +48,8 @@ def spec(
         "description": options["description"],
         "meta": meta,
         "run_at": when.isoformat() if when is not None else None,
+        # A caller's job id, or an outbox row that may be pushed twice.
+        "unique": options["job_id"] is not None,
     }
 
 
@@ -79,6 +81,8 @@ def hold(
     payloads = [p for s in specs for p in payloads_of(s)]
     ids = [s["id"] for s in specs]
     if settings.outbox:
+        for job_spec in specs:
+            job_spec["unique"] = True
         _write_outbox(state, session, specs, payloads, push)
     else:
         step = after_commit.Deferred(payloads, lambda: push(specs), ids)

@@ -251,8 +251,12 @@ def push_specs(state: AppState, specs: list[Spec]) -> list[Job]:
             try:
                 if run_at and rq_queue.is_async:
                     job = rq_queue.enqueue_at(run_at, task, unique=True, **options)
-                else:
+                elif spec["unique"] or not rq_queue.is_async:
                     job = rq_queue.enqueue(task, unique=True, **options)
+                else:  # one round trip, as enqueue_email's own
+                    with state.redis.pipeline() as pipe:
+                        job = rq_queue.enqueue(task, pipeline=pipe, **options)
+                        pipe.execute()
             except DuplicateJobError:
                 fetch = Job.fetch(spec["id"], state.redis, rq_queue.serializer)
                 jobs.append(fetch)
