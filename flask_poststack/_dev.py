@@ -220,6 +220,13 @@ def run_dev(
     click.echo("Stopped.")
 
 
+def _relay(app: Flask, conn: redis.Redis, stop: threading.Event) -> None:
+    from .outbox.relay import run_relay
+
+    with get_state(app).use_redis(conn):
+        run_relay(app, stop=stop)
+
+
 def _run(
     stack: contextlib.ExitStack,
     app: Flask,
@@ -291,6 +298,12 @@ def _run(
     stack.callback(reader.join, 5)
     stack.callback(_stop_group, worker, WORKER_STOP_SECONDS)
     _wait_for_worker(worker, conn, settings.queue, WORKER_START_SECONDS)
+    if settings.outbox:
+        stop = threading.Event()
+        relay = threading.Thread(target=_relay, args=(app, conn, stop), daemon=True)
+        relay.start()
+        stack.callback(relay.join, 5)
+        stack.callback(stop.set)
 
     app_path = app_path or app.import_name
     echo = click.echo
@@ -299,6 +312,8 @@ def _run(
     echo(f"  inbox    {sandbox.inbox_url}")
     echo(f"  redis    {server.url} (throwaway: empty at each start)")
     echo(f"  worker   pid {worker.pid}, queue {settings.queue!r}: {shlex.join(argv)}")
+    if settings.outbox:
+        echo(f"  relay    pushes {settings.outbox_table!r} rows left behind")
     echo("")
     echo("In another terminal, run the app with:")
     echo("")

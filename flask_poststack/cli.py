@@ -30,11 +30,13 @@ from ._workercmd import worker_environ
 from .errors import ConfigurationError
 from .errors import InvalidEmailError
 from .errors import redact_url
+from .outbox.relay import relay_command
 from .sending import send_email
 
 __all__ = ["poststack_cli", "worker_command", "worker_environ"]
 
 poststack_cli = AppGroup("poststack", help="Flask-PostStack commands.")
+poststack_cli.add_command(relay_command)
 
 
 @poststack_cli.command("worker")

@@ -9,23 +9,24 @@ replays at the API instead of sending twice.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import typing as t
-import uuid
-from collections.abc import Iterator
 from collections.abc import Sequence
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
+from functools import partial
 
 from . import _celery_queue
+from . import _deferred
 from . import pipeline
-from ._keyprint import key_meta
+from ._jobs import inline_jobs
+from ._jobs import job_options
+from ._jobs import new_job_id
+from ._jobs import queue_errors
 from ._state import AppState
 from ._state import get_state
+from .errors import ConfigurationError
 from .errors import InvalidEmailError
-from .errors import QueueUnavailableError
 from .message import build_all
 from .message import build_payload
 from .message import new_key
@@ -57,6 +58,7 @@ def enqueue_email(
     job_timeout: int | None = None,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
+    after_commit: bool | None = None,
     **args: Unpack[EmailArgs],
 ) -> Job:
     """Validate and render the email now, then queue it for an RQ worker.
@@ -85,6 +87,11 @@ def enqueue_email(
         ``POSTSTACK_RESULT_TTL``.
     :param failure_ttl: seconds to keep a failed job; default
         ``POSTSTACK_FAILURE_TTL``.
+    :param after_commit: queue when the app's SQLAlchemy transaction
+        commits, drop it on a rollback (see :doc:`/transactions`); default
+        ``POSTSTACK_AFTER_COMMIT``. ``False`` queues now, also with
+        ``POSTSTACK_OUTBOX``. A held job's id is final, but it is in Redis
+        only after the commit.
     :raises InvalidEmailError: for bad input; nothing is queued.
     :raises QueueUnavailableError: when Redis cannot be reached.
     """
@@ -97,6 +104,7 @@ def enqueue_email(
     if job_id is not None:
         _check_job_id(job_id)
     if celery := state.settings.queue_backend == "celery":
+        _no_commit_hold(state, after_commit)
         _celery_queue.check_options(
             state, when, job_timeout=job_timeout, result_ttl=result_ttl,
             failure_ttl=failure_ttl,
@@ -111,7 +119,7 @@ def enqueue_email(
         return t.cast("Job", result)
 
     rq_queue = state.queue(queue)
-    options = _job_options(
+    options = job_options(
         state,
         TASK,
         payload,
@@ -121,9 +129,12 @@ def enqueue_email(
         result_ttl=result_ttl,
         failure_ttl=failure_ttl,
     )
+    spec = _deferred.spec(TASK, rq_queue.name, options, when, unique=job_id is not None)
+    if (held := _hold(state, after_commit, [spec])) is not None:
+        return held[0]
     with (
-        _queue_errors(state, [payload["idempotency_key"]], [options["job_id"]]),
-        _inline_jobs(state, rq_queue),
+        queue_errors(state, [payload["idempotency_key"]], [options["job_id"]]),
+        inline_jobs(state, rq_queue),
     ):
         try:
             if when is None and rq_queue.is_async and job_id is None:
@@ -148,7 +159,10 @@ def enqueue_email(
 
 
 def enqueue_many(
-    messages: Sequence[EmailArgs], *, queue: str | None = None
+    messages: Sequence[EmailArgs],
+    *,
+    queue: str | None = None,
+    after_commit: bool | None = None,
 ) -> list[Job]:
     """Queue one ordinary job per email, all in one Redis round trip.
 
@@ -163,15 +177,20 @@ def enqueue_many(
     payloads = build_all(state.settings, messages)
     pipeline.prepare(state.app, payloads)
     if state.settings.queue_backend == "celery":
+        _no_commit_hold(state, after_commit)
         return t.cast(
             "list[Job]", _celery_queue.send_tasks(state, False, payloads, queue=queue)
         )
     options = [
-        _job_options(state, TASK, p, p["idempotency_key"], job_id=new_job_id())
+        job_options(state, TASK, p, p["idempotency_key"], job_id=new_job_id())
         for p in payloads
     ]
     keys = [p["idempotency_key"] for p in payloads]
-    jobs = _enqueue_all(state, state.queue(queue), TASK, options, keys)
+    rq_queue = state.queue(queue)
+    specs = [_deferred.spec(TASK, rq_queue.name, o, None) for o in options]
+    if (held := _hold(state, after_commit, specs)) is not None:
+        return held
+    jobs = _enqueue_all(state, rq_queue, TASK, options, keys)
     for payload, job in zip(payloads, jobs, strict=True):
         pipeline.enqueued(state.app, [(payload, job)])
     return jobs
@@ -184,6 +203,7 @@ def enqueue_batch(
     job_timeout: int | None = None,
     result_ttl: int | None = None,
     failure_ttl: int | None = None,
+    after_commit: bool | None = None,
 ) -> list[Job]:
     """Queue many emails as one job per 100, in one Redis round trip.
 
@@ -199,6 +219,7 @@ def enqueue_batch(
     state = get_state()
     _check_options(queue, job_timeout, result_ttl, failure_ttl)
     if celery := state.settings.queue_backend == "celery":
+        _no_commit_hold(state, after_commit)
         _celery_queue.check_options(
             state, job_timeout=job_timeout, result_ttl=result_ttl,
             failure_ttl=failure_ttl,
@@ -212,7 +233,7 @@ def enqueue_batch(
     all_options = []
     for chunk in chunks(payloads):
         label = f"{len(chunk)} emails from {chunk[0]['idempotency_key']}"
-        options = _job_options(
+        options = job_options(
             state,
             BATCH_TASK,
             chunk,
@@ -226,41 +247,33 @@ def enqueue_batch(
         options["meta"]["idempotency_keys"] = [p["idempotency_key"] for p in chunk]
         all_options.append(options)
     keys = [p["idempotency_key"] for p in payloads]
-    jobs = _enqueue_all(state, state.queue(queue), BATCH_TASK, all_options, keys)
+    rq_queue = state.queue(queue)
+    specs = [_deferred.spec(BATCH_TASK, rq_queue.name, o, None) for o in all_options]
+    if (held := _hold(state, after_commit, specs)) is not None:
+        return held
+    jobs = _enqueue_all(state, rq_queue, BATCH_TASK, all_options, keys)
     for job, chunk in zip(jobs, chunks(payloads), strict=True):
         for payload in chunk:
             pipeline.enqueued(state.app, [(payload, job)])
     return jobs
 
 
-def _job_options(
-    state: AppState,
-    task: str,
-    argument: t.Any,
-    label: str,
-    *,
-    job_id: str | None = None,
-    job_timeout: int | None = None,
-    result_ttl: int | None = None,
-    failure_ttl: int | None = None,
-) -> dict[str, t.Any]:
-    from rq import Retry
+def _no_commit_hold(state: AppState, after: bool | None) -> None:
+    if _deferred.deferring(state, after):
+        raise ConfigurationError(
+            "POSTSTACK_QUEUE_BACKEND",
+            "after-commit queueing and the outbox work with RQ only; with"
+            " Celery, pass after_commit=False or leave POSTSTACK_AFTER_COMMIT"
+            " and POSTSTACK_OUTBOX unset.",
+        )
 
-    settings = state.settings
-    intervals = list(settings.retry_intervals)
-    # Explicit args/kwargs: the job function receives its one argument and
-    # nothing else, whatever options rq adds or renames.
-    return {
-        "args": (argument,),
-        "kwargs": {},
-        "job_id": job_id,
-        "job_timeout": job_timeout or settings.job_timeout,
-        "result_ttl": settings.result_ttl if result_ttl is None else result_ttl,
-        "failure_ttl": settings.failure_ttl if failure_ttl is None else failure_ttl,
-        "retry": Retry(max=len(intervals), interval=intervals) if intervals else None,
-        "description": f"{task}({label})",
-        "meta": {"idempotency_key": label, **key_meta(settings.api_key)},
-    }
+
+def _hold(
+    state: AppState, after: bool | None, specs: list[_deferred.Spec]
+) -> list[Job] | None:
+    from ._push import push_specs
+
+    return _deferred.hold(state, after, specs, partial(push_specs, state))
 
 
 def _enqueue_all(
@@ -272,7 +285,7 @@ def _enqueue_all(
 ) -> list[Job]:
     """Queue one job per ``options``, in one Redis round trip."""
     job_ids = [o["job_id"] for o in options]
-    with _queue_errors(state, keys, job_ids), _inline_jobs(state, rq_queue):
+    with queue_errors(state, keys, job_ids), inline_jobs(state, rq_queue):
         if not rq_queue.is_async:
             # rq's enqueue_many runs eager jobs inside its pipeline, which
             # then writes "queued" over their result: one at a time instead.
@@ -294,48 +307,6 @@ def _enqueue_all(
         ]
         jobs: list[Job] = rq_queue.enqueue_many(datas)
     return jobs
-
-
-@contextlib.contextmanager
-def _queue_errors(
-    state: AppState, keys: Sequence[str], job_ids: Sequence[str]
-) -> Iterator[None]:
-    """Turn Redis failures into :exc:`QueueUnavailableError`, saying whether
-    the write may have reached Redis (see :mod:`._redis_errors`)."""
-    import redis
-
-    from ._redis_errors import before_sending
-    from ._redis_errors import watch
-
-    with watch() as seen:
-        try:
-            yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            reason = str(exc) or type(exc).__name__
-            raise QueueUnavailableError(
-                state.settings.redis_url,
-                reason,
-                may_have_been_queued=not all(map(before_sending, [*seen, exc])),
-                idempotency_keys=keys,
-                job_ids=job_ids,
-            ) from exc
-
-
-def new_job_id() -> str:
-    """A job id chosen before the write, so that a failed enqueue can name it."""
-    return uuid.uuid4().hex
-
-
-@contextlib.contextmanager
-def _inline_jobs(state: AppState, rq_queue: Queue) -> Iterator[None]:
-    # In eager mode rq runs the job inside enqueue(): it sends with the
-    # app's client, and is not retried.
-    if rq_queue.is_async:
-        yield
-    else:
-        context = dataclasses.replace(state.send_context(), retries=False)
-        with pipeline.running_in(context):
-            yield
 
 
 def _run_time(

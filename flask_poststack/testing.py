@@ -22,6 +22,7 @@ from blinker import ANY
 from flask import Flask
 from poststack import PostStackError
 
+from . import after_commit
 from . import signals
 from ._state import get_state
 from .client import process_faults
@@ -29,6 +30,7 @@ from .results import SendResult
 
 if t.TYPE_CHECKING:
     from rq.job import Job
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "RecordedEmail",
@@ -36,7 +38,9 @@ __all__ = [
     "clear_failures",
     "fail_next",
     "outbox",
+    "pending_emails",
     "record_messages",
+    "run_after_commit",
 ]
 
 
@@ -325,3 +329,23 @@ def fail_next(
 def clear_failures() -> None:
     """Forget failures queued by :func:`fail_next` that have not fired."""
     process_faults().clear()
+
+
+def _session(session: Session | None) -> Session:
+    if session is not None:
+        return session
+    settings = get_state().settings
+    return after_commit.current_session(get_state().app, settings.sqlalchemy_session)
+
+
+def pending_emails(session: Session | None = None) -> list[dict[str, t.Any]]:
+    """The payloads queued with ``after_commit`` (or to the outbox) that wait
+    for ``session`` (default: the current app's) to commit, oldest first."""
+    return after_commit.pending(_session(session))
+
+
+def run_after_commit(session: Session | None = None) -> int:
+    """Queue what waits for ``session`` to commit, as the commit would, for
+    tests that wrap each test in a transaction that never commits. Returns
+    how many queueing steps ran; a later rollback no longer drops them."""
+    return after_commit.run_after_commit(_session(session))

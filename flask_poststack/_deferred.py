@@ -1,0 +1,157 @@
+"""Where a queued email goes first: Redis now, the commit, or the outbox.
+
+:mod:`flask_poststack.queueing` describes each job as a JSON *spec* (its id,
+task, payload and options) and hands it here: :func:`hold` queues it at
+once, holds it for the commit (``POSTSTACK_AFTER_COMMIT``), or writes it as an
+outbox row (``POSTSTACK_OUTBOX``) pushed after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+import uuid
+from datetime import datetime
+
+from . import after_commit
+from .errors import QueueUnavailableError
+from .outbox import store
+
+if t.TYPE_CHECKING:
+    from rq.job import Job
+    from sqlalchemy.orm import Session
+
+    from ._state import AppState
+
+__all__ = ["hold", "spec"]
+
+logger = logging.getLogger("flask_poststack")
+
+Spec = dict[str, t.Any]
+Push = t.Callable[[list[Spec]], list["Job"]]
+
+
+def spec(
+    task: str,
+    queue: str,
+    options: dict[str, t.Any],
+    when: datetime | None,
+    *,
+    unique: bool = False,
+) -> Spec:
+    """The JSON description of one job, from its rq options.
+
+    :param unique: the caller chose the job id, so a second push of the id
+        must find the first job instead of replacing it.
+    """
+    meta = options["meta"]
+    return {
+        "id": options["job_id"] or uuid.uuid4().hex,
+        "task": task,
+        "queue": queue,
+        "key": meta.get("idempotency_key"),
+        "args": list(options["args"]),
+        "job_timeout": options["job_timeout"],
+        "result_ttl": options["result_ttl"],
+        "failure_ttl": options["failure_ttl"],
+        "description": options["description"],
+        "meta": meta,
+        "run_at": when.isoformat() if when is not None else None,
+        # A caller's job id, or an outbox row that may be pushed twice.
+        "unique": unique,
+    }
+
+
+def payloads_of(job_spec: Spec) -> list[dict[str, t.Any]]:
+    """The email payloads one spec's job sends."""
+    argument = job_spec["args"][0]
+    return list(argument) if isinstance(argument, list) else [argument]
+
+
+def deferring(state: AppState, after: bool | None) -> bool:
+    """Whether an enqueue with ``after_commit=after`` waits for the commit
+    (or goes through the outbox)."""
+    settings = state.settings
+    return after is not False and bool(
+        after or settings.after_commit or settings.outbox
+    )
+
+
+def hold(
+    state: AppState,
+    after: bool | None,
+    specs: list[Spec],
+    push: Push,
+) -> list[Job] | None:
+    """Hold ``specs`` for the commit or write them to the outbox, and return
+    their jobs (not yet in Redis); ``None`` when they should be queued now.
+
+    :raises ConfigurationError: when the mode needs a session and there is
+        no usable one.
+    """
+    settings = state.settings
+    if not deferring(state, after):
+        return None
+    setting = "POSTSTACK_OUTBOX" if settings.outbox else "POSTSTACK_AFTER_COMMIT"
+    session = after_commit.current_session(
+        state.app, settings.sqlalchemy_session, setting
+    )
+    payloads = [p for s in specs for p in payloads_of(s)]
+    ids = [s["id"] for s in specs]
+    if settings.outbox:
+        for job_spec in specs:
+            job_spec["unique"] = True
+        _write_outbox(state, session, specs, payloads, push)
+    else:
+        step = after_commit.Deferred(payloads, lambda: push(specs), ids)
+        if not after_commit.defer(session, step):
+            return push(specs)
+    return [_job(state, s) for s in specs]
+
+
+def _write_outbox(
+    state: AppState,
+    session: Session,
+    specs: list[Spec],
+    payloads: list[dict[str, t.Any]],
+    push: Push,
+) -> None:
+    outbox = store.table(state.settings.outbox_table)
+    ours = not session.in_transaction()
+    store.write(session, outbox, specs)
+    engine = session.get_bind()
+    ids = [s["id"] for s in specs]
+
+    def run() -> None:
+        try:
+            push(specs)
+        except QueueUnavailableError as exc:
+            logger.warning("%s The outbox relay will push %s.", exc, ids)
+            return
+        store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
+
+    after_commit.defer(session, after_commit.Deferred(payloads, run, ids))
+    if ours:
+        # Queued outside the app's transaction: the row is the whole of it.
+        session.commit()
+
+
+def _job(state: AppState, job_spec: Spec) -> Job:
+    """The job a spec will be, before it is in Redis (its id is final)."""
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+
+    return Job.create(
+        job_spec["task"],
+        args=job_spec["args"],
+        kwargs={},
+        connection=state.redis,
+        id=job_spec["id"],
+        origin=job_spec["queue"],
+        meta=job_spec["meta"],
+        description=job_spec["description"],
+        timeout=job_spec["job_timeout"],
+        result_ttl=job_spec["result_ttl"],
+        failure_ttl=job_spec["failure_ttl"],
+        serializer=JSONSerializer,
+    )

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+import redis
+from sqlalchemy import select
+from sqlalchemy import text
+from sqlalchemy import update
+
+from flask_poststack import enqueue_email
+from flask_poststack import enqueue_many
+from flask_poststack import get_state
+from flask_poststack.outbox import store
+from flask_poststack.outbox.relay import relay_once
+from flask_poststack.pytest_plugin import FakeQueue
+from flask_poststack.redis_server import free_port
+
+MAIL: t.Any = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
+
+
+@pytest.fixture
+def setup(db_app: t.Any, _poststack_memory_redis: t.Any) -> t.Any:
+    app, db, user = db_app(POSTSTACK_OUTBOX="sqlalchemy", POSTSTACK_OUTBOX_KEEP=60)
+    with app.app_context():
+        yield app, db, user, _poststack_memory_redis.get()
+
+
+def rows(db: t.Any) -> list[t.Any]:
+    outbox = store.table("poststack_outbox")
+    with db.engine.connect() as conn:
+        return list(conn.execute(select(outbox).order_by(outbox.c.created_at)))
+
+
+def test_the_row_lives_and_dies_with_the_transaction(setup: t.Any) -> None:
+    app, db, user, conn = setup
+    db.session.add(user(email="ada@example.com"))
+    enqueue_email(**MAIL)
+    db.session.rollback()
+    assert rows(db) == []
+    db.session.add(user(email="ada@example.com"))
+    job = enqueue_email(**MAIL)
+    assert FakeQueue(app, conn).jobs == []
+    db.session.commit()
+    (row,) = rows(db)
+    assert row.id == job.id
+    assert row.idempotency_key == job.meta["idempotency_key"]
+    assert row.pushed_at is not None  # the fast path pushed and marked it
+    assert [j.id for j in FakeQueue(app, conn).jobs] == [job.id]
+
+
+def test_redis_down_at_commit_fails_no_view_and_the_relay_delivers(
+    setup: t.Any,
+) -> None:
+    app, db, user, conn = setup
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    with get_state(app).use_redis(dead):
+        db.session.add(user(email="ada@example.com"))
+        jobs = enqueue_many([MAIL, MAIL])
+        db.session.commit()  # does not raise
+    assert [r.pushed_at for r in rows(db)] == [None, None]
+    assert relay_once(app, grace=0) == 2
+    assert {j.id for j in FakeQueue(app, conn).jobs} == {j.id for j in jobs}
+    assert all(r.pushed_at is not None for r in rows(db))
+    assert relay_once(app, grace=0) == 0
+
+
+def test_pushing_a_row_twice_queues_one_job(setup: t.Any) -> None:
+    app, db, _user, conn = setup
+    job = enqueue_email(**MAIL)  # outside a transaction: committed and pushed
+    db.session.execute(update(store.table("poststack_outbox")).values(pushed_at=None))
+    db.session.commit()
+    assert relay_once(app, grace=0) == 1
+    assert [j.id for j in FakeQueue(app, conn).jobs] == [job.id]
+
+
+def test_pushed_rows_are_pruned(setup: t.Any) -> None:
+    db = setup[1]
+    enqueue_email(**MAIL)
+    db.session.execute(
+        text("UPDATE poststack_outbox SET pushed_at = '2000-01-01 00:00:00'")
+    )
+    db.session.commit()
+    outbox = store.table("poststack_outbox")
+    assert store.prune(db.engine, outbox, keep=60) == 1
+    assert rows(db) == []
