@@ -18,6 +18,7 @@ from flask import render_template
 
 from flask_poststack import get_state
 from flask_poststack import signals
+from flask_poststack.config import TESTING_BASE_URL
 from flask_poststack.status import email_status
 from flask_poststack.webhooks import WebhookEvent
 
@@ -96,6 +97,8 @@ def sandbox_inbox() -> str | None:
     """The sandbox's inbox URL prefix for an ``em_`` id, when
     ``POSTSTACK_BASE_URL`` is a sandbox on this machine."""
     base_url = get_state().settings.base_url.rstrip("/")
+    if base_url == TESTING_BASE_URL:  # a testing app that names no sandbox
+        return None
     host = urlsplit(base_url).hostname
     return f"{base_url}/inbox/" if host in ("127.0.0.1", "localhost") else None
 

@@ -178,6 +178,31 @@ OUTSIDE_KEYS = frozenset(
     key_of(f) for f in dataclasses.fields(Settings) if f.metadata["outside"]
 )
 
+
+def written_back(settings: Settings, config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
+    """The keys ``init_app`` writes into ``app.config``, with their values.
+
+    A key that reaches outside (:data:`OUTSIDE_KEYS`) is left out when its
+    value came from the environment, so that a ``TESTING`` turned on later
+    does not find it there; and the API key, base URL and Redis URL are left
+    out when nothing set them, so that a copy of the config does not point
+    another app at the default API or at a Redis on localhost.
+    """
+    values = {}
+    for field in dataclasses.fields(Settings):
+        key = key_of(field)
+        value = getattr(settings, field.name)
+        from_elsewhere = os.environ.get(key) is not None or not field.metadata["live"]
+        if field.metadata["outside"] and config.get(key) is None and from_elsewhere:
+            continue
+        values[key] = list(value) if isinstance(value, tuple) else value
+    return values
+
+
+#: Where a testing app's client points when ``app.config`` names no API: a
+#: closed port on this machine (the discard port), so nothing leaves it.
+TESTING_BASE_URL = "http://127.0.0.1:9"
+
 #: Every key and its default (``None``: not set), for docs and checks.
 DEFAULTS: dict[str, t.Any] = Settings().as_config()
 
@@ -215,9 +240,14 @@ def app_settings(config: t.Mapping[str, t.Any], *, testing: bool) -> Settings:
 
     With ``testing``, the keys that reach outside the process (see
     :data:`OUTSIDE_KEYS`) come from ``app.config`` only, so that the shell
-    cannot make a test send real email or use a real Redis.
+    cannot make a test send real email or use a real Redis; without a base
+    URL there, the client points at :data:`TESTING_BASE_URL`.
     """
-    return load_settings(config, os.environ, isolated=testing)
+    settings = load_settings(config, os.environ, isolated=testing)
+    if testing and config.get("POSTSTACK_BASE_URL") is None:
+        # A direct SDK call in a test fails at once instead of reaching the API.
+        settings = dataclasses.replace(settings, base_url=TESTING_BASE_URL)
+    return settings
 
 
 def environ_settings() -> Settings:

@@ -20,6 +20,8 @@ No message or repr here ever contains the API key.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
+from urllib.parse import urlencode
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
@@ -162,10 +164,19 @@ class WebhookVerificationError(FlaskPostStackError):
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with the password (if any) replaced by ``***``."""
+    """Return ``url`` with its password replaced by ``***``: the one in the
+    authority (``user:pw@``) and a ``password=`` query parameter (redis-py
+    reads both)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = parts.username or ""
+        url = urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    base, mark, query = url.partition("?")
+    if not mark:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    pairs = [
+        (k, "***" if k.lower() == "password" else v)
+        for k, v in parse_qsl(query, keep_blank_values=True)
+    ]
+    return f"{base}?{urlencode(pairs, safe='*')}"

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import typing as t
 import weakref
 
 import poststack
+from flask import appcontext_pushed
 from flask import current_app
 from flask import Flask
 
 from ._state import AppState
+from ._state import get_state
 from ._state import Mode
 from ._state import STATE_KEY
 from .cli import poststack_cli
 from .client import ClientSlot
 from .config import app_settings
-from .config import OUTSIDE_KEYS
+from .config import written_back
 from .previews import PreviewFunction
 from .previews import register_previews
 from .queueing import enqueue_email
@@ -24,6 +25,10 @@ from .sending import send_email
 from .webhooks import register_default_blueprint
 
 __all__ = ["PostStack"]
+
+
+def _follow_testing(app: Flask, **_: t.Any) -> None:
+    get_state(app).follow_testing()
 
 
 class PostStack:
@@ -88,14 +93,13 @@ class PostStack:
             return Mode(settings, slot, redis_url_in_config=in_config)
 
         state = AppState(app, (mode(False), mode(True)))
-        # Keys that reach outside stay out of app.config when they come from
-        # the environment: a live TESTING must not find them there.
-        for key, value in state.settings.as_config().items():
-            if key not in OUTSIDE_KEYS or os.environ.get(key) is None:
-                app.config.setdefault(key, value)
+        for key, value in written_back(state.settings, app.config).items():
+            app.config.setdefault(key, value)
         app.extensions[STATE_KEY] = state
         state.follow_testing()
-        app.before_request(state.follow_testing)
+        # The client at app.extensions["poststack"] follows a TESTING set
+        # after init_app from the next app context on (requests, CLI, tests).
+        appcontext_pushed.connect(_follow_testing, app)
 
         app.cli.add_command(poststack_cli)
         # The webhook endpoint, when a secret is set (or as

@@ -22,6 +22,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from ._state import get_state
 from ._templates import undefined_variables
+from .config import TESTING_BASE_URL
 from .errors import FlaskPostStackError
 from .message import build_payload
 from .message import EmailArgs
@@ -67,6 +68,8 @@ def is_local(address: str | None) -> bool:
 def sends_to_sandbox(base_url: str) -> bool:
     """Whether ``POSTSTACK_BASE_URL`` is on this machine (a sandbox), so
     that "send to sandbox" can never reach the real API."""
+    if base_url == TESTING_BASE_URL:  # a testing app that names no sandbox
+        return False
     return (urlsplit(base_url).hostname or "") in _LOOPBACK_NAMES
 
 

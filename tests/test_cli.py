@@ -145,6 +145,29 @@ def test_check_fails_when_the_api_or_redis_is_down(sandbox: Sandbox) -> None:
     assert "s3cret" not in result.output
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:{port}/0?password=s3cret",
+        "redis://127.0.0.1:{port}/0?username=u&password=s3cret",
+        "unix:///tmp/poststack-{port}.sock?password=s3cret",
+    ],
+)
+def test_a_password_in_the_query_is_hidden_too(make_app: AppFactory, url: str) -> None:
+    from flask_poststack import enqueue_email
+    from flask_poststack import QueueUnavailableError
+
+    app = make_app(
+        POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=url.format(port=free_port())
+    )
+    printed = run(app, "worker", "--print").output
+    assert "password=***" in printed and "s3cret" not in printed
+    assert "s3cret" not in run(app, "check").output
+    with app.app_context(), pytest.raises(QueueUnavailableError) as caught:
+        enqueue_email(to="ada@example.com", subject="Hi", text="Hi")
+    assert "s3cret" not in str(caught.value)
+
+
 def test_check_reports_a_refused_key(app: Flask, sandbox: Sandbox) -> None:
     sandbox.faults.add("error", status=401, code="unauthorized", path="/emails")
     result = run(app, "check")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import typing as t
 
+import httpx
 import poststack
 import pytest
 import redis
@@ -106,7 +107,8 @@ def test_config_falls_back_to_the_environment_and_is_written_back(
     assert settings.timeout == 2.5
     assert settings.queue == "from-config"
     assert app.config["POSTSTACK_TIMEOUT"] == 2.5
-    assert app.config["POSTSTACK_BASE_URL"] == "https://api.poststack.dev"
+    # Not set anywhere: not written, so a copy of this config names no API.
+    assert "POSTSTACK_BASE_URL" not in app.config
 
 
 def test_unparseable_number_from_the_environment_names_the_key(
@@ -179,9 +181,11 @@ def test_testing_turned_on_after_init_app_ignores_the_shell(
     state = get_state(app)
     assert state.settings.api_key is None
     assert state.suppressed and not state.eager
-    with app.test_request_context():
-        app.preprocess_request()
-        assert app.extensions["poststack"] is state.client_slot.get()
+    with app.app_context():  # the SDK client itself follows too
+        assert app.extensions["poststack"] is state.mode.client_slot.get()
+        message = {"from": "a@acme.test", "to": ["ada@example.com"], "subject": "Hi"}
+        with pytest.raises(httpx.ConnectError):  # a closed port on this machine
+            app.extensions["poststack"].emails.send({**message, "text": "Hi"})
     with app.app_context():
         send_email(to="ada@example.com", subject="Hi", text="Hi")
         job = enqueue_email(to="ada@example.com", subject="Hi", text="Hi")
