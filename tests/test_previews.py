@@ -209,3 +209,28 @@ def test_the_locale_switch_renders_as_a_send_in_that_locale(
     )
     assert "locale=de" in sent.headers["Location"]
     assert sandbox.emails[-1].subject == "Willkommen"
+
+
+def test_an_attachment_name_outside_latin_1_is_served(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    app = make_app(register=False, POSTSTACK_PREVIEWS=True)
+    poststack = PostStack()
+
+    @poststack.preview
+    def report() -> dict[str, t.Any]:
+        attachment = {"filename": "отчёт.txt", "content": b"hi"}
+        return {
+            "to": "a@example.com",
+            "subject": "s",
+            "text": "t",
+            "attachments": [attachment],
+        }
+
+    poststack.init_app(app)
+    answer = app.test_client().get(URL + "/report/attachments/0")
+    assert answer.status_code == 200 and answer.data == b"hi"
+    assert answer.headers["Content-Disposition"] == (
+        'inline; filename="file.txt";'
+        " filename*=UTF-8''%D0%BE%D1%82%D1%87%D1%91%D1%82.txt"
+    )
