@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import collections.abc as cabc
-import ipaddress
 import typing as t
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +19,10 @@ import flask
 import jinja2
 from werkzeug.wrappers import Response as BaseResponse
 
+from ._loopback import forwarded_from_elsewhere
+from ._loopback import is_loopback_address
+from ._loopback import is_loopback_host
+from ._loopback import is_loopback_origin
 from ._state import get_state
 from ._templates import undefined_variables
 from .config import TESTING_BASE_URL
@@ -48,7 +51,6 @@ _CSP = (
     " form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 _DRAFT_KEYS = frozenset({"from", "to", "subject", "html", "text"})
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def previews_enabled(app: flask.Flask) -> bool:
@@ -57,12 +59,21 @@ def previews_enabled(app: flask.Flask) -> bool:
     return app.debug if setting is None else setting
 
 
-def is_local(address: str | None) -> bool:
-    """Whether a request came from this machine (a loopback address)."""
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
+def is_local(environ: t.Mapping[str, t.Any]) -> bool:
+    """Whether a request is from this machine, to this machine: a loopback
+    client address, no proxy header naming another client, and a loopback
+    ``Host`` (so a page whose name was rebound to 127.0.0.1 cannot read
+    the previews or press "Send to the sandbox")."""
+    headers = [
+        (key[5:].replace("_", "-"), str(value))
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    ]
+    return (
+        is_loopback_address(environ.get("REMOTE_ADDR"))
+        and is_loopback_host(str(environ.get("HTTP_HOST", "")))
+        and not forwarded_from_elsewhere(headers)
+    )
 
 
 def sends_to_sandbox(base_url: str) -> bool:
@@ -70,7 +81,7 @@ def sends_to_sandbox(base_url: str) -> bool:
     that "send to sandbox" can never reach the real API."""
     if base_url == TESTING_BASE_URL:  # a testing app that names no sandbox
         return False
-    return (urlsplit(base_url).hostname or "") in _LOOPBACK_NAMES
+    return is_loopback_host(urlsplit(base_url).netloc.rpartition("@")[2])
 
 
 class Preview(t.NamedTuple):
@@ -154,7 +165,7 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
 
     @bp.before_request
     def local_only() -> None:
-        if not is_local(flask.request.remote_addr):
+        if not is_local(flask.request.environ):
             flask.abort(404)
 
     @bp.after_request
@@ -233,7 +244,8 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
 
         # A form of another origin must not send: browsers name their own.
         origin = flask.request.headers.get("Origin", "")
-        if origin.rstrip("/") != flask.request.host_url.rstrip("/"):
+        same = origin.rstrip("/") == flask.request.host_url.rstrip("/")
+        if not (same and is_loopback_origin(origin)):
             flask.abort(403)
         if not sends_to_sandbox(get_state().settings.base_url):
             flask.abort(403)

@@ -102,6 +102,70 @@ def test_local_requests_only(make_app: AppFactory, tmp_path: Path) -> None:
     assert client.get(URL + "/", environ_overrides=ipv6).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("environ", "status"),
+    [
+        # DNS rebinding: a remote page whose name now points at 127.0.0.1.
+        ({"HTTP_HOST": "attacker.example"}, 404),
+        ({"HTTP_HOST": "attacker.example:5000"}, 404),
+        ({"HTTP_HOST": "127.0.0.1.nip.io"}, 404),
+        ({"HTTP_HOST": "[::1]evil"}, 404),
+        ({"HTTP_HOST": " localhost"}, 404),
+        ({"HTTP_HOST": "127.0.0.2:5000"}, 200),
+        ({"HTTP_HOST": "[::1]:5000"}, 200),
+        ({"HTTP_HOST": "LocalHost:5000"}, 200),
+        # A proxy on this machine passing on a remote client.
+        ({"HTTP_X_FORWARDED_FOR": "203.0.113.9"}, 404),
+        ({"HTTP_X_FORWARDED_FOR": "127.0.0.1, 203.0.113.9"}, 404),
+        ({"HTTP_X_FORWARDED_FOR": "127.0.0.1, ::1"}, 200),
+        ({"HTTP_X_REAL_IP": "203.0.113.9"}, 404),
+        ({"HTTP_FORWARDED": "for=203.0.113.9;proto=https"}, 404),
+        ({"HTTP_FORWARDED": 'for="[2001:db8::1]:443"'}, 404),
+        ({"HTTP_FORWARDED": "for=unknown"}, 404),
+        ({"HTTP_FORWARDED": 'for="[::1]:443", for=127.0.0.1:80'}, 200),
+    ],
+)
+def test_only_this_machine_by_its_own_name(
+    make_app: AppFactory, tmp_path: Path, environ: dict[str, str], status: int
+) -> None:
+    app = previews_app(make_app, tmp_path, POSTSTACK_PREVIEWS=True)
+    client = app.test_client()
+    local = {"REMOTE_ADDR": "127.0.0.1", **environ}
+    assert client.get(URL + "/", environ_overrides=local).status_code == status
+    page = client.get(URL + "/welcome", environ_overrides=local)
+    assert page.status_code == status
+
+
+def test_a_rebound_name_cannot_send(
+    make_app: AppFactory, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    app = previews_app(
+        make_app,
+        tmp_path,
+        POSTSTACK_PREVIEWS=True,
+        POSTSTACK_API_KEY=TEST_KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_SUPPRESS_SEND=False,
+    )
+    client = app.test_client()
+    # The attacker's page posts to its own origin, now resolving to us.
+    rebound = {"HTTP_HOST": "attacker.example:5000"}
+    origin = {"Origin": "http://attacker.example:5000"}
+    answer = client.post(
+        URL + "/welcome/send", headers=origin, environ_overrides=rebound
+    )
+    assert answer.status_code == 404 and sandbox.emails == []
+    # An Origin that is not loopback is refused whatever the Host says.
+    assert client.post(URL + "/welcome/send", headers=origin).status_code == 403
+    loopback = {"HTTP_HOST": "127.0.0.1:5000"}
+    sent = client.post(
+        URL + "/welcome/send",
+        headers={"Origin": "http://127.0.0.1:5000"},
+        environ_overrides=loopback,
+    )
+    assert sent.status_code == 302 and len(sandbox.emails) == 1
+
+
 def test_a_preview_is_what_a_send_sends(
     make_app: AppFactory, tmp_path: Path, sandbox: Sandbox
 ) -> None:
@@ -209,3 +273,28 @@ def test_the_locale_switch_renders_as_a_send_in_that_locale(
     )
     assert "locale=de" in sent.headers["Location"]
     assert sandbox.emails[-1].subject == "Willkommen"
+
+
+def test_an_attachment_name_outside_latin_1_is_served(
+    make_app: AppFactory, tmp_path: Path
+) -> None:
+    app = make_app(register=False, POSTSTACK_PREVIEWS=True)
+    poststack = PostStack()
+
+    @poststack.preview
+    def report() -> dict[str, t.Any]:
+        attachment = {"filename": "отчёт.txt", "content": b"hi"}
+        return {
+            "to": "a@example.com",
+            "subject": "s",
+            "text": "t",
+            "attachments": [attachment],
+        }
+
+    poststack.init_app(app)
+    answer = app.test_client().get(URL + "/report/attachments/0")
+    assert answer.status_code == 200 and answer.data == b"hi"
+    assert answer.headers["Content-Disposition"] == (
+        'inline; filename="file.txt";'
+        " filename*=UTF-8''%D0%BE%D1%82%D1%87%D1%91%D1%82.txt"
+    )

@@ -13,6 +13,7 @@ import logging
 import time
 import typing as t
 
+from .._loopback import is_loopback_host
 from ._util import iso
 from ._util import key_label
 from ._util import utcnow
@@ -85,34 +86,20 @@ def idempotency_keys(req: Request) -> list[str]:
     return keys
 
 
-#: The ``Host`` names every route answers (with any port): the sandbox's
-#: pages and admin API must not be reachable through a name that a remote
-#: page controls (DNS rebinding).
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
-
 #: Admin methods that change state: they need ``Content-Type:
 #: application/json``, which a cross-origin ``no-cors`` fetch cannot send
 #: without a CORS preflight (that the sandbox never grants).
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def host_name(value: str) -> str:
-    """A ``Host`` header without its port, lower-cased (``[::1]`` keeps its
-    brackets)."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        return value if end < 0 else value[: end + 1]
-    return value.partition(":")[0]
-
-
-def allowed_hosts(bound: str) -> frozenset[str]:
-    """The loopback names, plus the address the sandbox is bound to when it
-    is a specific one (an IP literal cannot be rebound; ``0.0.0.0`` and
-    ``::`` are not a host anyone names)."""
+def bound_host(bound: str) -> frozenset[str]:
+    """The ``Host`` name every route answers besides the loopback ones (the
+    pages and admin API must not be reachable through a name a remote page
+    controls: DNS rebinding): the address the sandbox is bound to when it
+    is a specific one (``0.0.0.0`` and ``::`` are not a host anyone names)."""
     if bound in ("", "0.0.0.0", "::"):
-        return LOOPBACK_HOSTS
-    return LOOPBACK_HOSTS | {f"[{bound}]" if ":" in bound else bound.lower()}
+        return frozenset()
+    return frozenset({f"[{bound}]" if ":" in bound else bound.lower()})
 
 
 def is_json(content_type: str) -> bool:
@@ -139,7 +126,7 @@ class App:
     def handle(self, req: Request) -> Reply:
         segments = req.segments
         host = req.headers.get("Host", "")
-        if host_name(host) not in allowed_hosts(self.sandbox.host):
+        if not is_loopback_host(host, bound_host(self.sandbox.host)):
             return Reply(
                 error_response(
                     421,

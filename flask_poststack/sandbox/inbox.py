@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import typing as t
+import unicodedata
 import urllib.parse
 from pathlib import Path
 
@@ -133,13 +134,37 @@ def resolve_cids(html: str, attachments: list[Attachment]) -> str:
     return _CID.sub(replace, html)
 
 
+def _named(name: str, *, ascii_only: bool) -> str:
+    """``name`` with only letters, digits and ``._- `` (so no quote, slash or
+    control character), and ``file`` for a stem left empty."""
+    kept = "".join(
+        c
+        for c in name
+        if (c.isalnum() or c in "._- ") and (c.isascii() or not ascii_only)
+    )
+    stem, dot, ext = kept.rpartition(".")
+    if not any(c.isalnum() for c in (stem if dot else kept)):
+        return "file" + dot + ext
+    return kept
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """A ``Content-Disposition`` header that is all ASCII: ``filename=`` for
+    every client, plus RFC 5987 ``filename*=UTF-8''...`` when the name has
+    characters ASCII cannot hold (``отчёт.txt``, ``café.pdf``)."""
+    full = _named(unicodedata.normalize("NFC", filename), ascii_only=False)
+    # "café" falls back to "cafe", not "caf": accents come off first.
+    fallback = _named(unicodedata.normalize("NFKD", full), ascii_only=True)
+    header = f'{disposition}; filename="{fallback}"'
+    if full != fallback:
+        header += f"; filename*=UTF-8''{urllib.parse.quote(full, safe='')}"
+    return header
+
+
 def attachment_response(item: Attachment, *, download: bool) -> Response:
     """An attachment with its stored type: inline for :data:`INLINE_TYPES`
     (unless ``download``), as a download otherwise, never sniffed."""
     kind = content_type(item)
-    safe_name = (
-        "".join(c for c in item.filename if c.isalnum() or c in "._- ") or "file"
-    )
     inline = kind in INLINE_TYPES and not download
     csp = _ATTACHMENT_CSP
     if kind != "application/pdf":  # Chromium's PDF viewer needs no sandbox
@@ -149,8 +174,8 @@ def attachment_response(item: Attachment, *, download: bool) -> Response:
         item.content,
         kind,
         {
-            "Content-Disposition": (
-                f'{"inline" if inline else "attachment"}; filename="{safe_name}"'
+            "Content-Disposition": content_disposition(
+                "inline" if inline else "attachment", item.filename
             ),
             "Content-Security-Policy": csp,
             "X-Content-Type-Options": "nosniff",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import typing as t
 
 import pytest
@@ -92,7 +93,16 @@ def test_the_same_requests_with_json_go_through(sandbox: Sandbox) -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["attacker.example", "attacker.example:{port}", "127.0.0.1.nip.io", ""]
+    "host",
+    [
+        "attacker.example",
+        "attacker.example:{port}",
+        "127.0.0.1.nip.io",
+        "",
+        "[::1]evil",
+        "[::1].attacker.example:{port}",
+        "localhost:{port}x",
+    ],
 )
 @pytest.mark.parametrize(
     ("method", "path"),
@@ -127,9 +137,26 @@ def test_no_host_header_is_refused(sandbox: Sandbox) -> None:
         conn.close()
 
 
+def test_a_host_folded_onto_a_second_line_is_refused(sandbox: Sandbox) -> None:
+    # An obsolete line fold keeps its tab in the value: not exactly a host.
+    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=10) as conn:
+        conn.sendall(
+            b"GET /_sandbox/health HTTP/1.1\r\nHost:\r\n\tlocalhost\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        assert conn.recv(64).startswith(b"HTTP/1.1 421 ")
+
+
 @pytest.mark.parametrize(
     "host",
-    ["127.0.0.1", "127.0.0.1:{port}", "localhost", "LocalHost:{port}", "[::1]:{port}"],
+    [
+        "127.0.0.1",
+        "127.8.9.10:{port}",
+        "127.0.0.1:{port}",
+        "localhost",
+        "LocalHost:{port}",
+        "[::1]:{port}",
+    ],
 )
 def test_loopback_hosts_are_answered(sandbox: Sandbox, host: str) -> None:
     headers = {"Host": host.format(port=sandbox.port)}

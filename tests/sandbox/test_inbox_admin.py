@@ -314,3 +314,32 @@ def test_highlighted_source_only_adds_spans_to_escaped_text() -> None:
     assert bare == str(markupsafe.escape(source))
     assert '<span class="hl-c">&lt;!-- &lt;b&gt; --&gt;</span>' in html
     assert "<script>" not in html and "<p" not in html
+
+
+@pytest.mark.parametrize(
+    ("name", "fallback", "encoded"),
+    [
+        ("отчёт.txt", "file.txt", "%D0%BE%D1%82%D1%87%D1%91%D1%82.txt"),
+        ("café.pdf", "cafe.pdf", "caf%C3%A9.pdf"),
+        ("plain.txt", "plain.txt", None),
+    ],
+)
+def test_attachment_names_outside_latin_1_are_served(
+    sandbox: Sandbox,
+    client: PostStack,
+    name: str,
+    fallback: str,
+    encoded: str | None,
+) -> None:
+    content = base64.b64encode(b"hello").decode()
+    attachment = {"filename": name, "content": content, "content_type": "text/plain"}
+    sent = client.emails.send(message(attachments=[attachment]))
+    with httpx.Client(base_url=sandbox.base_url) as browser:
+        page = browser.get(f"/inbox/{sent['id']}/attachments/0")
+        admin = browser.get(f"/_sandbox/emails/{sent['id']}/attachments/0")
+    for answer in (page, admin):
+        assert answer.status_code == 200 and answer.content == b"hello"
+        header = answer.headers["content-disposition"]
+        assert f'; filename="{fallback}"' in header
+        star = f"; filename*=UTF-8''{encoded}" if encoded else "filename*"
+        assert (star in header) is bool(encoded)
