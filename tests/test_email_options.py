@@ -13,8 +13,10 @@ from flask_poststack import ConfigurationError
 from flask_poststack import enqueue_email
 from flask_poststack import InvalidEmailError
 from flask_poststack import send_email
+from flask_poststack._state import get_state
 from flask_poststack.config import load_settings
 from flask_poststack.sandbox import Sandbox
+from flask_poststack.signals import email_failed
 
 if t.TYPE_CHECKING:
     from tests.conftest import AppFactory
@@ -167,6 +169,22 @@ def test_extra_survives_the_queue(
         ({"when": object()}, "not JSON data"),
         ({"ratio": float("nan")}, "not JSON data"),
         ({3: "x"}, "not a field name"),
+        ({"\ud800": "x"}, "not valid Unicode"),
+        ({"To": "x"}, "pass to="),
+        ({"TO": "x"}, "pass to="),
+        ({"Bcc": "x"}, "pass bcc="),
+        ({" to": "x"}, "' to' is not a field name"),
+        ({"to\u200b": "x"}, "'-' only"),
+        ({"sig nature": "x"}, "'-' only"),
+        ({"replyTo": "x"}, "pass reply_to="),
+        ({"Reply-To": "x"}, "pass reply_to="),
+        ({"scheduledAt": "x"}, "pass scheduled_at="),
+        ({"toAddresses": "x"}, "pass to="),
+        ({"bccAddresses": "x"}, "pass bcc="),
+        ({"idempotencyKey": "x"}, "pass idempotency_key="),
+        ({"templateId": "x"}, "pass template_id="),
+        ({"Headers": {}}, "pass headers="),
+        ({"Tracking": {}}, "pass tracking="),
         (["signature"], "must be a dict"),
     ],
 )
@@ -178,6 +196,22 @@ def test_bad_extra_names_extra_and_the_key(
     assert info.value.argument == "extra"
     assert fragment in str(info.value)
     assert sandbox.stats["requests"] == 0
+
+
+def test_a_bad_extra_key_fires_nothing_and_queues_nothing(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    app = make_app(POSTSTACK_REDIS_URL=redis_url)
+    failed: list[object] = []
+    email_failed.connect(lambda *a, **k: failed.append(k), app, weak=False)
+    with app.app_context():
+        for extra in ({"\ud800": "x"}, {"To": "x"}):
+            with pytest.raises(InvalidEmailError):
+                send_email(**BASE, extra=extra)
+            with pytest.raises(InvalidEmailError):
+                enqueue_email(**BASE, extra=extra)
+        assert get_state(app).queue().count == 0
+    assert failed == []
 
 
 @pytest.mark.parametrize(
