@@ -275,6 +275,19 @@ def test_locale_renders_the_template_in_it(babel_app: Flask, sandbox: Sandbox) -
     assert (other.subject, other.text) == ("Welcome", "Hello Ada")
 
 
+def test_locale_formats_constants_too(babel_app: Flask, tmp_path: Path) -> None:
+    """Jinja folds a filter of a literal at compile time; the email's locale
+    must still apply, whichever locale compiled the template first."""
+    (tmp_path / "emails" / "total.txt").write_text("{{ 1234.5|decimalformat }}")
+    args: dict[str, t.Any] = {**BASE, "template": "emails/total"}
+    del args["text"]
+    with babel_app.app_context():
+        jobs = [enqueue_email(**args, locale=locale) for locale in (None, "de") * 2]
+    assert [job.args[0]["text"] for job in jobs] == [
+        "1,234.5", "1.234,5", "1,234.5", "1.234,5"
+    ]  # fmt: skip
+
+
 def test_queued_email_is_rendered_in_its_locale(babel_app: Flask) -> None:
     with babel_app.test_request_context(headers={"Accept-Language": "en"}):
         job = enqueue_email(
