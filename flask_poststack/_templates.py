@@ -59,7 +59,7 @@ def render_email(
             "Rendering an email template needs an app context. Call this"
             " inside 'with app.app_context():' or a request."
         )
-    env = flask.current_app.jinja_env
+    env: Environment = flask.current_app.jinja_env
     with _forced_locale(locale):
         if isinstance(locale, str):
             env = _locale_env(env, locale)
