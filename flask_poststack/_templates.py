@@ -6,8 +6,10 @@ import collections.abc as cabc
 import contextlib
 import importlib
 import typing as t
+import weakref
 
 import flask
+from jinja2 import Environment
 from jinja2 import TemplateNotFound
 
 from .errors import ConfigurationError
@@ -57,22 +59,25 @@ def render_email(
             "Rendering an email template needs an app context. Call this"
             " inside 'with app.app_context():' or a request."
         )
-    env = flask.current_app.jinja_env
-    found: dict[str, t.Any] = {}
-    for suffix in SUFFIXES:
-        try:
-            found[suffix] = env.get_template(template + suffix)
-        except TemplateNotFound as e:
-            # A file that exists but is missing something else is a real error.
-            if e.name != template + suffix:
-                raise
-    if ".html" not in found and ".txt" not in found:
-        raise InvalidEmailError(
-            "template",
-            f"neither {template}.html nor {template}.txt exists in the app's"
-            " template folders.",
-        )
+    env: Environment = flask.current_app.jinja_env
     with _forced_locale(locale):
+        if isinstance(locale, str):
+            env = _locale_env(env, locale)
+        found: dict[str, t.Any] = {}
+        for suffix in SUFFIXES:
+            try:
+                found[suffix] = env.get_template(template + suffix)
+            except TemplateNotFound as e:
+                # A file that exists but is missing something else is a real
+                # error.
+                if e.name != template + suffix:
+                    raise
+        if ".html" not in found and ".txt" not in found:
+            raise InvalidEmailError(
+                "template",
+                f"neither {template}.html nor {template}.txt exists in the"
+                " app's template folders.",
+            )
         rendered = {
             suffix: flask.render_template(tmpl, **values)
             for suffix, tmpl in found.items()
@@ -146,6 +151,23 @@ def check_locale(locale: object) -> t.ContextManager[object]:
         locale.replace("-", "_")
     )
     return manager
+
+
+#: Each app environment's twin per locale, each with its own cache.
+_BY_LOCALE: weakref.WeakKeyDictionary[Environment, dict[str, Environment]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _locale_env(env: Environment, locale: str) -> Environment:
+    # Jinja evaluates a filter of a literal ({{ 1234.5|decimalformat }}) when
+    # it compiles, even unoptimized, so a template compiled (and cached)
+    # under one locale keeps that locale's formats: an email with a locale is
+    # compiled under it, in that locale's own cache.
+    twins = _BY_LOCALE.setdefault(env, {})
+    if locale not in twins:
+        twins[locale] = env.overlay(cache_size=400)
+    return twins[locale]
 
 
 def _forced_locale(locale: object) -> t.ContextManager[object]:

@@ -15,6 +15,7 @@ from poststack import PostStackError
 
 from ._fields import scheduled_time
 from ._state import get_state
+from .errors import InvalidEmailError
 from .results import SendResult
 
 if t.TYPE_CHECKING:
@@ -101,13 +102,19 @@ def reschedule_email(
     (``PATCH /emails/{id}``), as :func:`cancel_email` finds it.
 
     A job not yet run is not changed (cancel it and enqueue it again);
-    ``scheduled_at`` is checked as the argument of ``send_email`` is.
+    ``scheduled_at`` is checked as the argument of ``send_email`` is, and
+    must be still to come.
 
-    :raises InvalidEmailError: naming ``scheduled_at``.
+    :raises InvalidEmailError: naming ``scheduled_at`` (a past time too).
     :raises poststack.PostStackError: the API failed otherwise than "not
         scheduled".
     """
     when = scheduled_time(scheduled_at)
+    moment = dt.datetime.fromisoformat(when.removesuffix("Z"))
+    if moment.replace(tzinfo=dt.timezone.utc) <= dt.datetime.now(dt.timezone.utc):
+        raise InvalidEmailError(
+            "scheduled_at", f"{scheduled_at!r} is in the past; give a time to come."
+        )
     found = _locate(job_or_id, connection)
     if isinstance(found, EmailChange):
         return found

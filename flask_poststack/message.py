@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import json
 import typing as t
 import uuid
 from collections.abc import Mapping
 from collections.abc import Sequence
 
+from . import _extra
 from . import _fields
 from ._attachments import Attachment
 from ._attachments import AttachmentLike
@@ -119,6 +119,8 @@ _NOT_WIRE = frozenset({"from_", "template", "context", "extra", "locale"})
 
 #: The wire keys of :data:`Payload`, each with the argument that sets it.
 _WIRE_ARGS = {"from": "from_", **{k: k for k in EMAIL_ARGS if k not in _NOT_WIRE}}
+#: Every name ``extra=`` must not use, with the argument to pass instead.
+_KNOWN_FIELDS = {**{k: k for k in EMAIL_ARGS}, **_WIRE_ARGS}
 
 #: What other libraries call some arguments, for the unknown-argument hint.
 _ALIASES = {
@@ -305,33 +307,8 @@ def build_payload(settings: Settings, args: Mapping[str, t.Any]) -> Payload:
     payload = {key: value for key, value in fields.items() if value}
     for key, value in payload.items():
         _fields.check_utf8("from_" if key == "from" else key, value)
-    payload.update(_extra(args.get("extra")))
+    payload.update(_extra.check_extra(args.get("extra"), _KNOWN_FIELDS))
     return t.cast(Payload, payload)
-
-
-def _extra(extra: object) -> dict[str, t.Any]:
-    if extra is None:
-        return {}
-    if not isinstance(extra, Mapping):
-        raise InvalidEmailError(
-            "extra", f"must be a dict of API fields, not {type(extra).__name__}."
-        )
-    for key, value in extra.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidEmailError("extra", f"the key {key!r} is not a field name.")
-        argument = _WIRE_ARGS.get(key, key if key in EMAIL_ARGS else None)
-        if argument is not None:
-            raise InvalidEmailError(
-                "extra", f"{key!r} is a known field: pass {argument}= instead."
-            )
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError):
-            raise InvalidEmailError(
-                "extra", f"the value of {key!r} is not JSON data: {value!r}."
-            ) from None
-        _fields.check_utf8("extra", value)
-    return dict(extra)
 
 
 def new_key() -> str:

@@ -106,6 +106,10 @@ def test_reschedule_checks_its_time_and_leaves_a_queued_job(
         with pytest.raises(InvalidEmailError) as info:
             reschedule_email(job, datetime(2031, 1, 1))  # naive
         assert info.value.argument == "scheduled_at"
+        for past in ("2026-03-26T09:00:00Z", later(-1)):
+            with pytest.raises(InvalidEmailError, match="in the past") as info:
+                reschedule_email(job, past)
+            assert info.value.argument == "scheduled_at"
         change = reschedule_email(job, later())
         assert (change.done, change.where) == (False, "queue")
         assert email_status(job).state == "queued"

@@ -62,9 +62,6 @@ TEMPLATES = {
     "emails/invite.txt": "Join {{ team }}: {{ join_url }}",
     "emails/digest.subject.txt": "Your weekly digest, {{ user.name }}",
     "emails/digest.txt": "Hello {{ user.name }}, here is what happened.",
-    "emails/receipt.subject.txt": "Your receipt",
-    "emails/receipt.html": "<style>p { color: #333 }</style>"
-    '<p>Thanks! <a href="https://acme.test/orders/7">Your order</a></p>',
 }
 
 

@@ -13,8 +13,10 @@ from flask_poststack import ConfigurationError
 from flask_poststack import enqueue_email
 from flask_poststack import InvalidEmailError
 from flask_poststack import send_email
+from flask_poststack._state import get_state
 from flask_poststack.config import load_settings
 from flask_poststack.sandbox import Sandbox
+from flask_poststack.signals import email_failed
 
 if t.TYPE_CHECKING:
     from tests.conftest import AppFactory
@@ -167,6 +169,22 @@ def test_extra_survives_the_queue(
         ({"when": object()}, "not JSON data"),
         ({"ratio": float("nan")}, "not JSON data"),
         ({3: "x"}, "not a field name"),
+        ({"\ud800": "x"}, "not valid Unicode"),
+        ({"To": "x"}, "pass to="),
+        ({"TO": "x"}, "pass to="),
+        ({"Bcc": "x"}, "pass bcc="),
+        ({" to": "x"}, "' to' is not a field name"),
+        ({"to\u200b": "x"}, "'-' only"),
+        ({"sig nature": "x"}, "'-' only"),
+        ({"replyTo": "x"}, "pass reply_to="),
+        ({"Reply-To": "x"}, "pass reply_to="),
+        ({"scheduledAt": "x"}, "pass scheduled_at="),
+        ({"toAddresses": "x"}, "pass to="),
+        ({"bccAddresses": "x"}, "pass bcc="),
+        ({"idempotencyKey": "x"}, "pass idempotency_key="),
+        ({"templateId": "x"}, "pass template_id="),
+        ({"Headers": {}}, "pass headers="),
+        ({"Tracking": {}}, "pass tracking="),
         (["signature"], "must be a dict"),
     ],
 )
@@ -178,6 +196,22 @@ def test_bad_extra_names_extra_and_the_key(
     assert info.value.argument == "extra"
     assert fragment in str(info.value)
     assert sandbox.stats["requests"] == 0
+
+
+def test_a_bad_extra_key_fires_nothing_and_queues_nothing(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    app = make_app(POSTSTACK_REDIS_URL=redis_url)
+    failed: list[object] = []
+    email_failed.connect(lambda *a, **k: failed.append(k), app, weak=False)
+    with app.app_context():
+        for extra in ({"\ud800": "x"}, {"To": "x"}):
+            with pytest.raises(InvalidEmailError):
+                send_email(**BASE, extra=extra)
+            with pytest.raises(InvalidEmailError):
+                enqueue_email(**BASE, extra=extra)
+        assert get_state(app).queue().count == 0
+    assert failed == []
 
 
 @pytest.mark.parametrize(
@@ -239,6 +273,19 @@ def test_locale_renders_the_template_in_it(babel_app: Flask, sandbox: Sandbox) -
     assert (sent.subject, sent.text) == ("Willkommen", "Hallo Ada")
     other = sandbox.get_email(default.id).input
     assert (other.subject, other.text) == ("Welcome", "Hello Ada")
+
+
+def test_locale_formats_constants_too(babel_app: Flask, tmp_path: Path) -> None:
+    """Jinja folds a filter of a literal at compile time; the email's locale
+    must still apply, whichever locale compiled the template first."""
+    (tmp_path / "emails" / "total.txt").write_text("{{ 1234.5|decimalformat }}")
+    args: dict[str, t.Any] = {**BASE, "template": "emails/total"}
+    del args["text"]
+    with babel_app.app_context():
+        jobs = [enqueue_email(**args, locale=locale) for locale in (None, "de") * 2]
+    assert [job.args[0]["text"] for job in jobs] == [
+        "1,234.5", "1.234,5", "1,234.5", "1.234,5"
+    ]  # fmt: skip
 
 
 def test_queued_email_is_rendered_in_its_locale(babel_app: Flask) -> None:

@@ -332,6 +332,32 @@ def test_bad_messages_are_refused_before_anything_is_sent(
     assert (outbox, poststack_outbox) == ([], [])
 
 
+@pytest.mark.parametrize(
+    ("fields", "argument", "fragment"),
+    [
+        ({"body": None}, "body", "give the Message a body= or html="),
+        ({"body": ""}, "body", "give the Message a body= or html="),
+        ({"subject": ""}, "subject", "give the Message a subject="),
+        ({"subject": None}, "subject", "give the Message a subject="),
+    ],
+)
+def test_missing_parts_are_named_as_message_calls_them(
+    app: Flask,
+    mail: Mail,
+    poststack_outbox: list[RecordedEmail],
+    fields: dict[str, t.Any],
+    argument: str,
+    fragment: str,
+) -> None:
+    kwargs = {"subject": "s", "recipients": ["a@example.com"], "body": "b", **fields}
+    with pytest.raises(InvalidEmailError) as info:
+        mail.send(Message(**kwargs))
+    assert info.value.argument == argument
+    assert fragment in str(info.value)
+    assert "template" not in str(info.value)
+    assert poststack_outbox == []
+
+
 def test_incomplete_messages_are_assertion_errors_as_in_flask_mail(
     app: Flask, mail: Mail
 ) -> None:

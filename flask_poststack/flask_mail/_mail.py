@@ -238,8 +238,9 @@ def email_args(message: Message) -> EmailArgs:
     :raises IncompleteMessageError: no recipients, or no sender.
     :raises BadHeaderError: a line break in a header (see
         :meth:`Message.has_bad_headers`).
-    :raises InvalidEmailError: an alternative other than ``html`` (the API
-        sends text and HTML bodies only).
+    :raises InvalidEmailError: no body and no html, no subject, or an
+        alternative other than ``html`` (the API sends text and HTML bodies
+        only).
     """
     if not message.send_to:
         raise IncompleteMessageError("to", "the message has no recipients.")
@@ -254,6 +255,15 @@ def email_args(message: Message) -> EmailArgs:
     if others:
         raise InvalidEmailError(
             "alts", f"the API sends text and html bodies only, not {others}."
+        )
+    # Said in Message's words: send_email's would name template= and html=.
+    if not (message.body or message.html):
+        raise InvalidEmailError(
+            "body", "the message has no body: give the Message a body= or html=."
+        )
+    if not message.subject:
+        raise InvalidEmailError(
+            "subject", "the message has no subject: give the Message a subject=."
         )
     args: EmailArgs = {
         "to": [_flat(a) for a in message.recipients],

@@ -206,12 +206,16 @@ def test_tracking_and_unsubscribe_are_stored(
     email = sandbox.get_email(sent["id"])
     assert email.input.tracking == {"clicks": False}
     assert email.row()["unsubscribeEnabled"] is True
+    both = client.emails.send(message(tracking={"opens": True, "clicks": False}))
     plain = sandbox.get_email(client.emails.send(message())["id"])
     assert plain.input.tracking is None
     assert plain.row()["unsubscribeEnabled"] is False
     with httpx.Client(base_url=sandbox.base_url) as browser:
         page = browser.get(f"/inbox/{sent['id']}").text
-    assert "opens on (default), clicks off" in page
+        assert "opens on, clicks off" in browser.get(f"/inbox/{both['id']}").text
+        assert "domain default" in browser.get(f"/inbox/{plain.id}").text
+    assert "opens domain default, clicks off" in page
+    assert "(default)" not in page
     assert "one-click List-Unsubscribe header" in page
 
 
