@@ -146,6 +146,51 @@ def test_bad_addresses_are_bad_headers(app: Flask, mail: Mail) -> None:
         assert Message("s", **kwargs).has_bad_headers()
 
 
+_EVIL = "\r\nBcc: evil@x.test"
+
+
+def _with_attachment(**fields: t.Any) -> Message:
+    msg = Message("s", recipients=["a@example.com"], body="b")
+    msg.attach(**{"filename": "a.txt", "data": b"x", **fields})
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("build", "argument"),
+    [
+        (lambda: Message("Hi\nBcc: evil@x.test"), "subject"),
+        (lambda: Message("Hi\r\n\r\n x"), "subject"),  # ends the header block
+        (lambda: Message("s", extra_headers={"X-A": "v" + _EVIL}), "headers"),
+        (lambda: _with_attachment(content_type="text/plain" + _EVIL), "attachments"),
+        (
+            lambda: _with_attachment(headers={"Content-ID": "<a>" + _EVIL}),
+            "attachments",
+        ),
+    ],
+)
+def test_rendering_refuses_header_injection(
+    app: Flask, mail: Mail, build: t.Callable[[], Message], argument: str
+) -> None:
+    msg = build()
+    msg.recipients = ["a@example.com"]
+    for render in (msg.as_string, msg.as_bytes, msg.__str__):
+        with pytest.raises(BadHeaderError) as info:
+            render()
+        assert info.value.argument == argument
+
+
+def test_rendering_refuses_the_extra_headers_sending_refuses(
+    app: Flask, mail: Mail
+) -> None:
+    for name in ("To", "bcc", "Content-Type"):
+        msg = Message("s", recipients=["a@example.com"], extra_headers={name: "x"})
+        with pytest.raises(InvalidEmailError) as info:
+            msg.as_string()
+        assert info.value.argument == "headers"
+        with pytest.raises(InvalidEmailError):
+            mail.send(msg)
+
+
 # Rendering ------------------------------------------------------------------
 
 

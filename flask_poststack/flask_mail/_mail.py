@@ -32,9 +32,9 @@ from ..errors import InvalidEmailError
 from ..message import Attachment as PostStackAttachment
 from ..queueing import enqueue_email
 from ..sending import send_email
-from ._message import _flat
+from ._headers import check_headers
+from ._headers import flat as _flat
 from ._message import attachment_filename
-from ._message import BadHeaderError
 from ._message import IncompleteMessageError
 from ._message import Message
 
@@ -236,7 +236,7 @@ def email_args(message: Message) -> EmailArgs:
     """The :class:`~flask_poststack.EmailArgs` of ``message``.
 
     :raises IncompleteMessageError: no recipients, or no sender.
-    :raises BadHeaderError: a line break in a header (see
+    :raises BadHeaderError: a control character in a header field (see
         :meth:`Message.has_bad_headers`).
     :raises InvalidEmailError: an alternative other than ``html`` (the API
         sends text and HTML bodies only).
@@ -247,9 +247,7 @@ def email_args(message: Message) -> EmailArgs:
         raise IncompleteMessageError(
             "from_", "the message has no sender and MAIL_DEFAULT_SENDER is not set."
         )
-    bad = message.bad_header()
-    if bad is not None:
-        raise BadHeaderError(bad)
+    check_headers(message)
     others = sorted(set(message.alts) - {"html"})
     if others:
         raise InvalidEmailError(

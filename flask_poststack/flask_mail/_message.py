@@ -32,6 +32,11 @@ from flask import current_app
 from flask import has_app_context
 
 from ..errors import InvalidEmailError
+from ._headers import Address
+from ._headers import bad_header
+from ._headers import BadHeaderError
+from ._headers import check_headers
+from ._headers import flat as _flat
 
 __all__ = [
     "Address",
@@ -42,26 +47,7 @@ __all__ = [
     "sanitize_addresses",
 ]
 
-#: An address as Flask-Mail takes it: ``"Name <a@b.c>"`` or ``("Name", "a@b.c")``.
-Address: t.TypeAlias = "str | tuple[str, str]"
-
 _SPACES = re.compile(r"\s+")
-_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
-
-
-class BadHeaderError(InvalidEmailError):
-    """A subject, sender, reply-to or recipient holds a line break.
-
-    Flask-Mail's exception; here also an
-    :exc:`~flask_poststack.InvalidEmailError` naming the argument.
-    """
-
-    def __init__(
-        self,
-        argument: str = "subject",
-        message: str = "must not contain CR or LF (except a folded subject).",
-    ) -> None:
-        super().__init__(argument, message)
 
 
 class IncompleteMessageError(InvalidEmailError, AssertionError):
@@ -70,21 +56,6 @@ class IncompleteMessageError(InvalidEmailError, AssertionError):
     Flask-Mail raised :exc:`AssertionError` here; this is one still, and an
     :exc:`~flask_poststack.InvalidEmailError` naming the argument.
     """
-
-
-def _flat(address: Address) -> str:
-    """``("Name", "a@b.c")`` as ``"Name <a@b.c>"``, quoting a name that
-    needs it (``"Doe, Jane"``); a string as it is."""
-    if not isinstance(address, tuple):
-        return str(address)
-    name, addr = address
-    if _SPECIALS.search(name):
-        name = '"{}"'.format(name.replace("\\", "\\\\").replace('"', '\\"'))
-    return f"{name} <{addr}>" if name else addr
-
-
-def _has_break(address: Address) -> bool:
-    return bool(set(_flat(address)) & {"\r", "\n"})
 
 
 def _no_breaks(text: str) -> str:
@@ -241,29 +212,16 @@ class Message:
         )
 
     def has_bad_headers(self) -> bool:
-        """Whether the sender, reply-to, a recipient or the subject has a line
-        break; a subject folded as RFC 5322 allows (CRLF, then a space or tab,
-        then text) is fine."""
+        """Whether a header field (sender, reply-to, a recipient, cc, bcc,
+        the subject, an extra header, an attachment's name, type or headers)
+        holds CR, LF or another control character; a subject folded as
+        RFC 5322 allows (CRLF, then a space or tab, then text) is fine."""
         return self.bad_header() is not None
 
     def bad_header(self) -> str | None:
         """The argument with a bad header (see :meth:`has_bad_headers`), as
         :class:`~flask_poststack.EmailArgs` names it, or ``None``."""
-        if self.sender and _has_break(self.sender):
-            return "from_"
-        if self.reply_to and _has_break(self.reply_to):
-            return "reply_to"
-        if any(_has_break(a) for a in self.recipients):
-            return "to"
-        if not self.subject or not set(self.subject) & {"\r", "\n"}:
-            return None
-        first, *rest = self.subject.split("\r\n")
-        lines = [first, *(line[1:] for line in rest if line[:1] in (" ", "\t"))]
-        if len(lines) != len(rest) + 1 or any(
-            not line.strip() or set(line) & {"\r", "\n"} for line in lines
-        ):
-            return "subject"
-        return None
+        return bad_header(self)
 
     def is_bad_headers(self) -> bool:
         """The old name of :meth:`has_bad_headers`."""
@@ -299,6 +257,7 @@ class Message:
         return MIMEText(text, subtype, charset)  # type: ignore[arg-type]
 
     def _mime(self) -> MIMEBase:
+        check_headers(self)
         encoding = self.charset or "utf-8"
         part: MIMEBase = self._text(self.body or "", "plain")
         if self.alts:
