@@ -16,6 +16,7 @@ from flask_poststack import get_state
 from flask_poststack import InvalidEmailError
 from flask_poststack import send_email
 from flask_poststack import signals
+from flask_poststack.flask_mail import Attachment
 from flask_poststack.flask_mail import BadHeaderError
 from flask_poststack.flask_mail import email_args
 from flask_poststack.flask_mail import email_dispatched
@@ -375,6 +376,56 @@ def test_bad_messages_are_refused_before_anything_is_sent(
     assert t.cast(InvalidEmailError, info.value).argument == argument
     assert isinstance(info.value, InvalidEmailError)
     assert (outbox, poststack_outbox) == ([], [])
+
+
+@pytest.mark.parametrize(
+    ("fields", "argument"),
+    [
+        *(
+            ({field: ["ok@example.com", bad]}, name)
+            for field, name in (("cc", "cc"), ("bcc", "bcc"), ("recipients", "to"))
+            for bad in ("x@example.com\r\nBcc: evil@x.test", "x@example.com\r")
+        ),
+        ({"extra_headers": {"X-A\r\nBcc": "v"}}, "headers"),
+        ({"extra_headers": {"X-A": "v\r\nBcc: evil@x.test"}}, "headers"),
+        ({"attachments": [Attachment("a\r\n.txt", data=b"x")]}, "attachments"),
+        (
+            {"attachments": [Attachment("a.txt", "text/plain\nX: y", b"x")]},
+            "attachments",
+        ),
+        *(
+            (fields, argument)
+            for char in ("\x00", "\x0b", "\x85", "\u2028")
+            for fields, argument in (
+                ({"subject": f"a{char}b"}, "subject"),
+                ({"sender": f"a{char}@acme.test"}, "from_"),
+                ({"reply_to": f"r{char}@example.com"}, "reply_to"),
+                ({"cc": [f"c{char}@example.com"]}, "cc"),
+                ({"extra_headers": {"X-A": f"v{char}"}}, "headers"),
+                (
+                    {"attachments": [Attachment(f"a{char}.txt", data=b"x")]},
+                    "attachments",
+                ),
+            )
+        ),
+    ],
+)
+def test_control_characters_in_header_fields_are_bad_headers(
+    app: Flask,
+    mail: Mail,
+    poststack_outbox: list[RecordedEmail],
+    fields: dict[str, t.Any],
+    argument: str,
+) -> None:
+    kwargs = {"subject": "s", "recipients": ["a@example.com"], "body": "b", **fields}
+    msg = Message(**kwargs)
+    assert msg.has_bad_headers() and msg.bad_header() == argument
+    with mail.record_messages() as outbox, pytest.raises(BadHeaderError) as info:
+        mail.send(msg)
+    assert info.value.argument == argument
+    assert (outbox, poststack_outbox) == ([], [])
+    with pytest.raises(BadHeaderError):
+        msg.as_string()
 
 
 def test_incomplete_messages_are_assertion_errors_as_in_flask_mail(
