@@ -521,7 +521,7 @@ def test_mail_suppress_send_suppresses(sandbox: Sandbox) -> None:
 
 
 def test_the_queue_setting_queues_with_no_change_at_the_call_site(
-    poststack_queue: FakeQueue, poststack_outbox: list[RecordedEmail]
+    poststack_queue: FakeQueue, poststack_outbox: list[RecordedEmail], sandbox: Sandbox
 ) -> None:
     app = poststack_queue.app
     mail = Mail()  # the app-factory pattern: init_app ran in poststack_app
@@ -531,16 +531,52 @@ def test_the_queue_setting_queues_with_no_change_at_the_call_site(
     (record,) = poststack_outbox
     assert (record.status, record.subject) == ("queued", "Queued")
     assert record.job is not None and record.job.id == poststack_queue.jobs[0].id
+    assert sandbox.emails == []
     poststack_queue.run()
     assert record.status == "sent"
+    assert [e.subject for e in sandbox.emails] == ["Queued"]
 
 
 @pytest.fixture
-def poststack_app() -> Flask:
-    """The app the pytest plugin's queue fixtures use: queueing on."""
-    app = flask_mail_app(POSTSTACK_FLASK_MAIL_QUEUE=True)
+def poststack_app(sandbox: Sandbox) -> Flask:
+    """The app the pytest plugin's queue fixtures use: queueing on, sending
+    not suppressed (to the sandbox)."""
+    app = flask_mail_app(
+        POSTSTACK_FLASK_MAIL_QUEUE=True,
+        MAIL_SUPPRESS_SEND=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+    )
     Mail(app)
     return app
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"MAIL_SUPPRESS_SEND": True, "TESTING": False}, {"TESTING": True}],
+)
+def test_queue_mode_captures_while_suppressed(
+    poststack_queue: FakeQueue,
+    poststack_outbox: list[RecordedEmail],
+    sandbox: Sandbox,
+    config: dict[str, t.Any],
+) -> None:
+    app = flask_mail_app(
+        POSTSTACK_FLASK_MAIL_QUEUE=True,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        **config,
+    )
+    mail = Mail(app)
+    queue = type(poststack_queue)(app, poststack_queue.connection)
+    with get_state(app).use_redis(poststack_queue.connection):
+        with app.app_context(), mail.record_messages() as outbox:
+            mail.send_message("Held", recipients=["a@example.com"], body="b")
+        assert [m.subject for m in outbox] == ["Held"]
+        assert [p["subject"] for p in get_state(app).outbox] == ["Held"]
+        assert queue.jobs == []
+        queue.run()
+    assert sandbox.emails == []
 
 
 def test_the_flask_mail_user_app_sends_for_real_with_only_the_key_added(

@@ -97,7 +97,8 @@ class Connection:
 
     def send(self, message: Message, envelope_from: str | None = None) -> None:
         """Send ``message`` (or queue it, with ``POSTSTACK_FLASK_MAIL_QUEUE``),
-        then fire ``email_dispatched``.
+        then fire ``email_dispatched``. While the app's sends are suppressed
+        (``TESTING``, ``MAIL_SUPPRESS_SEND``) it is captured, never queued.
 
         ``envelope_from`` is accepted and not used: the API sets the envelope
         (bounces come back as webhooks).
@@ -118,7 +119,10 @@ class Connection:
             args = email_args(message)
             if message.date is None:
                 message.date = time.time()
-            if get_state().settings.flask_mail_queue:
+            state = get_state()
+            # A worker reads suppression from its own environment: a job
+            # queued while this app's sends are suppressed would go out.
+            if state.settings.flask_mail_queue and not state.suppressed:
                 enqueue_email(**args)
             else:
                 send_email(**args)
