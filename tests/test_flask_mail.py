@@ -271,6 +271,33 @@ def test_non_ascii_headers_are_encoded_in_the_charset(app: Flask, mail: Mail) ->
     assert 'charset="utf-8"' in ascii_only.as_string()
 
 
+def test_a_utf8_local_part_renders_with_smtputf8(
+    app: Flask, mail: Mail, poststack_outbox: list[RecordedEmail]
+) -> None:
+    msg = Message(
+        "Grüße",
+        sender=("Zoë", "zoë@acme.test"),
+        recipients=["jörg@example.com"],
+        cc=[("Jörg, J", "jörg@bücher.example")],
+        body="b",
+        extra_headers={"X-Note": "ünï"},
+    )
+    mail.send(msg)  # sending accepts it, so rendering must too
+    assert poststack_outbox[0].to == ["jörg@example.com"]
+    raw = msg.as_bytes()
+    assert "jörg@example.com".encode() in raw
+    assert msg.as_string().encode("utf-8") == raw
+    # The bytes parser reads headers as ASCII: parse the text (RFC 6532).
+    parsed = email.message_from_string(raw.decode(), policy=email.policy.default)
+    assert parsed["To"].addresses[0].username == "jörg"
+    assert str(parsed["From"]) == "Zoë <zoë@acme.test>"
+    assert str(parsed["Cc"]) == '"Jörg, J" <jörg@xn--bcher-kva.example>'
+    assert (parsed["Subject"], parsed["X-Note"]) == ("Grüße", "ünï")
+    # Without a UTF-8 address the headers stay ASCII (RFC 2047).
+    msg.recipients, msg.cc, msg.sender = ["ada@example.com"], [], "a@acme.test"
+    assert msg.as_bytes().isascii()
+
+
 def test_sanitize_address_drops_line_breaks_and_encodes_idn() -> None:
     assert sanitize_address("evil\r\n@example.com") == "evil@example.com"
     assert sanitize_address(("Ops", "ops@bücher.example")) == (

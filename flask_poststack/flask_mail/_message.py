@@ -64,7 +64,8 @@ def _no_breaks(text: str) -> str:
 
 def sanitize_address(address: Address, encoding: str = "utf-8") -> str:
     """``address`` as a header value: line breaks dropped, a non-ASCII display
-    name encoded (RFC 2047) in ``encoding``, a non-ASCII domain in IDNA."""
+    name encoded (RFC 2047) in ``encoding``, a non-ASCII domain in IDNA; with
+    a non-ASCII local part, all as UTF-8 (RFC 6532)."""
     if isinstance(address, tuple):
         name, addr = _no_breaks(address[0]), _no_breaks(address[1])
         addr = parseaddr(addr)[1] or addr
@@ -73,6 +74,10 @@ def sanitize_address(address: Address, encoding: str = "utf-8") -> str:
     local, at, domain = addr.rpartition("@")
     if at and not domain.isascii():
         addr = f"{local}@{domain.encode('idna').decode('ascii')}"
+    if not addr.isascii():
+        # A UTF-8 local part (RFC 6532): as_string renders it with SMTPUTF8,
+        # where the display name goes as UTF-8 too.
+        return _flat((name, addr))
     try:
         return formataddr((name, addr), charset=encoding)
     except (UnicodeEncodeError, LookupError):
@@ -268,13 +273,7 @@ class Message:
         for attachment in self.attachments:
             root.attach(_attachment_part(attachment))
         if self.subject:
-            subject = self.subject
-            if not subject.isascii():
-                try:
-                    subject = Header(subject, encoding).encode()
-                except (UnicodeEncodeError, LookupError):
-                    subject = Header(subject, "utf-8").encode()
-            root["Subject"] = subject
+            root["Subject"] = _encoded(self.subject, encoding)
         root["From"] = sanitize_address(self.sender or "", encoding)
         root["To"] = ", ".join(sanitize_addresses(self.recipients, encoding))
         root["Date"] = formatdate(self.date, localtime=True)
@@ -284,9 +283,22 @@ class Message:
         if self.reply_to:
             root["Reply-To"] = sanitize_address(self.reply_to, encoding)
         for name, value in (self.extra_headers or {}).items():
-            root[name] = value
-        root.policy = policy.SMTP
+            root[name] = _encoded(value, encoding)
+        # Only a UTF-8 local part needs SMTPUTF8; other text stays RFC 2047.
+        addresses = ("From", "To", "Cc", "Reply-To")
+        utf8 = any(not str(root[name]).isascii() for name in addresses if name in root)
+        root.policy = policy.SMTPUTF8 if utf8 else policy.SMTP
         return root
+
+
+def _encoded(value: str, encoding: str) -> str:
+    """A header value, RFC 2047 encoded in ``encoding`` (else UTF-8) when not ASCII."""
+    if value.isascii():
+        return value
+    try:
+        return Header(value, encoding).encode()
+    except (UnicodeEncodeError, LookupError):
+        return Header(value, "utf-8").encode()
 
 
 def attachment_filename(attachment: Attachment) -> str | None:
