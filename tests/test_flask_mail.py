@@ -16,6 +16,7 @@ from flask_poststack import get_state
 from flask_poststack import InvalidEmailError
 from flask_poststack import send_email
 from flask_poststack import signals
+from flask_poststack.flask_mail import Attachment
 from flask_poststack.flask_mail import BadHeaderError
 from flask_poststack.flask_mail import email_args
 from flask_poststack.flask_mail import email_dispatched
@@ -146,6 +147,51 @@ def test_bad_addresses_are_bad_headers(app: Flask, mail: Mail) -> None:
         assert Message("s", **kwargs).has_bad_headers()
 
 
+_EVIL = "\r\nBcc: evil@x.test"
+
+
+def _with_attachment(**fields: t.Any) -> Message:
+    msg = Message("s", recipients=["a@example.com"], body="b")
+    msg.attach(**{"filename": "a.txt", "data": b"x", **fields})
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("build", "argument"),
+    [
+        (lambda: Message("Hi\nBcc: evil@x.test"), "subject"),
+        (lambda: Message("Hi\r\n\r\n x"), "subject"),  # ends the header block
+        (lambda: Message("s", extra_headers={"X-A": "v" + _EVIL}), "headers"),
+        (lambda: _with_attachment(content_type="text/plain" + _EVIL), "attachments"),
+        (
+            lambda: _with_attachment(headers={"Content-ID": "<a>" + _EVIL}),
+            "attachments",
+        ),
+    ],
+)
+def test_rendering_refuses_header_injection(
+    app: Flask, mail: Mail, build: t.Callable[[], Message], argument: str
+) -> None:
+    msg = build()
+    msg.recipients = ["a@example.com"]
+    for render in (msg.as_string, msg.as_bytes, msg.__str__):
+        with pytest.raises(BadHeaderError) as info:
+            render()
+        assert info.value.argument == argument
+
+
+def test_rendering_refuses_the_extra_headers_sending_refuses(
+    app: Flask, mail: Mail
+) -> None:
+    for name in ("To", "bcc", "Content-Type"):
+        msg = Message("s", recipients=["a@example.com"], extra_headers={name: "x"})
+        with pytest.raises(InvalidEmailError) as info:
+            msg.as_string()
+        assert info.value.argument == "headers"
+        with pytest.raises(InvalidEmailError):
+            mail.send(msg)
+
+
 # Rendering ------------------------------------------------------------------
 
 
@@ -223,6 +269,33 @@ def test_non_ascii_headers_are_encoded_in_the_charset(app: Flask, mail: Mail) ->
     # A body the charset cannot hold falls back to UTF-8.
     ascii_only = Message("s", body="✓", charset="us-ascii")
     assert 'charset="utf-8"' in ascii_only.as_string()
+
+
+def test_a_utf8_local_part_renders_with_smtputf8(
+    app: Flask, mail: Mail, poststack_outbox: list[RecordedEmail]
+) -> None:
+    msg = Message(
+        "Grüße",
+        sender=("Zoë", "zoë@acme.test"),
+        recipients=["jörg@example.com"],
+        cc=[("Jörg, J", "jörg@bücher.example")],
+        body="b",
+        extra_headers={"X-Note": "ünï"},
+    )
+    mail.send(msg)  # sending accepts it, so rendering must too
+    assert poststack_outbox[0].to == ["jörg@example.com"]
+    raw = msg.as_bytes()
+    assert "jörg@example.com".encode() in raw
+    assert msg.as_string().encode("utf-8") == raw
+    # The bytes parser reads headers as ASCII: parse the text (RFC 6532).
+    parsed = email.message_from_string(raw.decode(), policy=email.policy.default)
+    assert parsed["To"].addresses[0].username == "jörg"
+    assert str(parsed["From"]) == "Zoë <zoë@acme.test>"
+    assert str(parsed["Cc"]) == '"Jörg, J" <jörg@xn--bcher-kva.example>'
+    assert (parsed["Subject"], parsed["X-Note"]) == ("Grüße", "ünï")
+    # Without a UTF-8 address the headers stay ASCII (RFC 2047).
+    msg.recipients, msg.cc, msg.sender = ["ada@example.com"], [], "a@acme.test"
+    assert msg.as_bytes().isascii()
 
 
 def test_sanitize_address_drops_line_breaks_and_encodes_idn() -> None:
@@ -358,6 +431,56 @@ def test_missing_parts_are_named_as_message_calls_them(
     assert poststack_outbox == []
 
 
+@pytest.mark.parametrize(
+    ("fields", "argument"),
+    [
+        *(
+            ({field: ["ok@example.com", bad]}, name)
+            for field, name in (("cc", "cc"), ("bcc", "bcc"), ("recipients", "to"))
+            for bad in ("x@example.com\r\nBcc: evil@x.test", "x@example.com\r")
+        ),
+        ({"extra_headers": {"X-A\r\nBcc": "v"}}, "headers"),
+        ({"extra_headers": {"X-A": "v\r\nBcc: evil@x.test"}}, "headers"),
+        ({"attachments": [Attachment("a\r\n.txt", data=b"x")]}, "attachments"),
+        (
+            {"attachments": [Attachment("a.txt", "text/plain\nX: y", b"x")]},
+            "attachments",
+        ),
+        *(
+            (fields, argument)
+            for char in ("\x00", "\x0b", "\x85", "\u2028")
+            for fields, argument in (
+                ({"subject": f"a{char}b"}, "subject"),
+                ({"sender": f"a{char}@acme.test"}, "from_"),
+                ({"reply_to": f"r{char}@example.com"}, "reply_to"),
+                ({"cc": [f"c{char}@example.com"]}, "cc"),
+                ({"extra_headers": {"X-A": f"v{char}"}}, "headers"),
+                (
+                    {"attachments": [Attachment(f"a{char}.txt", data=b"x")]},
+                    "attachments",
+                ),
+            )
+        ),
+    ],
+)
+def test_control_characters_in_header_fields_are_bad_headers(
+    app: Flask,
+    mail: Mail,
+    poststack_outbox: list[RecordedEmail],
+    fields: dict[str, t.Any],
+    argument: str,
+) -> None:
+    kwargs = {"subject": "s", "recipients": ["a@example.com"], "body": "b", **fields}
+    msg = Message(**kwargs)
+    assert msg.has_bad_headers() and msg.bad_header() == argument
+    with mail.record_messages() as outbox, pytest.raises(BadHeaderError) as info:
+        mail.send(msg)
+    assert info.value.argument == argument
+    assert (outbox, poststack_outbox) == ([], [])
+    with pytest.raises(BadHeaderError):
+        msg.as_string()
+
+
 def test_incomplete_messages_are_assertion_errors_as_in_flask_mail(
     app: Flask, mail: Mail
 ) -> None:
@@ -451,7 +574,7 @@ def test_mail_suppress_send_suppresses(sandbox: Sandbox) -> None:
 
 
 def test_the_queue_setting_queues_with_no_change_at_the_call_site(
-    poststack_queue: FakeQueue, poststack_outbox: list[RecordedEmail]
+    poststack_queue: FakeQueue, poststack_outbox: list[RecordedEmail], sandbox: Sandbox
 ) -> None:
     app = poststack_queue.app
     mail = Mail()  # the app-factory pattern: init_app ran in poststack_app
@@ -461,16 +584,52 @@ def test_the_queue_setting_queues_with_no_change_at_the_call_site(
     (record,) = poststack_outbox
     assert (record.status, record.subject) == ("queued", "Queued")
     assert record.job is not None and record.job.id == poststack_queue.jobs[0].id
+    assert sandbox.emails == []
     poststack_queue.run()
     assert record.status == "sent"
+    assert [e.subject for e in sandbox.emails] == ["Queued"]
 
 
 @pytest.fixture
-def poststack_app() -> Flask:
-    """The app the pytest plugin's queue fixtures use: queueing on."""
-    app = flask_mail_app(POSTSTACK_FLASK_MAIL_QUEUE=True)
+def poststack_app(sandbox: Sandbox) -> Flask:
+    """The app the pytest plugin's queue fixtures use: queueing on, sending
+    not suppressed (to the sandbox)."""
+    app = flask_mail_app(
+        POSTSTACK_FLASK_MAIL_QUEUE=True,
+        MAIL_SUPPRESS_SEND=False,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+    )
     Mail(app)
     return app
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"MAIL_SUPPRESS_SEND": True, "TESTING": False}, {"TESTING": True}],
+)
+def test_queue_mode_captures_while_suppressed(
+    poststack_queue: FakeQueue,
+    poststack_outbox: list[RecordedEmail],
+    sandbox: Sandbox,
+    config: dict[str, t.Any],
+) -> None:
+    app = flask_mail_app(
+        POSTSTACK_FLASK_MAIL_QUEUE=True,
+        POSTSTACK_API_KEY=KEY,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        **config,
+    )
+    mail = Mail(app)
+    queue = type(poststack_queue)(app, poststack_queue.connection)
+    with get_state(app).use_redis(poststack_queue.connection):
+        with app.app_context(), mail.record_messages() as outbox:
+            mail.send_message("Held", recipients=["a@example.com"], body="b")
+        assert [m.subject for m in outbox] == ["Held"]
+        assert [p["subject"] for p in get_state(app).outbox] == ["Held"]
+        assert queue.jobs == []
+        queue.run()
+    assert sandbox.emails == []
 
 
 def test_the_flask_mail_user_app_sends_for_real_with_only_the_key_added(

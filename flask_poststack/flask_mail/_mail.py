@@ -32,9 +32,9 @@ from ..errors import InvalidEmailError
 from ..message import Attachment as PostStackAttachment
 from ..queueing import enqueue_email
 from ..sending import send_email
-from ._message import _flat
+from ._headers import check_headers
+from ._headers import flat as _flat
 from ._message import attachment_filename
-from ._message import BadHeaderError
 from ._message import IncompleteMessageError
 from ._message import Message
 
@@ -97,7 +97,8 @@ class Connection:
 
     def send(self, message: Message, envelope_from: str | None = None) -> None:
         """Send ``message`` (or queue it, with ``POSTSTACK_FLASK_MAIL_QUEUE``),
-        then fire ``email_dispatched``.
+        then fire ``email_dispatched``. While the app's sends are suppressed
+        (``TESTING``, ``MAIL_SUPPRESS_SEND``) it is captured, never queued.
 
         ``envelope_from`` is accepted and not used: the API sets the envelope
         (bounces come back as webhooks).
@@ -118,7 +119,10 @@ class Connection:
             args = email_args(message)
             if message.date is None:
                 message.date = time.time()
-            if get_state().settings.flask_mail_queue:
+            state = get_state()
+            # A worker reads suppression from its own environment: a job
+            # queued while this app's sends are suppressed would go out.
+            if state.settings.flask_mail_queue and not state.suppressed:
                 enqueue_email(**args)
             else:
                 send_email(**args)
@@ -236,7 +240,7 @@ def email_args(message: Message) -> EmailArgs:
     """The :class:`~flask_poststack.EmailArgs` of ``message``.
 
     :raises IncompleteMessageError: no recipients, or no sender.
-    :raises BadHeaderError: a line break in a header (see
+    :raises BadHeaderError: a control character in a header field (see
         :meth:`Message.has_bad_headers`).
     :raises InvalidEmailError: no body and no html, no subject, or an
         alternative other than ``html`` (the API sends text and HTML bodies
@@ -248,9 +252,7 @@ def email_args(message: Message) -> EmailArgs:
         raise IncompleteMessageError(
             "from_", "the message has no sender and MAIL_DEFAULT_SENDER is not set."
         )
-    bad = message.bad_header()
-    if bad is not None:
-        raise BadHeaderError(bad)
+    check_headers(message)
     others = sorted(set(message.alts) - {"html"})
     if others:
         raise InvalidEmailError(

@@ -32,6 +32,11 @@ from flask import current_app
 from flask import has_app_context
 
 from ..errors import InvalidEmailError
+from ._headers import Address
+from ._headers import bad_header
+from ._headers import BadHeaderError
+from ._headers import check_headers
+from ._headers import flat as _flat
 
 __all__ = [
     "Address",
@@ -42,26 +47,7 @@ __all__ = [
     "sanitize_addresses",
 ]
 
-#: An address as Flask-Mail takes it: ``"Name <a@b.c>"`` or ``("Name", "a@b.c")``.
-Address: t.TypeAlias = "str | tuple[str, str]"
-
 _SPACES = re.compile(r"\s+")
-_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
-
-
-class BadHeaderError(InvalidEmailError):
-    """A subject, sender, reply-to or recipient holds a line break.
-
-    Flask-Mail's exception; here also an
-    :exc:`~flask_poststack.InvalidEmailError` naming the argument.
-    """
-
-    def __init__(
-        self,
-        argument: str = "subject",
-        message: str = "must not contain CR or LF (except a folded subject).",
-    ) -> None:
-        super().__init__(argument, message)
 
 
 class IncompleteMessageError(InvalidEmailError, AssertionError):
@@ -72,28 +58,14 @@ class IncompleteMessageError(InvalidEmailError, AssertionError):
     """
 
 
-def _flat(address: Address) -> str:
-    """``("Name", "a@b.c")`` as ``"Name <a@b.c>"``, quoting a name that
-    needs it (``"Doe, Jane"``); a string as it is."""
-    if not isinstance(address, tuple):
-        return str(address)
-    name, addr = address
-    if _SPECIALS.search(name):
-        name = '"{}"'.format(name.replace("\\", "\\\\").replace('"', '\\"'))
-    return f"{name} <{addr}>" if name else addr
-
-
-def _has_break(address: Address) -> bool:
-    return bool(set(_flat(address)) & {"\r", "\n"})
-
-
 def _no_breaks(text: str) -> str:
     return text.replace("\r", "").replace("\n", "")
 
 
 def sanitize_address(address: Address, encoding: str = "utf-8") -> str:
     """``address`` as a header value: line breaks dropped, a non-ASCII display
-    name encoded (RFC 2047) in ``encoding``, a non-ASCII domain in IDNA."""
+    name encoded (RFC 2047) in ``encoding``, a non-ASCII domain in IDNA; with
+    a non-ASCII local part, all as UTF-8 (RFC 6532)."""
     if isinstance(address, tuple):
         name, addr = _no_breaks(address[0]), _no_breaks(address[1])
         addr = parseaddr(addr)[1] or addr
@@ -102,6 +74,10 @@ def sanitize_address(address: Address, encoding: str = "utf-8") -> str:
     local, at, domain = addr.rpartition("@")
     if at and not domain.isascii():
         addr = f"{local}@{domain.encode('idna').decode('ascii')}"
+    if not addr.isascii():
+        # A UTF-8 local part (RFC 6532): as_string renders it with SMTPUTF8,
+        # where the display name goes as UTF-8 too.
+        return _flat((name, addr))
     try:
         return formataddr((name, addr), charset=encoding)
     except (UnicodeEncodeError, LookupError):
@@ -241,29 +217,16 @@ class Message:
         )
 
     def has_bad_headers(self) -> bool:
-        """Whether the sender, reply-to, a recipient or the subject has a line
-        break; a subject folded as RFC 5322 allows (CRLF, then a space or tab,
-        then text) is fine."""
+        """Whether a header field (sender, reply-to, a recipient, cc, bcc,
+        the subject, an extra header, an attachment's name, type or headers)
+        holds CR, LF or another control character; a subject folded as
+        RFC 5322 allows (CRLF, then a space or tab, then text) is fine."""
         return self.bad_header() is not None
 
     def bad_header(self) -> str | None:
         """The argument with a bad header (see :meth:`has_bad_headers`), as
         :class:`~flask_poststack.EmailArgs` names it, or ``None``."""
-        if self.sender and _has_break(self.sender):
-            return "from_"
-        if self.reply_to and _has_break(self.reply_to):
-            return "reply_to"
-        if any(_has_break(a) for a in self.recipients):
-            return "to"
-        if not self.subject or not set(self.subject) & {"\r", "\n"}:
-            return None
-        first, *rest = self.subject.split("\r\n")
-        lines = [first, *(line[1:] for line in rest if line[:1] in (" ", "\t"))]
-        if len(lines) != len(rest) + 1 or any(
-            not line.strip() or set(line) & {"\r", "\n"} for line in lines
-        ):
-            return "subject"
-        return None
+        return bad_header(self)
 
     def is_bad_headers(self) -> bool:
         """The old name of :meth:`has_bad_headers`."""
@@ -299,6 +262,7 @@ class Message:
         return MIMEText(text, subtype, charset)  # type: ignore[arg-type]
 
     def _mime(self) -> MIMEBase:
+        check_headers(self)
         encoding = self.charset or "utf-8"
         part: MIMEBase = self._text(self.body or "", "plain")
         if self.alts:
@@ -309,13 +273,7 @@ class Message:
         for attachment in self.attachments:
             root.attach(_attachment_part(attachment))
         if self.subject:
-            subject = self.subject
-            if not subject.isascii():
-                try:
-                    subject = Header(subject, encoding).encode()
-                except (UnicodeEncodeError, LookupError):
-                    subject = Header(subject, "utf-8").encode()
-            root["Subject"] = subject
+            root["Subject"] = _encoded(self.subject, encoding)
         root["From"] = sanitize_address(self.sender or "", encoding)
         root["To"] = ", ".join(sanitize_addresses(self.recipients, encoding))
         root["Date"] = formatdate(self.date, localtime=True)
@@ -325,9 +283,22 @@ class Message:
         if self.reply_to:
             root["Reply-To"] = sanitize_address(self.reply_to, encoding)
         for name, value in (self.extra_headers or {}).items():
-            root[name] = value
-        root.policy = policy.SMTP
+            root[name] = _encoded(value, encoding)
+        # Only a UTF-8 local part needs SMTPUTF8; other text stays RFC 2047.
+        addresses = ("From", "To", "Cc", "Reply-To")
+        utf8 = any(not str(root[name]).isascii() for name in addresses if name in root)
+        root.policy = policy.SMTPUTF8 if utf8 else policy.SMTP
         return root
+
+
+def _encoded(value: str, encoding: str) -> str:
+    """A header value, RFC 2047 encoded in ``encoding`` (else UTF-8) when not ASCII."""
+    if value.isascii():
+        return value
+    try:
+        return Header(value, encoding).encode()
+    except (UnicodeEncodeError, LookupError):
+        return Header(value, "utf-8").encode()
 
 
 def attachment_filename(attachment: Attachment) -> str | None:
