@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import typing as t
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from flask_poststack.cli import worker_environ
 from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import free_port
 from flask_poststack.sandbox import Sandbox
+from tests.helpers import wait_until
 
 if t.TYPE_CHECKING:
     from tests.conftest import AppFactory
@@ -465,4 +467,61 @@ def test_requeue_failed_with_redis_down_says_so_in_one_line(
     assert line == (
         f"Error: cannot reach Redis at {url} (ConnectionError): is it running?"
         " The app's POSTSTACK_REDIS_URL says where it is."
+    )
+
+
+def _time_wait_on_a_port() -> int:
+    """A port whose only socket is the server side of a closed connection,
+    in TIME-WAIT: the server closed first, as a SIGKILLed Redis does."""
+    with socket.socket() as listener:
+        # As redis-server and the sandbox listen (and the TIME-WAIT socket
+        # inherits the flag).
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port: int = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            served, _ = listener.accept()
+            served.close()
+            assert client.recv(1) == b""  # the server's FIN arrived
+    tcp = Path("/proc/net/tcp")
+    if tcp.exists():  # Linux: see the TIME-WAIT (state 06) itself
+
+        def time_wait() -> bool:
+            rows = [line.split() for line in tcp.read_text().splitlines()[1:]]
+            return any(
+                row[1].endswith(f":{port:04X}") and row[3] == "06" for row in rows
+            )
+
+        wait_until(time_wait, 10, f"a TIME-WAIT socket on port {port}")
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the check did before
+    return port
+
+
+def test_a_port_left_in_time_wait_is_free_for_dev() -> None:
+    from flask_poststack._ports import port_taken
+
+    port = _time_wait_on_a_port()
+    assert port_taken(port) is None
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert port_taken(listening.getsockname()[1]) == "Address already in use"
+
+
+def test_dev_checks_every_port_before_starting_anything(app: Flask) -> None:
+    sandbox_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            app, "dev", "--sandbox-port", str(sandbox_port), "--redis-port", str(port)
+        )
+    assert result.exit_code == 1, result.output
+    # Nothing started, so nothing is stopped: the error is the only line.
+    assert result.output.strip() == (
+        f"Error: Redis cannot listen on 127.0.0.1:{port} (Address already in use);"
+        " pass another --redis-port."
     )
