@@ -216,7 +216,12 @@ def check() -> None:
     if settings.default_from:
         report("ok", "default sender", settings.default_from)
     else:
-        report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
+        report(
+            "warn",
+            "default sender",
+            "POSTSTACK_DEFAULT_FROM is not set: set it in the app's config, or"
+            " pass from_= to each send",
+        )
     for row in check_queue(settings):
         report(*row)
     for row in check_render_options(settings):

@@ -144,6 +144,10 @@ def test_check_fails_when_the_api_or_redis_is_down(sandbox: Sandbox) -> None:
     assert result.exit_code == 1
     assert "unreachable (ConnectError)" in result.output
     assert "FAIL  Redis at redis://:***@127.0.0.1" in result.output
+    assert (
+        "unreachable (ConnectionError): set POSTSTACK_REDIS_URL to your Redis,"
+        " or run `flask poststack dev` for a local one"
+    ) in result.output
     assert "s3cret" not in result.output
 
 
@@ -525,3 +529,48 @@ def test_dev_checks_every_port_before_starting_anything(app: Flask) -> None:
         f"Error: Redis cannot listen on 127.0.0.1:{port} (Address already in use);"
         " pass another --redis-port."
     )
+
+
+def test_check_names_the_fix_for_a_missing_sender(make_app: AppFactory) -> None:
+    app = make_app(TESTING=False, POSTSTACK_DEFAULT_FROM=None)
+    result = run(app, "check")
+    assert (
+        "warn  default sender: POSTSTACK_DEFAULT_FROM is not set: set it in the"
+        " app's config, or pass from_= to each send\n"
+    ) in result.output
+
+
+def test_check_names_the_latest_failures_cause_and_the_fix(
+    app: Flask, sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
+    monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
+    with app.app_context():
+        enqueue_email(to="ada@example.com", subject="s", text="t")
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    sandbox.faults.add("quota", path="/emails", times=1)
+    SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
+    out = run(app, "check").output
+    (line,) = [line for line in out.splitlines() if "failed jobs" in line]
+    assert line.startswith("warn  failed jobs: 1; the latest: monthly_limit_exceeded: ")
+    assert line.endswith(
+        ". Once that is fixed, send them again: flask poststack requeue-failed"
+    )
+
+
+def test_check_reads_a_failure_our_code_never_saw_and_masks_secrets(
+    app: Flask, redis_url: str
+) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    # A job that fails in rq, before any of our code: only exc_info says why.
+    queue.enqueue("builtins.int", "sk_live_s3cret0123")
+    SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
+    out = run(app, "check").output
+    (line,) = [line for line in out.splitlines() if "failed jobs" in line]
+    assert (
+        "failed jobs: 1; the latest: ValueError: invalid literal for"
+        " int() with base 10: 'sk_live_***'. Once that is fixed"
+    ) in line
+    assert "s3cret" not in out
