@@ -19,7 +19,37 @@ from .status import _worker_error
 if t.TYPE_CHECKING:
     import redis
 
-__all__ = ["check_api", "check_queue", "check_render_options", "quick_client"]
+__all__ = [
+    "check_api",
+    "check_queue",
+    "check_render_options",
+    "quick_client",
+    "redis_unreachable",
+]
+
+#: How long ``flask poststack worker`` waits for Redis before saying so.
+PING_SECONDS = 3.0
+
+
+def redis_unreachable(url: str) -> str | None:
+    """Why the Redis at ``url`` does not answer a ping, with the fix; or
+    ``None``. The URL is printed without its password."""
+    import redis
+
+    conn = redis.Redis.from_url(
+        url, socket_connect_timeout=PING_SECONDS, socket_timeout=PING_SECONDS
+    )
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        return (
+            f"cannot reach Redis at {redact_url(url)} ({type(exc).__name__}):"
+            " set POSTSTACK_REDIS_URL to your Redis, or run `flask poststack dev`"
+            " for a local one."
+        )
+    finally:
+        conn.close()
+    return None
 
 
 def quick_client() -> poststack.PostStack:

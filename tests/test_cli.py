@@ -574,3 +574,24 @@ def test_check_reads_a_failure_our_code_never_saw_and_masks_secrets(
         " int() with base 10: 'sk_live_***'. Once that is fixed"
     ) in line
     assert "s3cret" not in out
+
+
+def test_worker_with_redis_down_says_so_in_one_line_and_starts_nothing(
+    make_app: AppFactory, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execs: list[list[str]] = []
+    monkeypatch.setattr("os.execvpe", lambda file, argv, env: execs.append(argv))
+    down = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = make_app(TESTING=False, POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=down)
+    result = run(app, "worker")
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line == (
+        f"Error: cannot reach Redis at {down.replace('s3cret', '***')}"
+        " (ConnectionError): set POSTSTACK_REDIS_URL to your Redis, or run"
+        " `flask poststack dev` for a local one."
+    )
+    assert execs == []
+    up = make_app(TESTING=False, POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=redis_url)
+    assert run(up, "worker").exit_code == 0
+    assert execs and execs[0][1] == "worker"
