@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing as t
 
 import httpx
@@ -13,8 +14,42 @@ from ._state import get_state
 from .client import make_client
 from .config import Settings
 from .errors import redact_url
+from .status import _worker_error
 
-__all__ = ["check_api", "check_queue", "check_render_options", "quick_client"]
+if t.TYPE_CHECKING:
+    import redis
+
+__all__ = [
+    "check_api",
+    "check_queue",
+    "check_render_options",
+    "quick_client",
+    "redis_unreachable",
+]
+
+#: How long ``flask poststack worker`` waits for Redis before saying so.
+PING_SECONDS = 3.0
+
+
+def redis_unreachable(url: str) -> str | None:
+    """Why the Redis at ``url`` does not answer a ping, with the fix; or
+    ``None``. The URL is printed without its password."""
+    import redis
+
+    conn = redis.Redis.from_url(
+        url, socket_connect_timeout=PING_SECONDS, socket_timeout=PING_SECONDS
+    )
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        return (
+            f"cannot reach Redis at {redact_url(url)} ({type(exc).__name__}):"
+            " set POSTSTACK_REDIS_URL to your Redis, or run `flask poststack dev`"
+            " for a local one."
+        )
+    finally:
+        conn.close()
+    return None
 
 
 def quick_client() -> poststack.PostStack:
@@ -52,7 +87,12 @@ def check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
     try:
         conn.ping()
     except redis.RedisError as exc:
-        yield "FAIL", what, f"unreachable ({type(exc).__name__})"
+        yield (
+            "FAIL",
+            what,
+            f"unreachable ({type(exc).__name__}): set POSTSTACK_REDIS_URL to"
+            " your Redis, or run `flask poststack dev` for a local one",
+        )
         return
     yield "ok", what, "reachable"
     queue = Queue(settings.queue, connection=conn)
@@ -63,7 +103,15 @@ def check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
         f"queue {settings.queue!r}",
         (f"{queue.count} waiting, {scheduled} scheduled or retrying"),
     )
-    yield ("warn" if failed else "ok"), "failed jobs", str(failed)
+    if failed:
+        yield (
+            "warn",
+            "failed jobs",
+            f"{failed}; the latest: {_latest_failure(conn, queue)}. Once that is"
+            " fixed, send them again: flask poststack requeue-failed",
+        )
+    else:
+        yield "ok", "failed jobs", "0"
     workers = Worker.all(queue=queue)
     start = "flask poststack worker (or the rq worker command in the docs)"
     if workers:
@@ -92,6 +140,40 @@ def check_queue(settings: Settings) -> t.Iterator[tuple[str, str, str]]:
             f"none holds the lock for {settings.queue!r}, so {waiting}. Run a"
             f" worker with --with-scheduler: {start}",
         )
+
+
+#: Anything a failure's text could hold that must not be printed: an API key,
+#: a password in a URL.
+_SECRETS = re.compile(r"(sk_(?:live|test)_)[^\s'\"]+|(://[^:/@\s]*:)[^@\s]+(@)")
+
+
+def _masked(text: str) -> str:
+    return _SECRETS.sub(lambda m: f"{m[1]}***" if m[1] else f"{m[2]}***{m[3]}", text)
+
+
+def _latest_failure(conn: redis.Redis, queue: t.Any) -> str:
+    """The cause of the most recently failed job, in one line."""
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    # The score is when the entry expires: the same TTL for each, so the
+    # highest is the latest failure.
+    ids = t.cast(
+        "list[bytes]", conn.zrevrange(FailedJobRegistry(queue=queue).key, 0, 0)
+    )
+    try:
+        job = Job.fetch(ids[0].decode(), connection=conn, serializer=JSONSerializer)
+        error = (job.meta or {}).get("poststack_error") or _worker_error(job)
+    except Exception:  # expired or unreadable: the count still stands
+        error = None
+    if not error:
+        return "its cause is not recorded"
+    code, text = error.get("code") or error.get("status"), str(error.get("error"))
+    cause = text if text.startswith(f"{code}:") else f"{code}: {text}"
+    if error.get("hint"):
+        cause += f" ({error['hint']})"
+    return _masked(cause)
 
 
 def check_render_options(settings: Settings) -> list[tuple[str, str, str]]:

@@ -18,7 +18,6 @@ import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from flask.cli import ScriptInfo
 from flask.cli import with_appcontext
 
 from ._parent_death import parent_death_signal
+from ._ports import port_taken
 from ._state import get_state
 from ._workercmd import worker_command
 from ._workercmd import worker_environ
@@ -125,18 +125,6 @@ def _stop_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
     proc.wait()
 
 
-def _port_taken(port: int) -> str | None:
-    """Why 127.0.0.1:``port`` cannot be listened on, or ``None``."""
-    if port == 0:
-        return None
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            return exc.strerror or str(exc)
-    return None
-
-
 def _wait_for_worker(
     proc: subprocess.Popen[bytes], conn: redis.Redis, queue: str, timeout: float
 ) -> None:
@@ -178,6 +166,20 @@ def _shadowed(settings: Settings, exports: dict[str, str]) -> list[str]:
     ]
 
 
+def _check_ports(sandbox_port: int, redis_port: int) -> None:
+    """A :class:`DevError` naming the first port that cannot be listened on."""
+    for port, what, option in (
+        (sandbox_port, "the sandbox", "--sandbox-port"),
+        (redis_port, "Redis", "--redis-port"),
+    ):
+        taken = port_taken(port)
+        if taken:
+            raise DevError(
+                f"{what} cannot listen on 127.0.0.1:{port} ({taken});"
+                f" pass another {option}."
+            )
+
+
 def run_dev(
     app: Flask,
     *,
@@ -196,6 +198,7 @@ def run_dev(
             "a test key, sk_test_ and then anything", param_hint="'--api-key'"
         )
     settings = get_state(app).settings
+    _check_ports(sandbox_port, redis_port)  # before anything starts
     with contextlib.ExitStack() as stack, _signals_interrupt():
         try:
             _run(
@@ -248,12 +251,6 @@ def _run(
         ) from None
     stack.callback(sandbox.stop)
 
-    taken = _port_taken(redis_port)
-    if taken:
-        raise DevError(
-            f"Redis cannot listen on 127.0.0.1:{redis_port} ({taken});"
-            " pass another --redis-port."
-        )
     server = RedisServer(port=redis_port, new_session=True, die_with_parent=True)
     stack.callback(server.stop)
     try:

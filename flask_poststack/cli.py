@@ -21,6 +21,7 @@ from ._cli_checks import check_api
 from ._cli_checks import check_queue
 from ._cli_checks import check_render_options
 from ._cli_checks import quick_client
+from ._cli_checks import redis_unreachable
 from ._dev import dev
 from ._state import AppState
 from ._state import get_state
@@ -72,6 +73,8 @@ def worker(
         redis_url = state.redis_url()
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
+    if not print_only and (unreachable := redis_unreachable(redis_url)):
+        raise click.ClickException(unreachable)  # not rq's raw "Error 111"
     settings = state.settings
     argv = worker_command(
         settings,
@@ -216,7 +219,12 @@ def check() -> None:
     if settings.default_from:
         report("ok", "default sender", settings.default_from)
     else:
-        report("warn", "default sender", "POSTSTACK_DEFAULT_FROM is not set")
+        report(
+            "warn",
+            "default sender",
+            "POSTSTACK_DEFAULT_FROM is not set: set it in the app's config, or"
+            " pass from_= to each send",
+        )
     for row in check_queue(settings):
         report(*row)
     for row in check_render_options(settings):

@@ -143,7 +143,7 @@ def _worker_error(job: Job) -> dict[str, t.Any] | None:
     except Exception:  # an unreadable result must not hide the job's state
         return None
     if result is None or result.type != Result.Type.FAILED or not result.exc_string:
-        return None
+        return _unrecorded_retry(job)
     last = result.exc_string.strip().splitlines()[-1]
     error: dict[str, t.Any] = {
         "status": None,
@@ -154,9 +154,32 @@ def _worker_error(job: Job) -> dict[str, t.Any] | None:
         "retryable": None,
     }
     if any(sign in result.exc_string for sign in _NOT_JSON):
-        error["hint"] = (
-            "the worker could not read the job: start it with"
-            " -S rq.serializers.JSONSerializer, or use"
-            " --worker-class flask_poststack.worker.PostStackWorker"
-        )
+        error["hint"] = _NOT_JSON_HINT
     return error
+
+
+_NOT_JSON_HINT = (
+    "the worker could not read the job: start it with"
+    " -S rq.serializers.JSONSerializer, or use"
+    " --worker-class flask_poststack.worker.PostStackWorker"
+)
+
+
+def _unrecorded_retry(job: Job) -> dict[str, t.Any] | None:
+    """A try that failed with no record of why: rq keeps no result or
+    traceback for a failure it retries, and our job code, which records one,
+    did not get to run (a worker that could not read the job), or died."""
+    intervals = job.retry_intervals or []
+    left = job.retries_left
+    if not intervals or left is None or left >= len(intervals):
+        return None
+    return {
+        "status": None,
+        "code": None,
+        "request_id": None,
+        "error": "a try failed and left no record of why (rq keeps none for a"
+        " failure it retries); the worker's log has it",
+        "retry_after": None,
+        "retryable": None,
+        "hint": f"most likely {_NOT_JSON_HINT}",
+    }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 import typing as t
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from flask_poststack.cli import worker_environ
 from flask_poststack.client import reset_worker
 from flask_poststack.redis_server import free_port
 from flask_poststack.sandbox import Sandbox
+from tests.helpers import wait_until
 
 if t.TYPE_CHECKING:
     from tests.conftest import AppFactory
@@ -142,6 +144,10 @@ def test_check_fails_when_the_api_or_redis_is_down(sandbox: Sandbox) -> None:
     assert result.exit_code == 1
     assert "unreachable (ConnectError)" in result.output
     assert "FAIL  Redis at redis://:***@127.0.0.1" in result.output
+    assert (
+        "unreachable (ConnectionError): set POSTSTACK_REDIS_URL to your Redis,"
+        " or run `flask poststack dev` for a local one"
+    ) in result.output
     assert "s3cret" not in result.output
 
 
@@ -489,3 +495,126 @@ def test_requeue_failed_with_redis_down_says_so_in_one_line(
         f"Error: cannot reach Redis at {url} (ConnectionError): is it running?"
         " The app's POSTSTACK_REDIS_URL says where it is."
     )
+
+
+def _time_wait_on_a_port() -> int:
+    """A port whose only socket is the server side of a closed connection,
+    in TIME-WAIT: the server closed first, as a SIGKILLed Redis does."""
+    with socket.socket() as listener:
+        # As redis-server and the sandbox listen (and the TIME-WAIT socket
+        # inherits the flag).
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port: int = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            served, _ = listener.accept()
+            served.close()
+            assert client.recv(1) == b""  # the server's FIN arrived
+    tcp = Path("/proc/net/tcp")
+    if tcp.exists():  # Linux: see the TIME-WAIT (state 06) itself
+
+        def time_wait() -> bool:
+            rows = [line.split() for line in tcp.read_text().splitlines()[1:]]
+            return any(
+                row[1].endswith(f":{port:04X}") and row[3] == "06" for row in rows
+            )
+
+        wait_until(time_wait, 10, f"a TIME-WAIT socket on port {port}")
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # what the check did before
+    return port
+
+
+def test_a_port_left_in_time_wait_is_free_for_dev() -> None:
+    from flask_poststack._ports import port_taken
+
+    port = _time_wait_on_a_port()
+    assert port_taken(port) is None
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert port_taken(listening.getsockname()[1]) == "Address already in use"
+
+
+def test_dev_checks_every_port_before_starting_anything(app: Flask) -> None:
+    sandbox_port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            app, "dev", "--sandbox-port", str(sandbox_port), "--redis-port", str(port)
+        )
+    assert result.exit_code == 1, result.output
+    # Nothing started, so nothing is stopped: the error is the only line.
+    assert result.output.strip() == (
+        f"Error: Redis cannot listen on 127.0.0.1:{port} (Address already in use);"
+        " pass another --redis-port."
+    )
+
+
+def test_check_names_the_fix_for_a_missing_sender(make_app: AppFactory) -> None:
+    app = make_app(TESTING=False, POSTSTACK_DEFAULT_FROM=None)
+    result = run(app, "check")
+    assert (
+        "warn  default sender: POSTSTACK_DEFAULT_FROM is not set: set it in the"
+        " app's config, or pass from_= to each send\n"
+    ) in result.output
+
+
+def test_check_names_the_latest_failures_cause_and_the_fix(
+    app: Flask, sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTSTACK_API_KEY", KEY)
+    monkeypatch.setenv("POSTSTACK_BASE_URL", sandbox.base_url)
+    with app.app_context():
+        enqueue_email(to="ada@example.com", subject="s", text="t")
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    sandbox.faults.add("quota", path="/emails", times=1)
+    SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
+    out = run(app, "check").output
+    (line,) = [line for line in out.splitlines() if "failed jobs" in line]
+    assert line.startswith("warn  failed jobs: 1; the latest: monthly_limit_exceeded: ")
+    assert line.endswith(
+        ". Once that is fixed, send them again: flask poststack requeue-failed"
+    )
+
+
+def test_check_reads_a_failure_our_code_never_saw_and_masks_secrets(
+    app: Flask, redis_url: str
+) -> None:
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue("poststack", connection=conn, serializer=JSONSerializer)
+    # A job that fails in rq, before any of our code: only exc_info says why.
+    queue.enqueue("builtins.int", "sk_live_s3cret0123")
+    SimpleWorker([queue], connection=conn, serializer=JSONSerializer).work(burst=True)
+    out = run(app, "check").output
+    (line,) = [line for line in out.splitlines() if "failed jobs" in line]
+    assert (
+        "failed jobs: 1; the latest: ValueError: invalid literal for"
+        " int() with base 10: 'sk_live_***'. Once that is fixed"
+    ) in line
+    assert "s3cret" not in out
+
+
+def test_worker_with_redis_down_says_so_in_one_line_and_starts_nothing(
+    make_app: AppFactory, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    execs: list[list[str]] = []
+    monkeypatch.setattr("os.execvpe", lambda file, argv, env: execs.append(argv))
+    down = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = make_app(TESTING=False, POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=down)
+    result = run(app, "worker")
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line == (
+        f"Error: cannot reach Redis at {down.replace('s3cret', '***')}"
+        " (ConnectionError): set POSTSTACK_REDIS_URL to your Redis, or run"
+        " `flask poststack dev` for a local one."
+    )
+    assert execs == []
+    up = make_app(TESTING=False, POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=redis_url)
+    assert run(up, "worker").exit_code == 0
+    assert execs and execs[0][1] == "worker"

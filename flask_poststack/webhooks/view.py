@@ -54,23 +54,24 @@ _WARN_EVERY_SECONDS = 60.0
 class _WebhookState:
     claims: ClaimStore
     warned_no_secret: bool = False
-    # When the last bad-signature warning was logged, and how many were
-    # held back since.
-    warned_at: float | None = None
-    held_back: int = 0
+    # For each kind of refused signature ("wrong", "missing"), each with a
+    # rate limit of its own: when its last warning was logged, and how many
+    # were held back since.
+    warned_at: dict[str, float] = dataclasses.field(default_factory=dict)
+    held_back: dict[str, int] = dataclasses.field(default_factory=dict)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-    def bad_signature_warning_due(self) -> int | None:
-        """``None`` to stay quiet, else how many warnings were held back."""
+    def warning_due(self, kind: str) -> int | None:
+        """``None`` to stay quiet, else how many ``kind`` warnings were held
+        back since the last."""
         now = time.monotonic()
         with self.lock:
-            if self.warned_at is not None and now - self.warned_at < (
-                _WARN_EVERY_SECONDS
-            ):
-                self.held_back += 1
+            last = self.warned_at.get(kind)
+            if last is not None and now - last < _WARN_EVERY_SECONDS:
+                self.held_back[kind] = self.held_back.get(kind, 0) + 1
                 return None
-            held_back, self.held_back, self.warned_at = self.held_back, 0, now
-            return held_back
+            self.warned_at[kind] = now
+            return self.held_back.pop(kind, 0)
 
 
 def _error(status: int, message: str) -> Response:
@@ -87,19 +88,26 @@ def _retry_later(message: str) -> Response:
 
 def _warn_bad_signature(state: _WebhookState, signature: str | None) -> None:
     # Never the secret, the header's value or the body: only what is wrong.
-    held_back = state.bad_signature_warning_due()
+    held_back = state.warning_due("wrong" if signature else "missing")
     if held_back is None:
         return
-    problem = (
-        "matches no secret in POSTSTACK_WEBHOOK_SECRET" if signature else "is missing"
-    )
+    if signature:
+        logger.warning(
+            "PostStack webhook refused with 401: the %s header matches no secret"
+            " in POSTSTACK_WEBHOOK_SECRET. If PostStack's own deliveries get"
+            " this, check that POSTSTACK_WEBHOOK_SECRET holds the webhook's"
+            " signingSecret (both, during a rotation). Logged at most once a"
+            " minute; %d held back since the last.",
+            SIGNATURE_HEADER,
+            held_back,
+        )
+        return
     logger.warning(
-        "PostStack webhook refused with 401: the %s header %s. If PostStack's"
-        " own deliveries get this, check that POSTSTACK_WEBHOOK_SECRET holds"
-        " the webhook's signingSecret (both, during a rotation). Logged at most"
-        " once a minute; %d held back since the last.",
+        "PostStack webhook refused with 401: the request has no %s header, so"
+        " it is not a signed PostStack delivery (or a proxy in front of the app"
+        " drops the header); POSTSTACK_WEBHOOK_SECRET is not the cause. Logged"
+        " at most once a minute; %d without the header held back since the last.",
         SIGNATURE_HEADER,
-        problem,
         held_back,
     )
 

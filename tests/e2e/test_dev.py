@@ -181,8 +181,9 @@ def test_dev_says_which_port_is_taken_and_leaves_nothing(
         f"Error: Redis cannot listen on 127.0.0.1:{port} (Address already in use);"
         " pass another --redis-port."
     )
+    assert "Stopping" not in run.output  # the ports are checked before any start
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", sandbox_port)):
-        pass  # the sandbox, started first, is stopped
+        pass  # the sandbox was never started
 
 
 def test_a_killed_dev_leaves_no_process_behind(dev: t.Callable[..., Dev]) -> None:
@@ -202,3 +203,9 @@ def test_a_killed_dev_leaves_no_process_behind(dev: t.Callable[..., Dev]) -> Non
     print(f"every child of the killed dev gone {took:.2f} s after the SIGKILL")
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", redis_port), 1):
         pass
+    # At once on the same ports, though the killed Redis's connections may
+    # linger in TIME-WAIT there.
+    again = dev("--sandbox-port", str(sandbox_port), "--redis-port", str(redis_port))
+    again.wait_for("Press Ctrl-C to stop.")
+    again.proc.send_signal(signal.SIGINT)
+    assert again.proc.wait(timeout=30) == 0, again.output

@@ -141,10 +141,36 @@ def test_a_bad_signature_logs_one_warning_a_minute_per_app(
     post(one, BODY, forged)
     assert len(signature_warnings(caplog)) == 2
     now[0] += 2
-    post(one, BODY, {})
+    post(one, BODY, forged)
     *_, last = signature_warnings(caplog)
-    assert "is missing" in last and "3 held back" in last
-    assert "POSTSTACK_WEBHOOK_SECRET" in last
+    assert "matches no secret" in last and "3 held back" in last
+
+
+def test_a_missing_signature_header_is_a_warning_of_its_own(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    client = make_app().test_client()
+    forged = {"X-PostStack-Signature": "sha256=" + hex_digest(BODY, OTHER)}
+    assert post(client, BODY, forged).status_code == 401
+    assert post(client, BODY, {}).status_code == 401  # the same minute
+    wrong, missing = signature_warnings(caplog)
+    assert "matches no secret" in wrong and "0 held back" in wrong
+    assert "has no X-PostStack-Signature header" in missing
+    assert "POSTSTACK_WEBHOOK_SECRET is not the cause" in missing
+    assert "0 without the header held back" in missing
+    post(client, BODY, {})
+    post(client, BODY, {})
+    post(client, BODY, forged)
+    assert len(signature_warnings(caplog)) == 2
+    now[0] += 61
+    post(client, BODY, {})
+    post(client, BODY, forged)
+    *_, missing, wrong = signature_warnings(caplog)
+    assert "has no X-PostStack-Signature" in missing
+    assert "2 without the header held back" in missing
+    assert "matches no secret" in wrong and "1 held back" in wrong
 
 
 def test_a_good_signature_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
