@@ -119,7 +119,7 @@ def render_preview(
         if isinstance(template, str):
             undefined = undefined_variables(template, args.get("context") or {})
         payload = build_payload(get_state().settings, args)
-    except (FlaskPostStackError, ValueError, TypeError) as exc:
+    except Exception as exc:  # the app's own preview code: show, don't 500
         return Preview(name, None, f"{type(exc).__name__}: {exc}", [])
     return Preview(name, payload, None, undefined)
 
@@ -240,21 +240,35 @@ def previews_blueprint(registry: t.Mapping[str, PreviewFunction]) -> flask.Bluep
 
     @bp.post("/<name>/send")
     def send(name: str) -> BaseResponse:
+        import poststack
+
         from .sending import send_email
 
         # A form of another origin must not send: browsers name their own.
         origin = flask.request.headers.get("Origin", "")
         same = origin.rstrip("/") == flask.request.host_url.rstrip("/")
         if not (same and is_loopback_origin(origin)):
-            flask.abort(403)
+            flask.abort(
+                403,
+                description="A preview is sent only from its own page: the"
+                " request needs this page's loopback Origin header.",
+            )
         if not sends_to_sandbox(get_state().settings.base_url):
-            flask.abort(403)
+            flask.abort(
+                403,
+                description="POSTSTACK_BASE_URL is not a sandbox on this"
+                " machine, so a preview is never sent from here.",
+            )
         locale = flask.request.form.get("locale") or None
         preview = render_preview(name, find(name), locale)
         if preview.payload is None:  # the page shows the error; nothing sent
             flask.abort(400, description=preview.error)
         args = t.cast(EmailArgs, preview_args(name, find(name), locale))
-        result = send_email(**args)
+        try:
+            result = send_email(**args)
+        except (FlaskPostStackError, poststack.PostStackError) as exc:
+            # Most often POSTSTACK_API_KEY is not set: say so on the page.
+            flask.abort(400, description=f"Not sent: {exc}")
         back = flask.url_for(".show", name=name, sent=result.id, locale=locale)
         return flask.redirect(back)
 

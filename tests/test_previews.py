@@ -298,3 +298,43 @@ def test_an_attachment_name_outside_latin_1_is_served(
         'inline; filename="file.txt";'
         " filename*=UTF-8''%D0%BE%D1%82%D1%87%D1%91%D1%82.txt"
     )
+
+
+def test_a_raising_preview_and_a_missing_key_are_shown_not_500(
+    make_app: AppFactory, tmp_path: Path, sandbox: Sandbox
+) -> None:
+    app = make_app(
+        template_folder=templates(tmp_path),
+        register=False,
+        POSTSTACK_PREVIEWS=True,
+        POSTSTACK_BASE_URL=sandbox.base_url,
+        POSTSTACK_SUPPRESS_SEND=False,
+    )  # no POSTSTACK_API_KEY
+    poststack = PostStack()
+
+    @poststack.preview
+    def welcome() -> dict[str, t.Any]:
+        return {"to": "ada@example.com", "subject": "Hi", "text": "Hi"}
+
+    @poststack.preview
+    def crash() -> dict[str, t.Any]:
+        raise RuntimeError("the fixture data is gone")
+
+    poststack.init_app(app)
+
+    client = app.test_client()
+    index = client.get(URL + "/")
+    assert index.status_code == 200 and "crash" in index.text
+    page = client.get(URL + "/crash")
+    assert page.status_code == 200
+    assert "RuntimeError: the fixture data is gone" in page.text
+    host = {"HTTP_HOST": "127.0.0.1:5000"}
+    sent = client.post(
+        URL + "/welcome/send",
+        headers={"Origin": "http://127.0.0.1:5000"},
+        environ_overrides=host,
+    )
+    assert sent.status_code == 400 and "POSTSTACK_API_KEY" in sent.text
+    assert sandbox.emails == []
+    refused = client.post(URL + "/welcome/send", environ_overrides=host)
+    assert refused.status_code == 403 and "Origin" in refused.text
