@@ -83,3 +83,24 @@ def alive(pid: int) -> bool:
         return _proc_stat(pid)[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def german_templates(folder: Path, text: str, **messages: str) -> Path:
+    """A German catalog (``messages``: English -> German) under
+    ``folder/translations`` and an ``emails/hi`` template whose subject is
+    ``_('Welcome')`` and whose text part is ``text``; returns the catalog
+    folder, for ``BABEL_TRANSLATION_DIRECTORIES``."""
+    from babel.messages import Catalog
+    from babel.messages.mofile import write_mo
+
+    catalog = Catalog(locale="de")
+    for english, german in messages.items():
+        catalog.add(english, german)
+    mo_folder = folder / "translations" / "de" / "LC_MESSAGES"
+    mo_folder.mkdir(parents=True)
+    with open(mo_folder / "messages.mo", "wb") as mo:
+        write_mo(mo, catalog)
+    (folder / "emails").mkdir()
+    (folder / "emails" / "hi.subject.txt").write_text("{{ _('Welcome') }}")
+    (folder / "emails" / "hi.txt").write_text(text)
+    return folder / "translations"

@@ -17,6 +17,7 @@ from flask_poststack._state import get_state
 from flask_poststack.config import load_settings
 from flask_poststack.sandbox import Sandbox
 from flask_poststack.signals import email_failed
+from tests.helpers import german_templates
 
 if t.TYPE_CHECKING:
     from tests.conftest import AppFactory
@@ -234,27 +235,20 @@ def babel_app(
 ) -> Flask:
     """The app with Flask-Babel and a German catalog, and a template that
     says "Welcome" in the email's locale."""
-    from babel.messages import Catalog
-    from babel.messages.mofile import write_mo
     from flask_babel import Babel
 
-    catalog = Catalog(locale="de")
-    catalog.add("Welcome", "Willkommen")
-    catalog.add("Hello %(name)s", "Hallo %(name)s")
-    folder = tmp_path / "translations" / "de" / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    with open(folder / "messages.mo", "wb") as mo:
-        write_mo(mo, catalog)
-    (tmp_path / "emails").mkdir()
-    (tmp_path / "emails" / "hi.subject.txt").write_text("{{ _('Welcome') }}")
-    (tmp_path / "emails" / "hi.txt").write_text("{{ _('Hello %(name)s', name=name) }}")
+    translations = german_templates(
+        tmp_path,
+        "{{ _('Hello %(name)s', name=name) }}",
+        **{"Welcome": "Willkommen", "Hello %(name)s": "Hallo %(name)s"},
+    )
     app = make_app(
         template_folder=str(tmp_path),
         TESTING=False,
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_BASE_URL=sandbox.base_url,
         POSTSTACK_REDIS_URL=redis_url,
-        BABEL_TRANSLATION_DIRECTORIES=str(tmp_path / "translations"),
+        BABEL_TRANSLATION_DIRECTORIES=str(translations),
     )
     Babel(app)
     return app

@@ -15,6 +15,7 @@ from flask_poststack.sandbox import Sandbox
 
 from .conftest import AppFactory
 from .conftest import TEST_KEY
+from .helpers import german_templates
 
 URL = "/_poststack/previews"
 
@@ -229,19 +230,11 @@ def test_names_are_unique() -> None:
 def test_the_locale_switch_renders_as_a_send_in_that_locale(
     make_app: AppFactory, tmp_path: Path, sandbox: Sandbox
 ) -> None:
-    from babel.messages import Catalog
-    from babel.messages.mofile import write_mo
     from flask_babel import Babel
 
-    catalog = Catalog(locale="de")
-    catalog.add("Welcome", "Willkommen")
-    folder = tmp_path / "translations" / "de" / "LC_MESSAGES"
-    folder.mkdir(parents=True)
-    with open(folder / "messages.mo", "wb") as mo:
-        write_mo(mo, catalog)
-    (tmp_path / "emails").mkdir()
-    (tmp_path / "emails" / "hi.subject.txt").write_text("{{ _('Welcome') }}")
-    (tmp_path / "emails" / "hi.txt").write_text("{{ _('Welcome') }}, Ada")
+    translations = german_templates(
+        tmp_path, "{{ _('Welcome') }}, Ada", Welcome="Willkommen"
+    )
     app = make_app(
         template_folder=str(tmp_path),
         register=False,
@@ -249,7 +242,7 @@ def test_the_locale_switch_renders_as_a_send_in_that_locale(
         POSTSTACK_API_KEY=TEST_KEY,
         POSTSTACK_BASE_URL=sandbox.base_url,
         POSTSTACK_SUPPRESS_SEND=False,
-        BABEL_TRANSLATION_DIRECTORIES=str(tmp_path / "translations"),
+        BABEL_TRANSLATION_DIRECTORIES=str(translations),
     )
     Babel(app)
     poststack = PostStack()
