@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import typing as t
-from pathlib import Path
 
 import pytest
 
@@ -33,15 +31,6 @@ from tests.e2e.harness import Workers
 pytestmark = pytest.mark.slow
 
 IN_FLIGHT = 8
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> t.Iterator[Workers]:
-    pool = Workers(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 def hold_first_sends(sandbox: Sandbox, count: int) -> None:

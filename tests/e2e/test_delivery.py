@@ -19,7 +19,6 @@ import contextlib
 import subprocess
 import time
 import typing as t
-from pathlib import Path
 
 import pytest
 import redis
@@ -49,15 +48,6 @@ from tests.e2e.harness import Workers
 pytestmark = pytest.mark.slow
 
 # Helpers: tests/e2e/harness.py -------------------------------------------------
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> t.Iterator[Workers]:
-    pool = Workers(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
 
 
 # 1. Throughput and exactly-once on the happy path --------------------------

@@ -132,15 +132,6 @@ def test_redis_killed_mid_run(tmp_path: Path) -> None:
 # Issue 17: errors that say whether the email was queued, and one key per app.
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> t.Iterator[Workers]:
-    pool = Workers(tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
 def test_a_hung_redis_may_have_queued_and_the_fallback_sends_once(
     sandbox: Sandbox, workers: Workers
 ) -> None:
