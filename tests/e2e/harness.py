@@ -1,8 +1,8 @@
 """Helpers that drive real ``rq worker`` processes, Redis and the sandbox.
 
-Used by the end-to-end tests (``tests/e2e/test_delivery.py``). The
-reliability benchmarks keep their own copy (``benchmarks/_harness.py``), so
-that neither tree imports the other. Nothing here imports pytest: a failed
+Used by the end-to-end tests (``tests/e2e/test_delivery.py``) and, through
+``benchmarks/_harness.py``, by the reliability benchmarks (the soak). Nothing
+here imports pytest: a failed
 wait raises :class:`HarnessError` (an ``AssertionError``), which fails a test.
 
 Every worker is started with exactly the command the docs give
