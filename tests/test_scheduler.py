@@ -78,12 +78,12 @@ def test_a_killed_workers_scheduler_stops_and_another_takes_over(
     first = Worker(redis_url, tmp_path / "first.log")
     second: Worker | None = None
     try:
-        wait_until(lambda: first.scheduler() and conn.exists(lock), 30,
+        wait_until(lambda: first.scheduler() and conn.exists(lock), 90,
                    "the first worker's scheduler holding the lock")  # fmt: skip
         (child,) = first.children
         holder = conn.get(lock)
         second = Worker(redis_url, tmp_path / "second.log")
-        wait_until(lambda: len(RQWorker.all(connection=conn)) == 2, 30,
+        wait_until(lambda: len(RQWorker.all(connection=conn)) == 2, 90,
                    "the second worker registered")  # fmt: skip
         assert not second.scheduler()  # the first one holds the lock
         first.proc.send_signal(signal.SIGKILL)

@@ -97,7 +97,7 @@ def test_sigterm_finishes_what_is_in_flight_and_takes_nothing_more(
                what="the worker to see the stop")  # fmt: skip
     assert proc.poll() is None, "the worker quit with jobs in flight"
     assert sandbox.release() == IN_FLIGHT
-    assert workers.wait(proc, timeout=30) == 0
+    assert workers.wait(proc, timeout=120) == 0
 
     done = [j for j in fetch_jobs(app, jobs) if j.get_status() == "finished"]
     assert len(done) == IN_FLIGHT, registry_counts(app)

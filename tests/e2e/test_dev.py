@@ -104,7 +104,7 @@ def three_children(run: Dev) -> set[int]:
         children.update(descendants(run.proc.pid))
         return len(children) >= 3
 
-    wait_until(three, 30, "Redis, the worker and its scheduler")
+    wait_until(three, 90, "Redis, the worker and its scheduler")
     return children
 
 
@@ -194,7 +194,7 @@ def test_a_killed_dev_leaves_no_process_behind(dev: t.Callable[..., Dev]) -> Non
     run.proc.send_signal(signal.SIGKILL)  # no clean-up of its own can run
     assert run.proc.wait(timeout=10) == -signal.SIGKILL
     try:
-        took = wait_until(lambda: not any(alive(pid) for pid in children), 15,
+        took = wait_until(lambda: not any(alive(pid) for pid in children), 60,
                           "every process dev started gone")  # fmt: skip
     finally:
         for pid in children:

@@ -106,9 +106,9 @@ def test_redis_killed_mid_run(tmp_path: Path) -> None:
         "redis_durability.py",
         tmp_path / "durability.json",
         "--emails", "100", "--runs", "1", "--rate", "50", "--downtime", "0.3",
-        "--bound", "45",  # a generous drain bound: under load a retry waits a beat
+        "--bound", "80",  # a generous drain bound: under load a retry waits a beat
         "--settings", "always", "everysec", "off", "--hold-sends",
-        timeout=240,
+        timeout=280,
     )  # fmt: skip
     by = {s["setting"]: s for s in r["summary"]}
     runs = {row["setting"]: row for row in r["runs"]}
@@ -163,7 +163,7 @@ def test_a_hung_redis_may_have_queued_and_the_fallback_sends_once(
             key, job_id = err.idempotency_key, err.job_id
 
             proc = workers.start(settings_of(app), sandbox, burst=True)
-            assert workers.wait(proc, timeout=30) == 0, workers.logs()
+            assert workers.wait(proc, timeout=120) == 0, workers.logs()
             queued = Job(job_id, connection=get_state().redis)
             job, _ = fetch_jobs(app, [queued, warm_up])
             assert job.get_status() == JobStatus.FINISHED, workers.logs()
@@ -196,7 +196,7 @@ def test_a_worker_refuses_a_job_queued_with_another_key(
     live_workers = Workers(tmp_path, api_key=live_key)
     try:
         proc = live_workers.start(settings_of(test_app), sandbox, burst=True)
-        assert live_workers.wait(proc, timeout=30) == 0, live_workers.logs()
+        assert live_workers.wait(proc, timeout=120) == 0, live_workers.logs()
         logs = live_workers.logs()
     finally:
         live_workers.close()
