@@ -67,7 +67,7 @@ def test_a_task_dropped_from_the_broker_is_queued_again_under_its_id(
     app: Flask, conn: redis.Redis
 ) -> None:
     with app.app_context():
-        emails = [{"to": f"u{i}@example.com", "subject": "Hi", "text": "t"}
+        emails: t.Any = [{"to": f"u{i}@example.com", "subject": "Hi", "text": "t"}
                   for i in range(2)]  # fmt: skip
         kept, dropped = t.cast("list[t.Any]", enqueue_many(emails))
         celery, found = broker(app)
