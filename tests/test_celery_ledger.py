@@ -68,7 +68,7 @@ def test_a_task_dropped_from_the_broker_is_queued_again_under_its_id(
 ) -> None:
     with app.app_context():
         emails: t.Any = [{"to": f"u{i}@example.com", "subject": "Hi", "text": "t"}
-                  for i in range(2)]  # fmt: skip
+                          for i in range(2)]  # fmt: skip
         kept, dropped = t.cast("list[t.Any]", enqueue_many(emails))
         celery, found = broker(app)
     # Taken off the queue and never recorded as unacknowledged: lost.
