@@ -23,10 +23,12 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import threading
 import time
 import typing as t
 from collections.abc import Iterable
+from collections.abc import Iterator
 from collections.abc import Sequence
 
 import redis
@@ -49,8 +51,7 @@ log = logging.getLogger("flask_poststack.celery")
 LEDGER = "poststack:celery:ledger"
 ENTRIES = "poststack:celery:ledger:tasks"
 #: How many overdue tasks one sweep looks at; the next sweep takes the rest.
-SWEEP_SIZE = 200
-_CHUNK = 500
+SWEEP_SIZE = 1000
 
 #: Move an entry's score to now if it is still overdue, and return the
 #: entry: exactly one reconciler wins each overdue task.
@@ -221,34 +222,40 @@ def reconcile(
 
 
 def _absent(found: Broker, entries: Iterable[Entry]) -> list[Entry]:
-    """The entries whose task is neither queued nor unacknowledged."""
-    # kombu's JSON names the task in its headers as "id": "<task id>".
-    wanted = {b'"id": ' + json.dumps(e.task_id).encode(): e for e in entries}
-    if not wanted:
-        return []
-    client = found.client
-    for queue in sorted({e.queue for e in wanted.values()}):
-        for key in found.queue_keys(queue):
-            start = 0
-            while wanted:
-                chunk = t.cast(
-                    "list[bytes]", client.lrange(key, start, start + _CHUNK - 1)
-                )
-                _strike(wanted, chunk)
-                if len(chunk) < _CHUNK:
-                    break
-                start += _CHUNK
-    for _, value in client.hscan_iter(found.unacked, count=_CHUNK):
+    """The entries whose task is neither queued nor unacknowledged: one
+    read of their queues and of kombu's unacknowledged hash."""
+    wanted = {e.task_id: e for e in entries}
+    for chunk in _messages(found, sorted({e.queue for e in wanted.values()})):
         if not wanted:
             break
-        _strike(wanted, [value])
+        for message in chunk:
+            for task_id in _TASK_ID.findall(message):
+                wanted.pop(json.loads(task_id), None)
     return list(wanted.values())
 
 
-def _strike(wanted: dict[bytes, Entry], messages: Iterable[bytes]) -> None:
-    for message in messages:
-        for pattern in [p for p in wanted if p in message]:
-            del wanted[pattern]
+#: How kombu's JSON names the task: ``"id": "<task id>"`` in its headers.
+_TASK_ID = re.compile(rb'"id": ("(?:[^"\\]|\\.)*")')
+
+
+def _messages(found: Broker, queues: Iterable[str]) -> Iterator[list[bytes]]:
+    client = found.client
+    for queue in queues:
+        for key in found.queue_keys(queue):
+            start = 0
+            while True:
+                chunk = t.cast("list[bytes]", client.lrange(key, start, start + 499))
+                yield chunk
+                if len(chunk) < 500:
+                    break
+                start += 500
+    cursor: int | None = None
+    while cursor != 0:
+        cursor, values = t.cast(
+            "tuple[int, dict[bytes, bytes]]",
+            client.hscan(found.unacked, cursor or 0, count=500),
+        )
+        yield list(values.values())
 
 
 def _text(value: bytes | str) -> str:
