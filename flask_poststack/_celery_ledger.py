@@ -174,6 +174,8 @@ def reconcile(
 ) -> list[str]:
     """Queue again the tasks overdue by ``visibility_timeout`` that are
     nowhere on the broker; return their ids."""
+    from celery.states import READY_STATES
+
     client = found.client
     now = time.time()
     due = client.zrangebyscore(
@@ -198,6 +200,9 @@ def reconcile(
     claim = client.register_script(_CLAIM)
     queued = []
     for lost in missing:
+        if app.AsyncResult(lost.task_id).state in READY_STATES:
+            forget(found, lost.task_id)  # revoked, or ended before a kill
+            continue
         raw = claim(
             keys=[found.key(LEDGER), found.key(ENTRIES)],
             args=[lost.task_id, now - visibility_timeout, time.time()],

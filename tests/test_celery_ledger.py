@@ -102,3 +102,18 @@ def test_a_handed_out_or_not_yet_overdue_task_is_left_alone(
     ledger.forget(found, result.id)
     assert ledger.reconcile(celery, found, 0, recheck=0) == []
     assert queued_ids(conn) == []
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex")  # celery's backend
+def test_a_revoked_task_is_forgotten_not_queued_again(
+    app: Flask, conn: redis.Redis
+) -> None:
+    with app.app_context():
+        result: t.Any = enqueue_email(to="a@example.com", subject="Hi", text="t")
+        celery, found = broker(app)
+    # A worker took it, saw it revoked, acknowledged it: gone from the broker.
+    assert conn.rpop("poststack") is not None
+    celery.backend.mark_as_revoked(result.id)
+    assert ledger.reconcile(celery, found, 0, recheck=0) == []
+    assert queued_ids(conn) == []
+    assert ledger.is_finished(found, result.id)
