@@ -19,6 +19,7 @@ at the API.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -40,10 +41,13 @@ __all__ = [
     "Entry",
     "Reconciler",
     "broker",
+    "ended",
+    "ended_before",
     "for_app",
     "forget",
     "is_finished",
     "reconcile",
+    "retried",
 ]
 
 log = logging.getLogger("flask_poststack.celery")
@@ -153,6 +157,52 @@ def forget(found: Broker, task_id: str) -> None:
         pipe.zrem(found.key(LEDGER), task_id)
         pipe.hdel(found.key(ENTRIES), task_id)
         pipe.execute()
+
+
+def ended_before(task: t.Any) -> bool:
+    """Whether this run of a Celery task is a copy of one that ended for
+    good. A broker that cannot answer is taken as no: a replay at worst."""
+    if task.request.is_eager:
+        return False
+    try:
+        found = for_app(task.app)
+        return found is not None and is_finished(found, task.request.id)
+    except Exception:  # a broker blip must not fail an email
+        log.warning("poststack: the ledger is unreachable; sending", exc_info=True)
+        return False
+
+
+def ended(task: t.Any, task_id: str) -> None:
+    """Forget a task that ended for good; if the broker cannot be told, the
+    sweep forgets it later (its result says it ended)."""
+    with _best_effort("the sweep will forget it"):
+        found = for_app(task.app)
+        if found is not None:
+            forget(found, task_id)
+
+
+def retried(
+    task: t.Any, args: Sequence[t.Any], kwargs: t.Mapping[str, t.Any], due: float
+) -> None:
+    """Record a retry's arguments, due when the retry is; if the broker
+    cannot be told, the old entry still brings the task back."""
+    with _best_effort("retrying"):
+        found = for_app(task.app)
+        old = found and entry(found, task.request.id)
+        if found is not None and old:
+            new = dataclasses.replace(
+                old, args=list(args), kwargs=kwargs, retries=task.request.retries + 1
+            )
+            found.record([new], due=due)
+
+
+@contextlib.contextmanager
+def _best_effort(then: str) -> Iterator[None]:
+    # A broker blip must not fail an email: the sweep is the safety net.
+    try:
+        yield
+    except Exception:
+        log.warning("poststack: the ledger is unreachable; %s", then, exc_info=True)
 
 
 def entry(found: Broker, task_id: str) -> Entry | None:

@@ -243,9 +243,7 @@ def _after_return(
     # After the result is stored, before the ack: a kill in between runs
     # the task again (a replay at the API), never loses its result.
     if status in ("SUCCESS", "FAILURE") and (kwargs or {}).get("ledger"):
-        found = ledger.for_app(self.app)
-        if found is not None:
-            ledger.forget(found, task_id)
+        ledger.ended(self, task_id)
 
 
 TASK_OPTIONS["after_return"] = _after_return
@@ -288,10 +286,8 @@ def _intervals() -> tuple[int, ...]:
 
 
 def _context(task: t.Any, key: str | None, in_ledger: bool) -> pipeline.Context:
-    if in_ledger and not task.request.is_eager:
-        found = ledger.for_app(task.app)
-        if found is not None and ledger.is_finished(found, task.request.id):
-            raise Ignore()  # a copy of a task that already ended for good
+    if in_ledger and ledger.ended_before(task):
+        raise Ignore()  # a copy of a task that already ended for good
     retries_left = max(len(_intervals()) - task.request.retries, 0)
     delivery = task.request.delivery_info or {}
     job: t.Any = TaskJob(
@@ -327,23 +323,9 @@ def _failure(
     kwargs: dict[str, t.Any] = {"key": key} if key else {}
     if (task.request.kwargs or {}).get("ledger") and not task.request.is_eager:
         kwargs["ledger"] = True
-        _ledger_retry(task, args, kwargs, wait)
+        ledger.retried(task, args, kwargs, due=time.time() + wait)
     # retry() raises celery's Retry (or, eagerly, runs the task again).
     retry_error: Exception = task.retry(
         args=args, kwargs=kwargs, exc=failed, countdown=wait
     )
     return retry_error
-
-
-def _ledger_retry(
-    task: t.Any, args: tuple[t.Any, ...], kwargs: dict[str, t.Any], wait: float
-) -> None:
-    """The retry's arguments in the ledger, due when the retry is."""
-    found = ledger.for_app(task.app)
-    old = found and ledger.entry(found, task.request.id)
-    if found is None or not old:
-        return
-    new = dataclasses.replace(
-        old, args=list(args), kwargs=kwargs, retries=task.request.retries + 1
-    )
-    found.record([new], due=time.time() + wait)
