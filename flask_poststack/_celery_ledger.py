@@ -124,8 +124,18 @@ def broker(channel: t.Any) -> Broker | None:
     def queue_keys(queue: str) -> list[str]:
         return [prefix + found._q_for_pri(queue, p) for p in found.priority_steps]
 
+    # A pool of its own: kombu's holds 10 connections and fails the 11th,
+    # which would be one of its acknowledgements.
+    params = dict(found.pool.connection_kwargs)
+    params.pop("maint_notifications_pool_handler", None)  # bound to kombu's pool
+    pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
+        connection_class=found.pool.connection_class,
+        max_connections=64,
+        timeout=20,
+        **params,
+    )
     return Broker(
-        client=redis.Redis(connection_pool=found.pool),
+        client=redis.Redis(connection_pool=pool),
         prefix=prefix,
         unacked=prefix + found.unacked_key,
         queue_keys=queue_keys,
