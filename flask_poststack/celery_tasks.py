@@ -29,7 +29,7 @@ from celery import signals
 from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore
 
-from . import _celery_ledger as ledger
+from . import _celery_ledger
 from . import pipeline
 from ._keyprint import META_KEY
 from .client import worker_slot
@@ -243,7 +243,7 @@ def _after_return(
     # After the result is stored, before the ack: a kill in between runs
     # the task again (a replay at the API), never loses its result.
     if status in ("SUCCESS", "FAILURE") and (kwargs or {}).get("ledger"):
-        ledger.ended(self, task_id)
+        _celery_ledger.ended(self, task_id)
 
 
 TASK_OPTIONS["after_return"] = _after_return
@@ -262,7 +262,7 @@ def _start_reconciler(sender: t.Any = None, **_: t.Any) -> None:
         return
     timeout = (app.conf.broker_transport_options or {}).get("visibility_timeout")
     timeout = 3600 if timeout is None else timeout  # kombu's default
-    sweeper = ledger.Reconciler(app, timeout, sweep_interval(timeout))
+    sweeper = _celery_ledger.Reconciler(app, timeout, sweep_interval(timeout))
     app.poststack_reconciler = sweeper
     sweeper.start()
 
@@ -286,7 +286,7 @@ def _intervals() -> tuple[int, ...]:
 
 
 def _context(task: t.Any, key: str | None, in_ledger: bool) -> pipeline.Context:
-    if in_ledger and ledger.ended_before(task):
+    if in_ledger and _celery_ledger.ended_before(task):
         raise Ignore()  # a copy of a task that already ended for good
     retries_left = max(len(_intervals()) - task.request.retries, 0)
     delivery = task.request.delivery_info or {}
@@ -323,7 +323,7 @@ def _failure(
     kwargs: dict[str, t.Any] = {"key": key} if key else {}
     if (task.request.kwargs or {}).get("ledger") and not task.request.is_eager:
         kwargs["ledger"] = True
-        ledger.retried(task, args, kwargs, due=time.time() + wait)
+        _celery_ledger.retried(task, args, kwargs, due=time.time() + wait)
     # retry() raises celery's Retry (or, eagerly, runs the task again).
     retry_error: Exception = task.retry(
         args=args, kwargs=kwargs, exc=failed, countdown=wait
