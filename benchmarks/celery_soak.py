@@ -7,6 +7,10 @@ command, visibility timeout 2 s), SIGKILLs one each time another fraction
 of the emails is stored and starts another, then waits well past the
 visibility timeout. An email is lost if its task never finished and the
 sandbox never stored it; duplicated if the sandbox stored it twice.
+``requeued`` counts the tasks the ledger's reconciler queued again (a
+worker killed between BRPOP and kombu's record of the task), from the
+workers' logs; ``drain_s`` is how long after the last kill the last task
+finished.
 
     python benchmarks/celery_soak.py                  # 20 rounds, 40 emails, 4 kills
     python benchmarks/celery_soak.py --rounds 5
@@ -20,8 +24,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
+from pathlib import Path
 
 import redis
 from _common import print_table
@@ -39,11 +45,15 @@ WORKER = [sys.executable, "-m", "celery", "-A", "flask_poststack.celery_tasks",
           "--without-mingle", "--without-gossip", "-l", "warning"]  # fmt: skip
 
 
-def start(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        WORKER, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+REQUEUED = b"was lost by a killed worker; queued again"
+
+
+def start(env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    with open(logs / f"w{len(list(logs.iterdir()))}.log", "wb") as log:
+        return subprocess.Popen(
+            WORKER, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:
@@ -53,7 +63,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 
 def one_round(
     server: RedisServer, sandbox: Sandbox, count: int, kills: int
-) -> dict[str, int]:
+) -> dict[str, t.Any]:
     conn = redis.Redis.from_url(server.url)
     conn.flushall()
     sandbox.reset()
@@ -77,7 +87,9 @@ def one_round(
         POSTSTACK_RETRY_INTERVALS="0,0,0,0,0",
         POSTSTACK_CELERY_VISIBILITY_TIMEOUT="2",
     )  # fmt: skip
-    live = [start(env), start(env)]
+    logs = Path(tempfile.mkdtemp(prefix="celery-soak-"))
+    live = [start(env, logs), start(env, logs)]
+    drained = 0.0
     try:
         for k in range(1, kills + 1):
             deadline = time.monotonic() + 60
@@ -86,11 +98,13 @@ def one_round(
                     break
                 time.sleep(0.02)
             kill(live[k % 2])
-            live[k % 2] = start(env)
-        # Well past the visibility timeout, the sweep and its lock.
-        deadline = time.monotonic() + 40
+            live[k % 2] = start(env, logs)
+        # Well past the visibility timeout, the sweeps and their lock.
+        last_kill = time.monotonic()
+        deadline = last_kill + 40
         while not all(r.ready() for r in results) and time.monotonic() < deadline:
             time.sleep(0.1)
+        drained = time.monotonic() - last_kill
     finally:
         for proc in live:
             kill(proc)
@@ -106,12 +120,18 @@ def one_round(
             flush=True,
         )
     conn.close()
+    requeued = sum(p.read_bytes().count(REQUEUED) for p in logs.iterdir())
+    for path in logs.iterdir():
+        path.unlink()
+    logs.rmdir()
     return {
         "emails": count,
         "lost": count - len(stored),
         "duplicated": sum(n - 1 for n in stored.values() if n > 1),
         "unfinished_tasks": sum(1 for r in results if not r.ready()),
         "requests": len(sandbox.requests),
+        "requeued": requeued,
+        "drain_s": round(drained, 1),
     }
 
 
@@ -133,10 +153,13 @@ def main() -> None:
         sandbox.stop()
         server.stop()
     totals = {key: sum(r[key] for r in rounds) for key in rounds[0]}
+    totals["drain_s"] = max(r["drain_s"] for r in rounds)  # the slowest round
     print_table(
-        ["rounds", "emails", "SIGKILLs", "lost", "duplicated", "requests"],
+        ["rounds", "emails", "SIGKILLs", "lost", "duplicated", "requests",
+         "requeued by the ledger", "slowest drain (s)"],
         [[args.rounds, totals["emails"], args.rounds * args.kills, totals["lost"],
-          totals["duplicated"], totals["requests"]]],
+          totals["duplicated"], totals["requests"], totals["requeued"],
+          totals["drain_s"]]],
     )  # fmt: skip
     write_results(
         "celery_soak", {"args": vars(args), "rounds": rounds, "totals": totals}

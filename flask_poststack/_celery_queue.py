@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import time
 import typing as t
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from datetime import timezone
 
+from . import _celery_ledger as ledger
 from . import pipeline
 from ._keyprint import fingerprint
 from ._state import AppState
@@ -93,7 +95,7 @@ def send_tasks(
     )
     options: dict[str, t.Any] = {"queue": queue or state.settings.queue, "eta": when}
     print_ = fingerprint(state.settings.api_key)
-    kwargs = {"key": print_} if print_ else {}
+    kwargs: dict[str, t.Any] = {"key": print_} if print_ else {}
     if state.eager or app.conf.task_always_eager:
         # Through JSON, as a worker would read the task.
         context = dataclasses.replace(state.send_context(), retries=False)
@@ -109,6 +111,14 @@ def send_tasks(
         ids = [task_id or uuid.uuid4().hex for _ in groups]
         keys = [p["idempotency_key"] for p in payloads]
         with _broker_errors(state, keys, ids), app.producer_or_acquire() as producer:
+            found = ledger.for_app(app)
+            if found is not None:  # a Redis broker: see _celery_ledger
+                kwargs = {**kwargs, "ledger": True}
+                entries = [
+                    ledger.Entry(i, task.name, [g], kwargs, options["queue"])
+                    for g, i in zip(groups, ids, strict=True)
+                ]
+                found.record(entries, due=when.timestamp() if when else time.time())
             results = [
                 task.apply_async(
                     args=(g,), kwargs=kwargs, task_id=i, producer=producer, **options
@@ -132,10 +142,11 @@ def _broker_errors(
     been queued, so a fallback must reuse its idempotency key.
     """
     from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
 
     try:
         yield
-    except OperationalError as exc:
+    except (OperationalError, RedisError) as exc:
         reason = str(exc) or type(exc).__name__
         raise QueueUnavailableError(
             state.settings.redis_url,

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import typing as t
 
 from celery import Celery
 from celery import shared_task
+from celery import signals
 from celery.backends.redis import RedisBackend
+from celery.exceptions import Ignore
 
+from . import _celery_ledger
 from . import pipeline
 from ._keyprint import META_KEY
 from .client import worker_slot
@@ -134,7 +138,7 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     transport.setdefault("visibility_timeout", visibility_timeout(settings))
     # Sweep for orphaned tasks every 10 s at most (kombu's default is about
     # 100 s), so one comes back soon after its visibility timeout.
-    sweep = max(1, min(10, transport["visibility_timeout"] // 10))
+    sweep = sweep_interval(transport["visibility_timeout"])
     transport.setdefault("unacked_restore_interval", sweep)
     transport.setdefault("unacked_restore_throttle", 1)
     # A worker killed mid-sweep keeps the sweep's lock until it expires (five
@@ -146,6 +150,11 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     )
     app.finalize()  # binds the shared tasks below to this app
     return app
+
+
+def sweep_interval(timeout: float) -> int:
+    """Seconds between sweeps for orphaned and lost tasks: at most 10."""
+    return int(max(1, min(10, timeout // 10)))
 
 
 class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery is untyped
@@ -176,13 +185,17 @@ def __getattr__(name: str) -> t.Any:
 
 
 def _send_payload(
-    self: t.Any, payload: dict[str, t.Any], key: str | None = None
+    self: t.Any,
+    payload: dict[str, t.Any],
+    key: str | None = None,
+    ledger: bool = False,
 ) -> str:
     """Send one queued email payload; return the PostStack email id.
 
-    ``key`` is the queuing app's key fingerprint (never the key).
+    ``key`` is the queuing app's key fingerprint (never the key);
+    ``ledger``: the task is in :mod:`flask_poststack._celery_ledger`.
     """
-    context = _context(self, key)
+    context = _context(self, key, ledger)
     try:
         return pipeline.send_one(context, payload).id
     except Exception as exc:
@@ -194,13 +207,14 @@ def _send_batch_payloads(
     payloads: list[dict[str, t.Any]],
     known: list[dict[str, t.Any] | None] | None = None,
     key: str | None = None,
+    ledger: bool = False,
 ) -> list[dict[str, t.Any]]:
     """Send one chunk of queued emails with ``POST /emails/batch``.
 
     Returns one answer per email, in order. A retry carries the answers so
     far (``known``) and sends only the emails without a final one.
     """
-    context = _context(self, key)
+    context = _context(self, key, ledger)
     results: list[dict[str, t.Any] | None] = list(known or [None] * len(payloads))
     pending = [i for i, r in enumerate(results) if r is None or _retry_answer(r)]
     try:
@@ -217,12 +231,50 @@ def _send_batch_payloads(
     return final
 
 
+def _after_return(
+    self: t.Any,
+    status: str,
+    retval: t.Any,
+    task_id: str,
+    args: t.Any,
+    kwargs: t.Any,
+    einfo: t.Any,
+) -> None:
+    # After the result is stored, before the ack: a kill in between runs
+    # the task again (a replay at the API), never loses its result.
+    if status in ("SUCCESS", "FAILURE") and (kwargs or {}).get("ledger"):
+        _celery_ledger.ended(self, task_id)
+
+
+TASK_OPTIONS["after_return"] = _after_return
+
 #: The task of ``enqueue_email`` and ``enqueue_many``, on every Celery app.
 send_payload: t.Any = shared_task(name=TASK, **TASK_OPTIONS)(_send_payload)
 #: The task of ``enqueue_batch``.
 send_batch_payloads: t.Any = shared_task(name=BATCH_TASK, **TASK_OPTIONS)(
     _send_batch_payloads
 )
+
+
+def _start_reconciler(sender: t.Any = None, **_: t.Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is None or TASK not in app.tasks or app.conf.task_always_eager:
+        return
+    timeout = (app.conf.broker_transport_options or {}).get("visibility_timeout")
+    timeout = 3600 if timeout is None else timeout  # kombu's default
+    sweeper = _celery_ledger.Reconciler(app, timeout, sweep_interval(timeout))
+    app.poststack_reconciler = sweeper
+    sweeper.start()
+
+
+def _stop_reconciler(sender: t.Any = None, **_: t.Any) -> None:
+    sweeper = getattr(getattr(sender, "app", None), "poststack_reconciler", None)
+    if sweeper is not None:
+        sweeper.stop()
+
+
+signals.worker_ready.connect(_start_reconciler)
+signals.worker_shutdown.connect(_stop_reconciler)
 
 
 def _retry_answer(answer: t.Mapping[str, t.Any]) -> bool:
@@ -233,7 +285,9 @@ def _intervals() -> tuple[int, ...]:
     return worker_slot().settings.retry_intervals
 
 
-def _context(task: t.Any, key: str | None) -> pipeline.Context:
+def _context(task: t.Any, key: str | None, in_ledger: bool) -> pipeline.Context:
+    if in_ledger and _celery_ledger.ended_before(task):
+        raise Ignore()  # a copy of a task that already ended for good
     retries_left = max(len(_intervals()) - task.request.retries, 0)
     delivery = task.request.delivery_info or {}
     job: t.Any = TaskJob(
@@ -266,8 +320,12 @@ def _failure(
     wait = _intervals()[task.request.retries]
     if fields["retry_after"]:
         wait = max(wait, math.ceil(fields["retry_after"]))
+    kwargs: dict[str, t.Any] = {"key": key} if key else {}
+    if (task.request.kwargs or {}).get("ledger") and not task.request.is_eager:
+        kwargs["ledger"] = True
+        _celery_ledger.retried(task, args, kwargs, due=time.time() + wait)
     # retry() raises celery's Retry (or, eagerly, runs the task again).
     retry_error: Exception = task.retry(
-        args=args, kwargs={"key": key} if key else {}, exc=failed, countdown=wait
+        args=args, kwargs=kwargs, exc=failed, countdown=wait
     )
     return retry_error

@@ -20,6 +20,8 @@ from flask_poststack import email_status
 from flask_poststack import enqueue_batch
 from flask_poststack import enqueue_email
 from flask_poststack import enqueue_many
+from flask_poststack._celery_ledger import ENTRIES
+from flask_poststack._celery_ledger import LEDGER
 from flask_poststack.sandbox import Sandbox
 from tests.e2e.harness import API_KEY
 from tests.e2e.harness import BASE_ENV
@@ -52,10 +54,12 @@ class CeleryWorkers:
         )
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, **env: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, app: str = "flask_poststack.celery_tasks", **env: str
+    ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"celery{len(self.procs)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            WORKER,
+            [app if arg == WORKER[4] else arg for arg in WORKER],
             env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -175,3 +179,82 @@ def test_killed_worker_task_comes_back_and_sends_once(
     key = sandbox.get_email(held["email_id"]).input.idempotency_key
     assert keys_stored(sandbox) == {key: 1}
     assert len(sandbox.requests) == 2  # the second one a replay
+
+
+def ledger_size(redis_url: str) -> int:
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        return int(conn.zcard(LEDGER)) + int(conn.hlen(ENTRIES))
+    finally:
+        conn.close()
+
+
+def test_killed_between_taking_and_recording_a_task_it_comes_back_once(
+    tmp_path: Path, redis_url: str, sandbox: Sandbox, celery_workers: CeleryWorkers
+) -> None:
+    app = celery_app(redis_url, sandbox)
+    with app.app_context():
+        result: t.Any = enqueue_email(to="window@example.com", subject="W", text="t")
+    mark = tmp_path / "in-window"
+    stuck = celery_workers.start(
+        "tests.e2e.celery_window",
+        CELERY_WINDOW_MARK=str(mark),
+        POSTSTACK_CELERY_VISIBILITY_TIMEOUT="2",
+    )
+    wait_until(mark.exists, timeout=60, what="the worker to take the task",
+               diagnose=celery_workers.logs)  # fmt: skip
+    conn = redis.Redis.from_url(redis_url)
+    # Off the queue and not unacknowledged: kombu alone has lost it now.
+    assert (conn.llen("poststack"), conn.hlen("unacked")) == (0, 0)
+    conn.close()
+    celery_workers.kill(stuck)
+
+    celery_workers.start(POSTSTACK_CELERY_VISIBILITY_TIMEOUT="2")
+    with app.app_context():
+        wait_until(
+            lambda: result.ready(),
+            timeout=90,
+            what="the lost task to be queued again and finish",
+            diagnose=celery_workers.logs,
+        )
+        assert email_status(result).state == "sent"
+    assert list(keys_stored(sandbox).values()) == [1]
+    assert "was lost by a killed worker; queued again" in celery_workers.logs()
+    wait_until(lambda: ledger_size(redis_url) == 0, timeout=30,
+               what="the finished task to leave the ledger")  # fmt: skip
+
+
+def test_repeated_sigkills_in_flight_lose_and_repeat_no_email(
+    redis_url: str, sandbox: Sandbox, celery_workers: CeleryWorkers
+) -> None:
+    app = celery_app(redis_url, sandbox)
+    sandbox.configure(latency=0.1)
+    count, kills = 16, 3
+    with app.app_context():
+        results: list[t.Any] = enqueue_many(
+            [{"to": f"k{i}@example.com", "subject": "K", "text": "t"}
+             for i in range(count)]
+        )  # fmt: skip
+    env = {"POSTSTACK_CELERY_VISIBILITY_TIMEOUT": "2"}
+    live = [celery_workers.start(**env), celery_workers.start(**env)]
+    for k in range(1, kills + 1):
+        # Kill mid-flight: once another share is stored (or a while passed).
+        share = count * k // (kills + 1)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda n=share: len(sandbox.emails) >= n,  # type: ignore[misc]
+                       timeout=30, what="progress")  # fmt: skip
+        celery_workers.kill(live[k % 2])
+        live[k % 2] = celery_workers.start(**env)
+    with app.app_context():
+        wait_until(
+            lambda: all(r.ready() for r in results),
+            timeout=120,
+            what="every task to finish",
+            diagnose=lambda: [r.state for r in results] + [celery_workers.logs()],
+        )
+        assert {email_status(r).state for r in results} == {"sent"}
+    per_key = keys_stored(sandbox)
+    assert len(per_key) == count, per_key
+    assert set(per_key.values()) == {1}, per_key
+    wait_until(lambda: ledger_size(redis_url) == 0, timeout=30,
+               what="every finished task to leave the ledger")  # fmt: skip
