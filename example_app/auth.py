@@ -47,13 +47,11 @@ def signup() -> ResponseReturnValue:
         return render_template("auth/signup.html", form=request.form, error=error), 400
 
     store = get_store()
-    # One transaction: the user, the email's row and the outbox row are
-    # committed together, or none of them is (and nothing is sent).
+    # One transaction: the user, the email's row and the welcome email's
+    # outbox row (templates/emails/welcome.*, rendered now) are committed
+    # together, or none of them is and nothing is sent.
     user = store.add_user(email, name)
     try:
-        # Rendered now (templates/emails/welcome.*), pushed to the worker's
-        # queue once the commit is done; the outbox relay pushes it later
-        # if Redis is down at that moment.
         job = enqueue_email(
             to=user.email,
             template="emails/welcome",
