@@ -6,6 +6,7 @@ import collections
 import os
 import subprocess
 import sys
+import time
 import typing as t
 from pathlib import Path
 
@@ -42,12 +43,14 @@ def signup(environ: dict[str, str], count: int, *flags: str) -> int:
     return subprocess.run(argv, env=environ, cwd=ROOT, timeout=120).returncode
 
 
-def relay(environ: dict[str, str]) -> subprocess.Popen[str]:
-    flask = str(Path(sys.executable).with_name("flask"))
+FLASK = str(Path(sys.executable).with_name("flask"))
+
+
+def relay(environ: dict[str, str], *flags: str) -> subprocess.Popen[str]:
     # Small batches, so that the two relays' claims interleave.
-    argv = [flask, "poststack", "relay", "--once", "--grace", "0", "--batch", "2"]
+    argv = [FLASK, "poststack", "relay", "--once", "--grace", "0", "--batch", "2"]
     return subprocess.Popen(
-        argv, env=environ, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [*argv, *flags], env=environ, cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
 
 
@@ -79,7 +82,8 @@ def row_keys(db: Path) -> set[str]:
 def parts(
     tmp_path: Path, poststack_sandbox: Sandbox
 ) -> t.Iterator[tuple[RedisServer, Workers, Sandbox]]:
-    server = RedisServer().start()
+    # Persistent, so that the jobs queued before a stop are there after it.
+    server = RedisServer(appendonly="everysec").start()
     workers = Workers(tmp_path)
     yield server, workers, poststack_sandbox
     workers.close()
@@ -126,4 +130,61 @@ def test_redis_down_at_commit_then_two_racing_relays(
     assert waiting(db) == 0
     assert len(server.client().keys("rq:job:*")) == 40
     deliver(server, workers, sandbox, 40)
+    assert delivered(sandbox) == {key: 1 for key in row_keys(db)}
+
+
+def test_redis_stopped_during_the_commits(tmp_path: Path, parts: t.Any) -> None:
+    server, workers, sandbox = parts
+    db = tmp_path / "app.db"
+    assert server.process is not None
+    environ = {**env(db, server.url, sandbox), "C18_REDIS_PID": str(server.process.pid)}
+    # Redis stops between the 10th commit and its push; the app goes on.
+    assert signup(environ, 30, "--stop-redis-at", "10") == 0  # no view failed
+    assert waiting(db) == 21
+    server.stop(keep_data=True)
+    server.start()
+    assert len(server.client().keys("rq:job:*")) == 9  # pushed before the stop
+    assert pushed_count(relay(environ)) == 21
+    assert waiting(db) == 0
+    deliver(server, workers, sandbox, 30)
+    assert delivered(sandbox) == {key: 1 for key in row_keys(db)}
+
+
+def test_a_relay_killed_mid_push_then_another_delivers_each_once(
+    tmp_path: Path, parts: t.Any
+) -> None:
+    server, workers, sandbox = parts
+    db = tmp_path / "app.db"
+    environ = env(db, server.url, sandbox)
+    total = 400
+    server.stop(keep_data=True)
+    assert signup(environ, total) == 0
+    assert waiting(db) == total
+    server.start()
+    conn = server.client()
+    # One claim of every row, pushed one by one and marked at the end: killed
+    # halfway, it leaves jobs in Redis whose rows still wait, claimed.
+    first = relay(environ, "--batch", str(total), "--lease", "1")
+    deadline = time.monotonic() + 120
+    while conn.llen("rq:queue:poststack") == 0 and first.poll() is None:
+        assert time.monotonic() < deadline, "the relay pushed nothing"
+    first.kill()
+    first.communicate(timeout=60)
+    in_redis = conn.llen("rq:queue:poststack")
+    assert 0 < in_redis < total, f"killed after {in_redis} of {total} pushes"
+    assert waiting(db) == total  # none marked
+
+    second = subprocess.Popen(
+        [FLASK, "poststack", "relay", "--grace", "0", "--interval", "0.1"],
+        env=environ,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: waiting(db) == 0, 120, "the second relay")
+    finally:
+        second.kill()
+        second.wait(timeout=60)
+    assert conn.llen("rq:queue:poststack") == total  # the re-pushed ones: no copy
+    deliver(server, workers, sandbox, total)
     assert delivered(sandbox) == {key: 1 for key in row_keys(db)}
