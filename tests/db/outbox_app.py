@@ -5,7 +5,7 @@ creates N users, each with its welcome email, one transaction each.
 ``--kill-at-commit`` SIGKILLs the process right after its first commit,
 before the push. ``--stop-redis-at K`` stops the Redis server (pid
 ``$C18_REDIS_PID``) right after the K-th commit (from 1), before its push, and
-goes on. The database is ``$C18_DB``; ``POSTSTACK_*`` come from the
+goes on. The database is ``$C18_DB_URL``; ``POSTSTACK_*`` come from the
 environment.
 """
 
@@ -29,13 +29,14 @@ from tests.db.conftest import wal
 
 def create_app() -> Flask:
     app = Flask(__name__)
-    app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{os.environ['C18_DB']}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = os.environ["C18_DB_URL"]
     db, user = make_db()
     db.init_app(app)
     PostStack(app)
     app.extensions["c18"] = (db, user)
     with app.app_context():
-        event.listen(db.engine, "connect", wal)
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", wal)
         db.create_all()
     return app
 

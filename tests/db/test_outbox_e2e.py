@@ -1,8 +1,10 @@
-"""The outbox with real processes: app, relays, Redis, worker and sandbox."""
+"""The outbox with real processes: app, relays, Redis, worker and sandbox, on
+SQLite (a file, WAL mode) and on PostgreSQL."""
 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import subprocess
 import sys
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy import Engine
 from sqlalchemy import select
+from sqlalchemy.pool import NullPool
 
 from flask_poststack.outbox import store
 from flask_poststack.redis_server import RedisServer
@@ -24,10 +28,10 @@ from tests.e2e.harness import Workers
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def env(db: Path, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
+def env(db: str, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
     return {
         **os.environ,
-        "C18_DB": str(db),
+        "C18_DB_URL": db,
         "FLASK_APP": "tests.db.outbox_app:create_app",
         "POSTSTACK_OUTBOX": "sqlalchemy",
         "POSTSTACK_REDIS_URL": redis_url,
@@ -60,8 +64,13 @@ def pushed_count(proc: subprocess.Popen[str]) -> int:
     return int(out.split("Pushed ")[1].split()[0])
 
 
-def waiting(db: Path) -> int:
-    return store.counts(create_engine(f"sqlite:///{db}"), store.table(store_name()))[0]
+@functools.cache
+def engine(db: str) -> Engine:
+    return create_engine(db, poolclass=NullPool)  # no connection left open
+
+
+def waiting(db: str) -> int:
+    return store.counts(engine(db), store.table(store_name()))[0]
 
 
 def store_name() -> str:
@@ -72,9 +81,9 @@ def delivered(sandbox: Sandbox) -> collections.Counter[str | None]:
     return collections.Counter(e.input.idempotency_key for e in sandbox.emails)
 
 
-def row_keys(db: Path) -> set[str]:
+def row_keys(db: str) -> set[str]:
     outbox = store.table(store_name())
-    with create_engine(f"sqlite:///{db}").connect() as conn:
+    with engine(db).connect() as conn:
         return set(conn.scalars(select(outbox.c.idempotency_key)))
 
 
@@ -101,10 +110,10 @@ def deliver(
 
 
 def test_a_process_killed_after_its_commit_loses_nothing(
-    tmp_path: Path, parts: t.Any
+    parts: t.Any, database_url: str
 ) -> None:
     server, workers, sandbox = parts
-    db = tmp_path / "app.db"
+    db = database_url
     environ = env(db, server.url, sandbox)
     assert signup(environ, 3, "--kill-at-commit") == -9
     assert waiting(db) == 1 and server.client().keys("rq:job:*") == []
@@ -116,10 +125,10 @@ def test_a_process_killed_after_its_commit_loses_nothing(
 
 
 def test_redis_down_at_commit_then_two_racing_relays(
-    tmp_path: Path, parts: t.Any
+    parts: t.Any, database_url: str
 ) -> None:
     server, workers, sandbox = parts
-    db = tmp_path / "app.db"
+    db = database_url
     environ = env(db, server.url, sandbox)
     server.stop(keep_data=True)
     assert signup(environ, 40) == 0  # no view failed
@@ -133,9 +142,9 @@ def test_redis_down_at_commit_then_two_racing_relays(
     assert delivered(sandbox) == {key: 1 for key in row_keys(db)}
 
 
-def test_redis_stopped_during_the_commits(tmp_path: Path, parts: t.Any) -> None:
+def test_redis_stopped_during_the_commits(parts: t.Any, database_url: str) -> None:
     server, workers, sandbox = parts
-    db = tmp_path / "app.db"
+    db = database_url
     assert server.process is not None
     environ = {**env(db, server.url, sandbox), "C18_REDIS_PID": str(server.process.pid)}
     # Redis stops between the 10th commit and its push; the app goes on.
@@ -151,10 +160,10 @@ def test_redis_stopped_during_the_commits(tmp_path: Path, parts: t.Any) -> None:
 
 
 def test_a_relay_killed_mid_push_then_another_delivers_each_once(
-    tmp_path: Path, parts: t.Any
+    parts: t.Any, database_url: str
 ) -> None:
     server, workers, sandbox = parts
-    db = tmp_path / "app.db"
+    db = database_url
     environ = env(db, server.url, sandbox)
     total = 400
     server.stop(keep_data=True)
