@@ -1,8 +1,8 @@
 """Helpers that drive real ``rq worker`` processes, Redis and the sandbox.
 
-Used by the end-to-end tests (``tests/e2e/test_delivery.py``). The
-reliability benchmarks keep their own copy (``benchmarks/_harness.py``), so
-that neither tree imports the other. Nothing here imports pytest: a failed
+Used by the end-to-end tests (``tests/e2e/test_delivery.py``) and, through
+``benchmarks/_harness.py``, by the reliability benchmarks (the soak). Nothing
+here imports pytest: a failed
 wait raises :class:`HarnessError` (an ``AssertionError``), which fails a test.
 
 Every worker is started with exactly the command the docs give
@@ -167,9 +167,12 @@ def assert_delivered_once(app: Flask, sandbox: Sandbox, jobs: list[Job]) -> None
 def diagnose_unfinished(app: Flask, jobs: list[Job]) -> str:
     """Where the jobs that did not finish are, for a failure message."""
     q = rq_queue(app)
+    lock = f"rq:scheduler-lock:{q.name}"
     lines = [
         f"intermediate queue: {q.intermediate_queue.get_job_ids()}",
         f"maintenance lock ttl: {q.connection.ttl(q.registry_cleaning_key)}",
+        f"scheduler lock: {q.connection.get(lock)!r} ttl {q.connection.ttl(lock)}",
+        f"workers: {[(w.name, w.pid, w.state) for w in Worker.all(queue=q)]}",
     ]
     for job in fetch_jobs(app, jobs):
         if job.get_status() != JobStatus.FINISHED:
