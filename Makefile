@@ -6,13 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv test lint typing docs demo sandbox clean chromium screenshots
+.PHONY: help venv test lint typing docs demo sandbox clean chromium postgresql screenshots
 
 help:
 	@echo "make demo     sign up in the example app; a worker sends the email (KEEP=1 keeps it up)"
 	@echo "make test     lint, type-check, build the docs and run the whole suite"
 	@echo "make sandbox  run the local PostStack sandbox on http://127.0.0.1:8025"
 	@echo "make docs     build the HTML docs into docs/_build/html"
+	@echo "make postgresql   install Debian's PostgreSQL for tests/db when missing"
 	@echo "make screenshots  regenerate the inbox and preview screenshots in docs/_static"
 	@echo "make bench    run every benchmark and draw the plots (QUICK=1 for a fast pass)"
 
@@ -44,6 +45,15 @@ chromium:
 		($(SUDO) apt-get update -q && \
 		 DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium)
 
+# tests/db also run the outbox against a real PostgreSQL server (a throwaway
+# cluster per test process, tests/postgres.py): Debian's package, installed
+# here when missing, like Chromium.
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+postgresql:
+	@test -n "$(PG_INITDB)" || \
+		($(SUDO) apt-get update -q && \
+		 DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql)
+
 screenshots: $(STAMP) chromium
 	$(BIN)/python -m tests.browser.screenshots docs/_static
 
@@ -51,7 +61,7 @@ screenshots: $(STAMP) chromium
 # main run (two pytest-xdist workers) and the two compat runs go side by
 # side: together they use the two cores about as fully as the main run alone
 # would, which keeps `make test` under 5 minutes. Every test picks its own ports.
-test: lint typing docs chromium
+test: lint typing docs chromium postgresql
 	$(MAKE) -j3 --output-sync=target pytest compat
 
 .PHONY: pytest

@@ -9,7 +9,8 @@
 - :mod:`example_app.tracking`: the webhook receivers that record what became
   of each email, and the ``/emails`` page that shows it;
 - :mod:`example_app.previews`: previews of those emails, in debug mode;
-- :mod:`example_app.store`: users and email statuses, in memory.
+- :mod:`example_app.store`: users, sent emails and their statuses, in a
+  SQLite file (Flask-SQLAlchemy), with Flask-PostStack's outbox table.
 
 Run it with ``make demo KEEP=1``, or see ``docs/example.md``.
 """
@@ -44,14 +45,20 @@ def create_app(test_config: t.Mapping[str, t.Any] | None = None) -> Flask:
         SECRET_KEY="dev",  # override with FLASK_SECRET_KEY outside development
         SITE_NAME="Acme",
         SUPPORT_ADDRESS="support@example.com",
+        # In the instance folder; FLASK_SQLALCHEMY_DATABASE_URI changes it.
+        SQLALCHEMY_DATABASE_URI="sqlite:///example_app.db",
     )
     app.config.from_prefixed_env()
+    # Not a deployment choice but how the views are written: each queued
+    # email is an outbox row of the view's transaction, sent once it commits
+    # (docs/transactions.md).
+    app.config["POSTSTACK_OUTBOX"] = "sqlalchemy"
     if test_config:
         app.config.update(test_config)
 
     # Registers the webhook endpoint too, when POSTSTACK_WEBHOOK_SECRET is set.
-    poststack.init_app(app)
     store.init_app(app)
+    poststack.init_app(app)
 
     from . import auth
     from . import billing

@@ -1,21 +1,19 @@
-"""Sign-up: store the user, queue a welcome email, say "check your inbox";
-and a password reset, whose email has tracking off.
+"""Sign-up: store the user and queue a welcome email in one transaction, then
+say "check your inbox"; and a password reset, whose email has tracking off.
 
 The views never wait on the email API: ``enqueue_email`` renders the
-templates (all extend ``emails/layout``) and puts the email in Redis, and an
-RQ worker sends it.
+templates (all extend ``emails/layout``) and writes the email to the outbox
+table in the view's transaction (``POSTSTACK_OUTBOX``); once the view
+commits, it is pushed to Redis and an RQ worker sends it.
 """
 
 from __future__ import annotations
-
-import logging
 
 from email_validator import EmailNotValidError
 from email_validator import validate_email
 from flask import abort
 from flask import Blueprint
 from flask import current_app
-from flask import flash
 from flask import redirect
 from flask import render_template
 from flask import request
@@ -24,13 +22,12 @@ from flask import url_for
 from flask.typing import ResponseReturnValue
 from itsdangerous import BadSignature
 from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy.exc import IntegrityError
 
 from flask_poststack import enqueue_email
-from flask_poststack import QueueUnavailableError
 
+from .store import db
 from .store import get_store
-
-logger = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
@@ -42,15 +39,19 @@ def signup() -> ResponseReturnValue:
 
     name = request.form.get("name", "").strip()
     error, email = _check_email(request.form.get("email", ""))
+    if error is None and get_store().get_user(email) is not None:
+        error = f"{email} already has an account."
     if error is None and not name:
         error = "Please tell us your name."
     if error is not None:
         return render_template("auth/signup.html", form=request.form, error=error), 400
 
     store = get_store()
+    # One transaction: the user, the email's row and the welcome email's
+    # outbox row (templates/emails/welcome.*, rendered now) are committed
+    # together, or none of them is and nothing is sent.
     user = store.add_user(email, name)
     try:
-        # Rendered now (templates/emails/welcome.*), sent by the worker.
         job = enqueue_email(
             to=user.email,
             template="emails/welcome",
@@ -65,12 +66,12 @@ def signup() -> ResponseReturnValue:
             },
             unsubscribe=True,
         )
-    except QueueUnavailableError:
-        # The account exists; only the welcome email is missing.
-        logger.exception("Could not queue the welcome email for %s", user.email)
-        flash("Your welcome email is delayed; you can use your account.", "error")
-    else:
         store.add_email("welcome", user.email, job_id=job.id)
+        db.session.commit()
+    except IntegrityError:  # the address has an account (two sign-ups racing)
+        db.session.rollback()  # and the welcome email with it
+        error = f"{email} already has an account."
+        return render_template("auth/signup.html", form=request.form, error=error), 400
     session["signup_email"] = user.email
     return redirect(url_for("auth.check_inbox"), code=303)
 
@@ -92,6 +93,7 @@ def reset() -> ResponseReturnValue:
             tracking=False,
         )
         get_store().add_email("password_reset", email, job_id=job.id)
+        db.session.commit()  # the outbox row with it: sent from here on
     # The same answer whether or not the account exists.
     return render_template("auth/reset.html", sent=True)
 

@@ -24,6 +24,7 @@ from flask_poststack import PostStackError
 from flask_poststack import send_email
 
 from .pdf import text_pdf
+from .store import db
 from .store import get_store
 
 logger = logging.getLogger(__name__)
@@ -79,5 +80,6 @@ def send_receipt(order_id: int) -> ResponseReturnValue:
         )
     else:
         get_store().add_email("receipt", to.strip(), email_id=sent.id)
+        db.session.commit()
         flash(f"Receipt sent to {to.strip()} ({sent.id}).", "info")
     return redirect(url_for("billing.index"), code=303)

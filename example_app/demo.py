@@ -5,7 +5,8 @@
    the SDK, pointing at the app;
 2. one real ``rq worker`` process, started with ``worker_command()`` and
    configured by its environment only;
-3. the example app, served over HTTP by werkzeug in a thread;
+3. the example app on a SQLite file, served over HTTP by werkzeug in a
+   thread, and its outbox relay in another;
 4. a sign-up POSTed to the app's form, then a wait (bounded) until the worker
    has sent the welcome email and the sandbox's webhook has told the app that
    it was delivered;
@@ -43,6 +44,7 @@ from werkzeug.serving import WSGIRequestHandler
 from flask_poststack import get_state
 from flask_poststack.cli import worker_command
 from flask_poststack.cli import worker_environ
+from flask_poststack.outbox.relay import run_relay
 from flask_poststack.redis_server import RedisServer
 from flask_poststack.sandbox import Sandbox
 
@@ -126,7 +128,10 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             # No second Ctrl-C halfway through: every step below is bounded.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            print("Stopping the worker, the app, Redis and the sandbox...", flush=True)
+            print(
+                "Stopping the relay, the worker, the app, Redis and the sandbox...",
+                flush=True,
+            )
     print("Stopped.")
     return code
 
@@ -176,9 +181,11 @@ def demo(
             "POSTSTACK_WEBHOOK_URL": WEBHOOK_PATH,
             "POSTSTACK_WEBHOOK_SECRET": webhook["signingSecret"],
             "POSTSTACK_PREVIEWS": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{workdir / 'app.db'}",
         }
     )
     worker = start_worker(app, workdir / "worker.log", stack)
+    start_relay(app, stack)
     server.app = app
     print(f"App:      {app_url}/")
     print(f"Previews: {app_url}/_poststack/previews/")
@@ -230,6 +237,23 @@ def start_worker(
     stack.callback(stop_process, worker)
     print(f"Worker:   pid {worker.pid}: {shlex.join(argv)}")
     return worker
+
+
+def start_relay(app: Flask, stack: contextlib.ExitStack) -> None:
+    """The outbox relay, in a thread: it pushes the emails whose push after
+    the commit failed (Redis down); ``flask poststack relay`` in production."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_relay, args=(app,), kwargs={"stop": stop}, daemon=True
+    )
+    thread.start()
+
+    def halt() -> None:
+        stop.set()
+        thread.join(timeout=10)
+
+    stack.callback(halt)
+    print(f"Relay:    the outbox of {app.config['SQLALCHEMY_DATABASE_URI']}")
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

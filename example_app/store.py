@@ -1,81 +1,107 @@
 """The app's data: users, the emails it sent and what became of them.
 
-Kept in memory behind one lock, so it is safe under a threaded server and
-forgotten at exit. A real app would keep the same three things in its
-database.
+Three tables, through Flask-SQLAlchemy, in a SQLite file by default
+(``SQLALCHEMY_DATABASE_URI``), next to Flask-PostStack's outbox table: a
+sign-up writes its user, its email's row and the outbox row in one
+transaction. The store's methods only add to the session; the view (or the
+webhook receiver) commits.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import threading
+import typing as t
 from datetime import datetime
 from datetime import timezone
 
-from flask import current_app
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import DateTime
+from sqlalchemy import event
+from sqlalchemy import select
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
 
-#: Where the store lives in ``app.extensions``.
-EXTENSION_KEY = "example_app.store"
+from flask_poststack.outbox import outbox_table
 
 
-@dataclasses.dataclass(frozen=True)
-class User:
-    email: str
-    name: str
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+#: Flask-PostStack's outbox, declared on the app's metadata (Alembic sees it).
+outbox = outbox_table(db.metadata)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class User(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: The address in lower case: one account per address.
+    key: Mapped[str] = mapped_column(String(320), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
     #: Why mail to this address stopped (``"bounced"``), or ``None``.
-    undeliverable: str | None = None
+    undeliverable: Mapped[str | None] = mapped_column(String(32), default=None)
+
+    def as_dict(self) -> dict[str, t.Any]:
+        return {
+            "email": self.email,
+            "name": self.name,
+            "undeliverable": self.undeliverable,
+        }
 
 
-@dataclasses.dataclass(frozen=True)
-class SentEmail:
+class SentEmail(db.Model):  # type: ignore[name-defined,misc]
     """One email the app sent (``email_id``) or queued (``job_id``)."""
 
-    kind: str
-    to: str
-    created_at: datetime
-    job_id: str | None = None
-    email_id: str | None = None
+    __tablename__ = "sent_emails"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    to: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    email_id: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
-@dataclasses.dataclass(frozen=True)
-class Delivery:
+class Delivery(db.Model):  # type: ignore[name-defined,misc]
     """The latest webhook event of one email (``"delivered"``, ``"bounced"``...)."""
 
-    status: str
-    at: datetime | None
+    __tablename__ = "deliveries"
+    email_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Store:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users: dict[str, User] = {}
-        self._emails: list[SentEmail] = []
-        self._deliveries: dict[str, Delivery] = {}
+    """The queries the views need, on ``db.session``."""
 
-    # Users, keyed by their address in lower case.
+    # Users, found by their address in any case.
 
     def add_user(self, email: str, name: str) -> User:
-        user = User(email=email, name=name)
-        with self._lock:
-            self._users[email.lower()] = user
+        user = User(key=email.lower(), email=email, name=name)
+        db.session.add(user)
         return user
 
     def get_user(self, email: str) -> User | None:
-        with self._lock:
-            return self._users.get(email.lower())
+        found: User | None = db.session.scalar(
+            select(User).where(User.key == email.lower())
+        )
+        return found
 
     def users(self) -> list[User]:
-        with self._lock:
-            return list(self._users.values())
+        return list(db.session.scalars(select(User).order_by(User.id)))
 
     def mark_undeliverable(self, email: str, reason: str) -> None:
-        with self._lock:
-            user = self._users.get(email.lower())
-            if user is not None:
-                self._users[email.lower()] = dataclasses.replace(
-                    user, undeliverable=reason
-                )
+        user = self.get_user(email)
+        if user is not None:
+            user.undeliverable = reason
 
     # Emails, newest first.
 
@@ -87,35 +113,53 @@ class Store:
         job_id: str | None = None,
         email_id: str | None = None,
     ) -> SentEmail:
-        sent = SentEmail(kind, to, datetime.now(timezone.utc), job_id, email_id)
-        with self._lock:
-            self._emails.insert(0, sent)
+        sent = SentEmail(
+            kind=kind, to=to, created_at=_now(), job_id=job_id, email_id=email_id
+        )
+        db.session.add(sent)
         return sent
 
     def emails(self) -> list[SentEmail]:
-        with self._lock:
-            return list(self._emails)
+        query = select(SentEmail).order_by(SentEmail.id.desc())
+        return list(db.session.scalars(query))
 
     # Webhook statuses, keyed by the API's em_ id.
 
     def record_status(self, email_id: str, status: str, at: datetime | None) -> None:
         """Keep the newest event: webhooks may arrive out of order, or twice."""
-        with self._lock:
-            known = self._deliveries.get(email_id)
-            if known is None or at is None or known.at is None or at >= known.at:
-                self._deliveries[email_id] = Delivery(status, at)
+        known = db.session.get(Delivery, email_id)
+        if known is None:
+            db.session.add(Delivery(email_id=email_id, status=status, at=at))
+        elif at is None or known.at is None or at >= _aware(known.at):
+            known.status, known.at = status, at
 
     def delivery(self, email_id: str) -> Delivery | None:
-        with self._lock:
-            return self._deliveries.get(email_id)
+        return db.session.get(Delivery, email_id)
+
+
+def _aware(at: datetime) -> datetime:
+    # SQLite hands back naive datetimes; they were stored in UTC.
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def _sqlite_pragmas(dbapi_connection: t.Any, _record: t.Any) -> None:
+    # WAL: the relay and the request threads write without blocking readers.
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+    dbapi_connection.execute("PRAGMA busy_timeout=10000")
 
 
 def init_app(app: Flask) -> None:
-    app.extensions[EXTENSION_KEY] = Store()
+    """Bind the tables to ``app`` and create them (a real app would migrate)."""
+    db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+        db.create_all()
 
 
-def get_store(app: Flask | None = None) -> Store:
-    """The store of ``app``, or of the current app."""
-    extensions = (app or current_app).extensions
-    store: Store = extensions[EXTENSION_KEY]
-    return store
+_store = Store()
+
+
+def get_store() -> Store:
+    """The store; its queries run on the current app's ``db.session``."""
+    return _store

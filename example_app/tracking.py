@@ -2,7 +2,8 @@
 
 Flask-PostStack's webhook endpoint (registered by ``init_app`` when
 ``POSTSTACK_WEBHOOK_SECRET`` is set) checks each delivery's signature and
-sends a signal with a parsed ``event``; the receivers below only record it.
+sends a signal with a parsed ``event``; the receivers below record it (and
+commit: they run inside the endpoint's request).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flask_poststack.config import TESTING_BASE_URL
 from flask_poststack.status import email_status
 from flask_poststack.webhooks import WebhookEvent
 
+from .store import db
 from .store import get_store
 
 bp = Blueprint("tracking", __name__)
@@ -38,13 +40,15 @@ def record_status(sender: Flask, event: WebhookEvent, **extra: t.Any) -> None:
     """Every event: keep the email's latest status ("delivered", "bounced"...)."""
     if event.email_id and event.type.startswith("email."):
         status = event.type.removeprefix("email.")
-        get_store(sender).record_status(event.email_id, status, event.timestamp)
+        get_store().record_status(event.email_id, status, event.timestamp)
+        db.session.commit()
 
 
 def mark_bounced(sender: Flask, event: WebhookEvent, **extra: t.Any) -> None:
     """A permanent bounce: stop mailing that address."""
     if event.kind == "bounced" and event.recipient:
-        get_store(sender).mark_undeliverable(event.recipient, "bounced")
+        get_store().mark_undeliverable(event.recipient, "bounced")
+        db.session.commit()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,5 +112,5 @@ def emails_json() -> dict[str, t.Any]:
     """The same, for scripts (the demo reads it)."""
     return {
         "emails": [dataclasses.asdict(row) for row in email_rows()],
-        "users": [dataclasses.asdict(user) for user in get_store().users()],
+        "users": [user.as_dict() for user in get_store().users()],
     }

@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime
 
 from . import after_commit
+from .errors import ConfigurationError
 from .errors import QueueUnavailableError
 from .outbox import store
 
@@ -116,10 +117,19 @@ def _write_outbox(
     payloads: list[dict[str, t.Any]],
     push: Push,
 ) -> None:
+    from sqlalchemy.exc import UnboundExecutionError
+
     outbox = store.table(state.settings.outbox_table)
+    try:
+        engine = session.get_bind()
+    except UnboundExecutionError:
+        raise ConfigurationError(
+            "POSTSTACK_OUTBOX",
+            "the SQLAlchemy session is bound to no database, so the outbox row"
+            " has nowhere to go: bind it to an engine.",
+        ) from None
     ours = not session.in_transaction()
     store.write(session, outbox, specs)
-    engine = session.get_bind()
     ids = [s["id"] for s in specs]
 
     def run() -> None:

@@ -14,11 +14,14 @@ from ._keyprint import key_meta
 from .errors import QueueUnavailableError
 
 if t.TYPE_CHECKING:
+    from datetime import datetime
+
     from rq import Queue
+    from rq.job import Job
 
     from ._state import AppState
 
-__all__ = ["inline_jobs", "job_options", "new_job_id", "queue_errors"]
+__all__ = ["enqueue_one", "inline_jobs", "job_options", "new_job_id", "queue_errors"]
 
 
 def job_options(
@@ -94,3 +97,38 @@ def inline_jobs(state: AppState, rq_queue: Queue) -> Iterator[None]:
         context = dataclasses.replace(state.send_context(), retries=False)
         with pipeline.running_in(context):
             yield
+
+
+def enqueue_one(
+    state: AppState,
+    rq_queue: Queue,
+    task: str,
+    options: dict[str, t.Any],
+    when: datetime | None,
+    *,
+    unique: bool,
+) -> tuple[Job, bool]:
+    """Put one job of ``task`` in ``rq_queue`` (at ``when``, if given), and
+    return it with whether it is new.
+
+    :param unique: the job id may be in Redis already (a caller's id, an
+        outbox row pushed twice): then the job found there is returned.
+    """
+    from rq.exceptions import DuplicateJobError
+    from rq.job import Job
+
+    try:
+        if when is None and rq_queue.is_async and not unique:
+            # One MULTI/EXEC for the whole enqueue: rq alone makes two round
+            # trips (the queue's registration, then the job).
+            with state.redis.pipeline() as pipe:
+                job: Job = rq_queue.enqueue(task, pipeline=pipe, **options)
+                pipe.execute()
+        elif when is None or not rq_queue.is_async:
+            job = rq_queue.enqueue(task, unique=unique, **options)
+        else:
+            job = rq_queue.enqueue_at(when, task, unique=unique, **options)
+    except DuplicateJobError:
+        found = Job.fetch(options["job_id"], state.redis, rq_queue.serializer)
+        return found, False
+    return job, True

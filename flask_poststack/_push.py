@@ -12,6 +12,7 @@ from datetime import datetime
 
 from . import _deferred
 from . import pipeline
+from ._jobs import enqueue_one
 from ._jobs import inline_jobs
 from ._jobs import job_options
 from ._jobs import queue_errors
@@ -29,9 +30,6 @@ def push_specs(state: AppState, specs: list[_deferred.Spec]) -> list[Job]:
 
     :raises QueueUnavailableError: when Redis cannot be reached.
     """
-    from rq.exceptions import DuplicateJobError
-    from rq.job import Job
-
     jobs = []
     for spec in specs:
         rq_queue = state.queue(spec["queue"])
@@ -47,22 +45,14 @@ def push_specs(state: AppState, specs: list[_deferred.Spec]) -> list[Job]:
             failure_ttl=spec["failure_ttl"],
         )
         options.update(meta=spec["meta"], description=spec["description"])
-        run_at = spec["run_at"] and datetime.fromisoformat(spec["run_at"])
+        run_at = datetime.fromisoformat(spec["run_at"]) if spec["run_at"] else None
         payloads = _deferred.payloads_of(spec)
         keys = [p["idempotency_key"] for p in payloads]
         with queue_errors(state, keys, [spec["id"]]), inline_jobs(state, rq_queue):
-            try:
-                if run_at and rq_queue.is_async:
-                    job = rq_queue.enqueue_at(run_at, task, unique=True, **options)
-                elif spec["unique"] or not rq_queue.is_async:
-                    job = rq_queue.enqueue(task, unique=True, **options)
-                else:  # one round trip, as enqueue_email's own
-                    with state.redis.pipeline() as pipe:
-                        job = rq_queue.enqueue(task, pipeline=pipe, **options)
-                        pipe.execute()
-            except DuplicateJobError:
-                jobs.append(Job.fetch(spec["id"], state.redis, rq_queue.serializer))
-                continue
+            job, new = enqueue_one(
+                state, rq_queue, task, options, run_at, unique=spec["unique"]
+            )
         jobs.append(job)
-        pipeline.enqueued(state.app, [(p, job) for p in payloads])
+        if new:  # a job found in Redis was announced when it was queued
+            pipeline.enqueued(state.app, [(p, job) for p in payloads])
     return jobs

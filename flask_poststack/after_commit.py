@@ -56,7 +56,8 @@ def current_session(
     """The app's SQLAlchemy session for this context.
 
     :raises ConfigurationError: naming ``setting`` when there is no usable
-        session (none registered, or one in a failed state), or naming
+        session (none registered, one closed for good, or one in a failed
+        state), or naming
         ``POSTSTACK_SQLALCHEMY_SESSION`` when that does not import.
     """
     from sqlalchemy.orm import scoped_session
@@ -87,6 +88,14 @@ def current_session(
     if not isinstance(session, Session):
         raise ConfigurationError(
             SESSION_KEY, f"must name a SQLAlchemy Session, not {type(session)!r}."
+        )
+    # A Session(close_resets_only=False) refuses any use once closed; there
+    # is no public way to ask (SQLAlchemy 2.0.22+).
+    if getattr(getattr(session, "_close_state", None), "name", None) == "CLOSED":
+        raise ConfigurationError(
+            setting,
+            "the SQLAlchemy session is closed for good (close_resets_only=False):"
+            " queue the email on an open session, or pass after_commit=False.",
         )
     transaction = session.get_nested_transaction() or session.get_transaction()
     if transaction is not None and not transaction.is_active:

@@ -19,6 +19,7 @@ from functools import partial
 from . import _celery_queue
 from . import _deferred
 from . import pipeline
+from ._jobs import enqueue_one
 from ._jobs import inline_jobs
 from ._jobs import job_options
 from ._jobs import new_job_id
@@ -95,8 +96,6 @@ def enqueue_email(
     :raises InvalidEmailError: for bad input; nothing is queued.
     :raises QueueUnavailableError: when Redis cannot be reached.
     """
-    from rq.exceptions import DuplicateJobError
-    from rq.job import Job
 
     state = get_state()
     when = _run_time(delay, run_at)
@@ -136,25 +135,11 @@ def enqueue_email(
         queue_errors(state, [payload["idempotency_key"]], [options["job_id"]]),
         inline_jobs(state, rq_queue),
     ):
-        try:
-            if when is None and rq_queue.is_async and job_id is None:
-                # One MULTI/EXEC for the whole enqueue: rq alone makes two
-                # round trips (the queue's registration, then the job).
-                with state.redis.pipeline() as pipe:
-                    job: Job = rq_queue.enqueue(TASK, pipeline=pipe, **options)
-                    pipe.execute()
-            elif when is None or not rq_queue.is_async:
-                job = rq_queue.enqueue(TASK, unique=job_id is not None, **options)
-            else:
-                job = rq_queue.enqueue_at(
-                    when, TASK, unique=job_id is not None, **options
-                )
-        except DuplicateJobError:
-            assert job_id is not None
-            return Job.fetch(
-                job_id, connection=state.redis, serializer=rq_queue.serializer
-            )
-    pipeline.enqueued(state.app, [(payload, job)])
+        job, new = enqueue_one(
+            state, rq_queue, TASK, options, when, unique=job_id is not None
+        )
+    if new:  # a job found under its id was announced when it was queued
+        pipeline.enqueued(state.app, [(payload, job)])
     return job
 
 

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from example_app import create_app
 
 
-def test_example_app_starts() -> None:
-    app = create_app({"TESTING": True})
+def test_example_app_starts(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'example.db'}"
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": uri})
     response = app.test_client().get("/")
     assert response.status_code == 200
     assert b"Flask-PostStack" in response.data

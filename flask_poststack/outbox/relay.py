@@ -77,10 +77,14 @@ def run_relay(
     interval: float = 1.0,
     batch: int = 500,
     grace: float = 5.0,
+    lease: float = 60.0,
     stop: threading.Event | None = None,
 ) -> None:
     """Relay until ``stop`` is set: push waiting rows, prune old ones, and
-    wait ``interval`` seconds when there was nothing to do."""
+    wait ``interval`` seconds when there was nothing to do.
+
+    Rows claimed by a relay that died are pushed again once their ``lease``
+    (seconds) runs out."""
     stop = stop or threading.Event()
     state = get_state(app)
     outbox = store.table(state.settings.outbox_table)
@@ -89,7 +93,7 @@ def run_relay(
         engine = _engine(app)
         while not stop.is_set():
             try:
-                pushed = relay_once(app, limit=batch, grace=grace)
+                pushed = relay_once(app, limit=batch, lease=lease, grace=grace)
             except QueueUnavailableError as exc:
                 logger.warning("Outbox relay: %s; retrying.", exc)
                 pushed = 0
@@ -112,14 +116,22 @@ def run_relay(
     show_default=True,
     help="Leave rows younger than this many seconds to the after-commit push.",
 )
+@click.option(
+    "--lease",
+    default=60.0,
+    show_default=True,
+    help="Seconds a claim holds; a dead relay's rows are pushed after it.",
+)
 @with_appcontext
-def relay_command(once: bool, interval: float, batch: int, grace: float) -> None:
+def relay_command(
+    once: bool, interval: float, batch: int, grace: float, lease: float
+) -> None:
     """Push outbox rows that were committed but not queued (POSTSTACK_OUTBOX)."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         if once:
             total = 0
-            while pushed := relay_once(app, limit=batch, grace=grace):
+            while pushed := relay_once(app, limit=batch, lease=lease, grace=grace):
                 total += pushed
             state = get_state(app)
             outbox = store.table(state.settings.outbox_table)
@@ -127,6 +139,6 @@ def relay_command(once: bool, interval: float, batch: int, grace: float) -> None
             click.echo(f"Pushed {total} email job(s) from the outbox.")
             return
         click.echo("Relaying the outbox; Ctrl-C to stop.")
-        run_relay(app, interval=interval, batch=batch, grace=grace)
+        run_relay(app, interval=interval, batch=batch, grace=grace, lease=lease)
     except (ConfigurationError, QueueUnavailableError) as exc:
         raise click.ClickException(str(exc)) from None

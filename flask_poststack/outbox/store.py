@@ -2,7 +2,9 @@
 
 Rows are claimed with one ``UPDATE ... WHERE`` that re-checks the claim, so
 two relays never push the same row at once, on SQLite as on PostgreSQL (where
-the re-check runs on the row's latest version). A row pushed twice all the
+the re-check runs on the row's latest version, and the candidates are
+selected ``FOR UPDATE SKIP LOCKED``: a relay takes the rows that another is
+not claiming at that moment instead of waiting for them). A row pushed twice all the
 same (a relay killed after the push) still makes one job: its id is the job
 id, and RQ refuses a second job with an id already in Redis.
 """
@@ -102,6 +104,9 @@ def claim(
         .order_by(outbox.c.created_at)
         .limit(limit)
     )
+    if engine.dialect.name == "postgresql":
+        # Rows another relay is claiming now are skipped, not waited for.
+        candidates = candidates.with_for_update(skip_locked=True)
     with engine.begin() as conn:
         conn.execute(
             update(outbox)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import tempfile
 import typing as t
 from pathlib import Path
 
@@ -91,8 +92,10 @@ def main(argv: t.Sequence[str] | None = None) -> None:
             hook = client.webhooks.create(
                 {"url": app_url + "/poststack/webhooks", "events": ["*"]}
             )
+        database = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "app.db"
         app = create_app(
             {
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
                 "POSTSTACK_API_KEY": API_KEY,
                 "POSTSTACK_BASE_URL": sandbox.base_url,
                 "POSTSTACK_DEFAULT_FROM": "Acme <hello@example.com>",

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import os
 import typing as t
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -12,6 +14,8 @@ from sqlalchemy.orm import mapped_column
 
 from flask_poststack.outbox import outbox_table
 from tests.conftest import AppFactory
+from tests.postgres import find_bindir
+from tests.postgres import PostgresServer
 
 
 def make_db() -> tuple[SQLAlchemy, type[t.Any]]:
@@ -40,17 +44,40 @@ def wal(dbapi_connection: t.Any, _record: t.Any) -> None:
 def db_app(
     make_app: AppFactory, tmp_path: t.Any
 ) -> t.Callable[..., tuple[Flask, SQLAlchemy, t.Any]]:
-    """``db_app(**config)``: an app on a real SQLite file in WAL mode."""
+    """``db_app(**config)``: an app on a real SQLite file in WAL mode, or on
+    the database of ``SQLALCHEMY_DATABASE_URI`` in ``config``."""
 
     def build(**config: t.Any) -> tuple[Flask, SQLAlchemy, t.Any]:
-        app = make_app(
-            SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'app.db'}", **config
-        )
+        config.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{tmp_path / 'app.db'}")
+        app = make_app(**config)
         db, user = make_db()
         db.init_app(app)
         with app.app_context():
-            event.listen(db.engine, "connect", wal)
+            if db.engine.dialect.name == "sqlite":
+                event.listen(db.engine, "connect", wal)
             db.create_all()
         return app, db, user
 
     return build
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> t.Iterator[PostgresServer]:
+    """A PostgreSQL server of this test process (``make postgresql``)."""
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL is not installed: run `make postgresql`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with PostgresServer(bindir) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database: a SQLite file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()

@@ -4,9 +4,11 @@ import typing as t
 
 import pytest
 import redis
+from sqlalchemy import create_engine
 from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from flask_poststack import enqueue_email
 from flask_poststack import enqueue_many
@@ -15,15 +17,22 @@ from flask_poststack.outbox import store
 from flask_poststack.outbox.relay import relay_once
 from flask_poststack.pytest_plugin import FakeQueue
 from flask_poststack.redis_server import free_port
+from tests.postgres import PostgresServer
 
 MAIL: t.Any = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
 
 
 @pytest.fixture
-def setup(db_app: t.Any, _poststack_memory_redis: t.Any) -> t.Any:
-    app, db, user = db_app(POSTSTACK_OUTBOX="sqlalchemy", POSTSTACK_OUTBOX_KEEP=60)
+def setup(db_app: t.Any, _poststack_memory_redis: t.Any, database_url: str) -> t.Any:
+    app, db, user = db_app(
+        POSTSTACK_OUTBOX="sqlalchemy",
+        POSTSTACK_OUTBOX_KEEP=60,
+        SQLALCHEMY_DATABASE_URI=database_url,
+    )
     with app.app_context():
         yield app, db, user, _poststack_memory_redis.get()
+        db.session.remove()
+        db.engine.dispose()  # no connection left open on the server
 
 
 def rows(db: t.Any) -> list[t.Any]:
@@ -84,3 +93,37 @@ def test_pushed_rows_are_pruned(setup: t.Any) -> None:
     outbox = store.table("poststack_outbox")
     assert store.prune(db.engine, outbox, keep=60) == 1
     assert rows(db) == []
+
+
+def test_a_relay_skips_the_rows_another_is_claiming(
+    postgres_server: PostgresServer,
+) -> None:
+    """PostgreSQL: the candidates are selected FOR UPDATE SKIP LOCKED, so a
+    relay claims other rows at once instead of waiting for locked ones (the
+    lock_timeout turns a wait into a failure instead of a hang)."""
+    options = {"options": "-c lock_timeout=10000"}
+    engine = create_engine(postgres_server.create_database(), connect_args=options)
+    outbox = store.table("poststack_outbox")
+    outbox.metadata.create_all(engine)
+    with Session(engine) as session:
+        for i in range(6):
+            store.write(
+                session, outbox, [{"id": f"job{i}", "key": f"k{i}", "queue": "q"}]
+            )
+        session.commit()
+    ids = {f"job{i}" for i in range(6)}
+    with engine.connect() as other:  # another relay, halfway through its claim
+        locked = set(
+            other.scalars(
+                select(outbox.c.id)
+                .order_by(outbox.c.created_at)
+                .limit(3)
+                .with_for_update()
+            )
+        )
+        mine = store.claim(engine, outbox, limit=6, lease=60, grace=0)
+        assert {s["id"] for s in mine} == ids - locked
+        other.rollback()
+    rest = store.claim(engine, outbox, limit=6, lease=60, grace=0)
+    assert {s["id"] for s in rest} == locked
+    engine.dispose()

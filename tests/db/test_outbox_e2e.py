@@ -1,17 +1,22 @@
-"""The outbox with real processes: app, relays, Redis, worker and sandbox."""
+"""The outbox with real processes: app, relays, Redis, worker and sandbox, on
+SQLite (a file, WAL mode) and on PostgreSQL."""
 
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import subprocess
 import sys
+import time
 import typing as t
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine
+from sqlalchemy import Engine
 from sqlalchemy import select
+from sqlalchemy.pool import NullPool
 
 from flask_poststack.outbox import store
 from flask_poststack.redis_server import RedisServer
@@ -23,10 +28,10 @@ from tests.e2e.harness import Workers
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def env(db: Path, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
+def env(db: str, redis_url: str, sandbox: Sandbox) -> dict[str, str]:
     return {
         **os.environ,
-        "C18_DB": str(db),
+        "C18_DB_URL": db,
         "FLASK_APP": "tests.db.outbox_app:create_app",
         "POSTSTACK_OUTBOX": "sqlalchemy",
         "POSTSTACK_REDIS_URL": redis_url,
@@ -42,12 +47,14 @@ def signup(environ: dict[str, str], count: int, *flags: str) -> int:
     return subprocess.run(argv, env=environ, cwd=ROOT, timeout=120).returncode
 
 
-def relay(environ: dict[str, str]) -> subprocess.Popen[str]:
-    flask = str(Path(sys.executable).with_name("flask"))
+FLASK = str(Path(sys.executable).with_name("flask"))
+
+
+def relay(environ: dict[str, str], *flags: str) -> subprocess.Popen[str]:
     # Small batches, so that the two relays' claims interleave.
-    argv = [flask, "poststack", "relay", "--once", "--grace", "0", "--batch", "2"]
+    argv = [FLASK, "poststack", "relay", "--once", "--grace", "0", "--batch", "2"]
     return subprocess.Popen(
-        argv, env=environ, cwd=ROOT, stdout=subprocess.PIPE, text=True
+        [*argv, *flags], env=environ, cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
 
 
@@ -57,8 +64,13 @@ def pushed_count(proc: subprocess.Popen[str]) -> int:
     return int(out.split("Pushed ")[1].split()[0])
 
 
-def waiting(db: Path) -> int:
-    return store.counts(create_engine(f"sqlite:///{db}"), store.table(store_name()))[0]
+@functools.cache
+def engine(db: str) -> Engine:
+    return create_engine(db, poolclass=NullPool)  # no connection left open
+
+
+def waiting(db: str) -> int:
+    return store.counts(engine(db), store.table(store_name()))[0]
 
 
 def store_name() -> str:
@@ -69,9 +81,9 @@ def delivered(sandbox: Sandbox) -> collections.Counter[str | None]:
     return collections.Counter(e.input.idempotency_key for e in sandbox.emails)
 
 
-def row_keys(db: Path) -> set[str]:
+def row_keys(db: str) -> set[str]:
     outbox = store.table(store_name())
-    with create_engine(f"sqlite:///{db}").connect() as conn:
+    with engine(db).connect() as conn:
         return set(conn.scalars(select(outbox.c.idempotency_key)))
 
 
@@ -79,7 +91,8 @@ def row_keys(db: Path) -> set[str]:
 def parts(
     tmp_path: Path, poststack_sandbox: Sandbox
 ) -> t.Iterator[tuple[RedisServer, Workers, Sandbox]]:
-    server = RedisServer().start()
+    # Persistent, so that the jobs queued before a stop are there after it.
+    server = RedisServer(appendonly="everysec").start()
     workers = Workers(tmp_path)
     yield server, workers, poststack_sandbox
     workers.close()
@@ -97,10 +110,10 @@ def deliver(
 
 
 def test_a_process_killed_after_its_commit_loses_nothing(
-    tmp_path: Path, parts: t.Any
+    parts: t.Any, database_url: str
 ) -> None:
     server, workers, sandbox = parts
-    db = tmp_path / "app.db"
+    db = database_url
     environ = env(db, server.url, sandbox)
     assert signup(environ, 3, "--kill-at-commit") == -9
     assert waiting(db) == 1 and server.client().keys("rq:job:*") == []
@@ -112,10 +125,10 @@ def test_a_process_killed_after_its_commit_loses_nothing(
 
 
 def test_redis_down_at_commit_then_two_racing_relays(
-    tmp_path: Path, parts: t.Any
+    parts: t.Any, database_url: str
 ) -> None:
     server, workers, sandbox = parts
-    db = tmp_path / "app.db"
+    db = database_url
     environ = env(db, server.url, sandbox)
     server.stop(keep_data=True)
     assert signup(environ, 40) == 0  # no view failed
@@ -126,4 +139,61 @@ def test_redis_down_at_commit_then_two_racing_relays(
     assert waiting(db) == 0
     assert len(server.client().keys("rq:job:*")) == 40
     deliver(server, workers, sandbox, 40)
+    assert delivered(sandbox) == {key: 1 for key in row_keys(db)}
+
+
+def test_redis_stopped_during_the_commits(parts: t.Any, database_url: str) -> None:
+    server, workers, sandbox = parts
+    db = database_url
+    assert server.process is not None
+    environ = {**env(db, server.url, sandbox), "C18_REDIS_PID": str(server.process.pid)}
+    # Redis stops between the 10th commit and its push; the app goes on.
+    assert signup(environ, 30, "--stop-redis-at", "10") == 0  # no view failed
+    assert waiting(db) == 21
+    server.stop(keep_data=True)
+    server.start()
+    assert len(server.client().keys("rq:job:*")) == 9  # pushed before the stop
+    assert pushed_count(relay(environ)) == 21
+    assert waiting(db) == 0
+    deliver(server, workers, sandbox, 30)
+    assert delivered(sandbox) == {key: 1 for key in row_keys(db)}
+
+
+def test_a_relay_killed_mid_push_then_another_delivers_each_once(
+    parts: t.Any, database_url: str
+) -> None:
+    server, workers, sandbox = parts
+    db = database_url
+    environ = env(db, server.url, sandbox)
+    total = 400
+    server.stop(keep_data=True)
+    assert signup(environ, total) == 0
+    assert waiting(db) == total
+    server.start()
+    conn = server.client()
+    # One claim of every row, pushed one by one and marked at the end: killed
+    # halfway, it leaves jobs in Redis whose rows still wait, claimed.
+    first = relay(environ, "--batch", str(total), "--lease", "1")
+    deadline = time.monotonic() + 120
+    while conn.llen("rq:queue:poststack") == 0 and first.poll() is None:
+        assert time.monotonic() < deadline, "the relay pushed nothing"
+    first.kill()
+    first.communicate(timeout=60)
+    in_redis = conn.llen("rq:queue:poststack")
+    assert 0 < in_redis < total, f"killed after {in_redis} of {total} pushes"
+    assert waiting(db) == total  # none marked
+
+    second = subprocess.Popen(
+        [FLASK, "poststack", "relay", "--grace", "0", "--interval", "0.1"],
+        env=environ,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: waiting(db) == 0, 120, "the second relay")
+    finally:
+        second.kill()
+        second.wait(timeout=60)
+    assert conn.llen("rq:queue:poststack") == total  # the re-pushed ones: no copy
+    deliver(server, workers, sandbox, total)
     assert delivered(sandbox) == {key: 1 for key in row_keys(db)}

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import typing as t
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -9,6 +10,15 @@ from flask.testing import FlaskClient
 from example_app import create_app
 
 WEBHOOK_SECRET = "whsec_example_tests"
+
+
+@pytest.fixture(autouse=True)
+def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test's own SQLite file, also for apps a test builds itself
+    (``FLASK_SQLALCHEMY_DATABASE_URI``, read by ``from_prefixed_env``)."""
+    uri = f"sqlite:///{tmp_path / 'example.db'}"
+    monkeypatch.setenv("FLASK_SQLALCHEMY_DATABASE_URI", uri)
+    return uri
 
 
 @pytest.fixture

@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import typing as t
+
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from example_app import create_app
+from example_app.store import db
 from example_app.store import get_store
+from example_app.store import outbox
+from example_app.store import Store
+from flask_poststack import get_state
+from flask_poststack.outbox import store
+from flask_poststack.outbox.relay import relay_once
 from flask_poststack.pytest_plugin import FakeQueue
 from flask_poststack.redis_server import free_port
 from flask_poststack.testing import RecordedEmail
@@ -42,8 +51,11 @@ def test_signup_enqueues_the_welcome_email(
     assert "http://localhost/" in email.payload["text"]
     (job,) = poststack_queue.jobs
     assert email.job is not None and job.id == email.job.id
-    user = get_store(app).get_user("ada@example.com")
-    assert user is not None and user.name == "Ada"
+    with app.app_context():
+        user = get_store().get_user("ada@example.com")
+        assert user is not None and user.name == "Ada"
+        assert [e.job_id for e in get_store().emails()] == [job.id]
+        assert store.counts(db.engine, outbox) == (0, 1)  # pushed at the commit
 
     # The worker's part, run here with the real task code.
     (job,) = poststack_queue.run()
@@ -104,7 +116,39 @@ def test_the_welcome_email_renders_and_autoescapes(
     assert email.subject == "Welcome to Acme, <b>Ada</b> & Co!"
 
 
-def test_a_redis_outage_still_creates_the_account() -> None:
+def test_a_second_sign_up_with_the_address_is_refused(
+    client: FlaskClient, poststack_queue: FakeQueue
+) -> None:
+    signup(client)
+    again = signup(client, name="Eve", email="ADA@example.com")
+    assert again.status_code == 400
+    assert b"ADA@example.com already has an account." in again.data
+    assert len(poststack_queue.jobs) == 1
+
+
+def test_a_sign_up_that_rolls_back_sends_nothing(
+    app: Flask,
+    client: FlaskClient,
+    poststack_queue: FakeQueue,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two sign-ups racing: both pass the form's check, the database's
+    unique constraint refuses the second, and its email goes with it."""
+    signup(client)
+    monkeypatch.setattr(Store, "get_user", lambda self, email: None)
+    again = signup(client, name="Eve")
+    assert again.status_code == 400
+    assert b"already has an account" in again.data
+    assert len(poststack_queue.jobs) == 1
+    with app.app_context():
+        assert [u.name for u in get_store().users()] == ["Ada"]
+        assert len(get_store().emails()) == 1
+        assert store.counts(db.engine, outbox) == (0, 1)
+
+
+def test_a_redis_outage_keeps_the_account_and_its_email(
+    _poststack_memory_redis: t.Any,
+) -> None:
     app = create_app(
         {
             "TESTING": True,
@@ -115,11 +159,18 @@ def test_a_redis_outage_still_creates_the_account() -> None:
     client = app.test_client()
     response = signup(client)
 
-    assert response.status_code == 303
-    assert get_store(app).get_user("ada@example.com") is not None
-    assert get_store(app).emails() == []
-    page = client.get("/signup/done")
-    assert b"Your welcome email is delayed" in page.data
+    assert response.status_code == 303  # the view did not fail
+    assert b"We are sending a welcome email" in client.get("/signup/done").data
+    with app.app_context():
+        assert get_store().get_user("ada@example.com") is not None
+        (sent,) = get_store().emails()
+        assert store.counts(db.engine, outbox) == (1, 0)  # waits in the outbox
+        # Redis is back: the relay (flask poststack relay) pushes it.
+        redis = _poststack_memory_redis.get()
+        with get_state(app).use_redis(redis):
+            assert relay_once(app, grace=0) == 1
+        assert store.counts(db.engine, outbox) == (0, 1)
+    assert [j.id for j in FakeQueue(app, redis).jobs] == [sent.job_id]
 
 
 def test_every_email_extends_the_layout(

@@ -32,7 +32,8 @@ def test_the_receipt_has_the_pdf_attached(
     assert attachment["filename"] == "receipt-42.pdf"
     assert attachment["content_type"] == "application/pdf"
     assert base64.b64decode(attachment["content"]) == receipt_pdf(ORDERS[42])
-    (sent,) = get_store(app).emails()
+    with app.app_context():
+        (sent,) = get_store().emails()
     assert sent.kind == "receipt" and sent.email_id == email.result.id  # type: ignore[union-attr]
 
 
@@ -48,7 +49,8 @@ def test_an_api_error_shows_a_friendly_message(
     assert response.status_code == 200
     assert b"We could not email your receipt just now" in response.data
     assert b"reference: req_injected" in response.data
-    assert get_store(app).emails() == []
+    with app.app_context():
+        assert get_store().emails() == []
 
 
 def test_a_bad_address_is_a_form_error(

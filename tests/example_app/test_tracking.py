@@ -8,8 +8,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from example_app import create_app
+from example_app.store import db
 from example_app.store import get_store
-from example_app.store import Store
 from flask_poststack.pytest_plugin import FakeQueue
 from flask_poststack.redis_server import free_port
 from flask_poststack.webhooks import make_event_payload
@@ -66,8 +66,9 @@ def test_a_bounce_marks_the_address_undeliverable(
     )
 
     assert status == 200
-    user = get_store(app).get_user("ada@example.com")
-    assert user is not None and user.undeliverable == "bounced"
+    with app.app_context():
+        user = get_store().get_user("ada@example.com")
+        assert user is not None and user.undeliverable == "bounced"
     page = client.get("/emails").data.decode()
     assert "<td>bounced</td>" in page
     assert "no: bounced" in page
@@ -90,25 +91,32 @@ def test_a_badly_signed_webhook_changes_nothing(
     response = client.post("/poststack/webhooks", data=body, headers=headers)
 
     assert response.status_code == 401
-    assert get_store(app).delivery(email_id) is None
-    user = get_store(app).get_user("ada@example.com")
-    assert user is not None and user.undeliverable is None
+    with app.app_context():
+        assert get_store().delivery(email_id) is None
+        user = get_store().get_user("ada@example.com")
+        assert user is not None and user.undeliverable is None
 
 
-def test_a_late_event_does_not_overwrite_a_newer_one() -> None:
-    store = Store()
+def test_a_late_event_does_not_overwrite_a_newer_one(app: Flask) -> None:
+    store = get_store()
     now = datetime.now(timezone.utc)
-    store.record_status("em_1", "delivered", now)
-    store.record_status("em_1", "sent", now - timedelta(seconds=1))  # arrived late
-    delivery = store.delivery("em_1")
-    assert delivery is not None and delivery.status == "delivered"
+    with app.app_context():
+        store.record_status("em_1", "delivered", now)
+        db.session.commit()
+    with app.app_context():  # read back from the database, as a new request
+        store.record_status("em_1", "sent", now - timedelta(seconds=1))  # late
+        db.session.commit()
+        delivery = store.delivery("em_1")
+        assert delivery is not None and delivery.status == "delivered"
 
 
 def test_the_status_page_survives_a_redis_outage() -> None:
     app = create_app(
         {"TESTING": True, "POSTSTACK_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     )
-    get_store(app).add_email("welcome", "ada@example.com", job_id="job-1")
+    with app.app_context():
+        get_store().add_email("welcome", "ada@example.com", job_id="job-1")
+        db.session.commit()
 
     response = app.test_client().get("/emails")
 
