@@ -41,6 +41,8 @@ import typing as t
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
 
+from . import _coalesce
+
 if t.TYPE_CHECKING:
     from rq.job import Job
     from rq.queue import Queue
@@ -55,6 +57,11 @@ _WAIT_STEP = 1.0
 def _takes_execution(worker: t.Any) -> bool:
     # rq 3 passes the Execution to perform_job; rq 2.x keeps it on the worker.
     return "execution" in inspect.signature(worker.perform_job).parameters
+
+
+def _send_slots(senders: int) -> int:
+    """How many send requests the sender threads keep in flight at most."""
+    return max(1, -(-senders // 4))
 
 
 class SendTimeout(JobTimeoutException):
@@ -101,9 +108,10 @@ class _Penalty:
 
 
 class SenderPool:
-    """``size`` sender threads for ``worker`` (a :class:`PostStackWorker`)."""
+    """``size`` sender threads for ``worker`` (a :class:`PostStackWorker`);
+    with ``batch_sends``, their sends are coalesced (:mod:`._coalesce`)."""
 
-    def __init__(self, worker: t.Any, size: int) -> None:
+    def __init__(self, worker: t.Any, size: int, *, batch_sends: bool = True) -> None:
         self.worker = worker
         self.size = size
         self._lock = threading.Condition()
@@ -120,6 +128,9 @@ class SenderPool:
         self._beat_thread: threading.Thread | None = None
         self._stopping = False
         self._pass_execution = _takes_execution(worker)
+        self._coalescer = (
+            _coalesce.Coalescer(_send_slots(size)) if batch_sends else None
+        )
         #: True from a job's dequeue until its lane has it: a stop request
         #: then waits instead of interrupting the main thread.
         self.handing_off = False
@@ -212,6 +223,7 @@ class SenderPool:
 
     def _run_lane(self, lane: _Lane) -> None:
         worker = lane.worker
+        _coalesce.use(self._coalescer)
         while True:
             item = lane.inbox.get()
             if item is None:

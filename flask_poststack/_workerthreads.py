@@ -46,12 +46,14 @@ class SenderThreadsWorker(SimpleWorker):
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
         ``None``: ``POSTSTACK_WORKER_CONCURRENCY`` from the environment."""
+        batch = True
         if size is None:
             try:
-                size = worker_slot().settings.worker_concurrency
+                settings = worker_slot().settings
+                size, batch = settings.worker_concurrency, settings.worker_batch_sends
             except ConfigurationError:
                 size = 1  # the first job fails naming the bad setting
-        self._pool = SenderPool(self, size) if size > 1 else None
+        self._pool = SenderPool(self, size, batch_sends=batch) if size > 1 else None
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
