@@ -8,7 +8,8 @@ it in the main thread, and adjusts rq's main loop around that:
 
 - a job is dequeued only once a sender thread is free (no prefetch);
 - the main thread's own worker heartbeats (three round trips around every
-  job) are sent at most once a second while jobs are in flight, and the
+  job) and its suspension check (one) are made at most once a second
+  while jobs are in flight, and the
   worker stays ``busy`` while it dequeues the next; the pool's heartbeat
   thread keeps the worker and every job in flight alive meanwhile;
 - a warm shutdown takes nothing new and teardown waits for the jobs in
@@ -19,6 +20,7 @@ With a size of 1 everything is rq's ``SimpleWorker``.
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 from rq import SimpleWorker
@@ -42,6 +44,7 @@ class SenderThreadsWorker(SimpleWorker):
 
     _pool: SenderPool | None = None
     _cold = False
+    _suspension_checked = 0.0
 
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
@@ -109,6 +112,15 @@ class SenderThreadsWorker(SimpleWorker):
         ):
             return
         super().heartbeat(timeout, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """rq's; with jobs in flight, at most once a second (rq: a round trip
+        before every job): ``rq suspend`` stops new jobs within a second."""
+        pool, moment = self._pool, time.monotonic()
+        if pool is not None and pool.busy() and moment - self._suspension_checked < 1:
+            return
+        self._suspension_checked = moment
+        super().check_for_suspension(burst)
 
     def set_state(self, state: str, pipeline: t.Any = None) -> None:
         """rq's; a worker with jobs in flight stays busy while it dequeues."""
