@@ -124,7 +124,8 @@ class SenderPool:
         self._wake_at = 0.0
         self._free: queue_module.Queue[_Lane] = queue_module.Queue()
         self._lanes: list[_Lane] = []
-        self._reserved: _Lane | None = None
+        #: Free lanes kept for the jobs being dequeued, one each.
+        self._reserved: list[_Lane] = []
         self._beat_thread: threading.Thread | None = None
         self._stopping = False
         self._pass_execution = _takes_execution(worker)
@@ -160,24 +161,34 @@ class SenderPool:
         """Wait for a free lane and keep it for the next job; ``between`` runs
         while waiting (maintenance). False when the worker is stopping."""
         self.start()
-        while self._reserved is None:
+        while not self._reserved:
             if self.worker._stop_requested:
                 return False
             try:
-                self._reserved = self._free.get(timeout=_WAIT_STEP)
+                self._reserved.append(self._free.get(timeout=_WAIT_STEP))
             except queue_module.Empty:
                 between()
         return True
 
-    def unreserve(self) -> None:
-        """Give back the kept lane: no job came."""
-        lane, self._reserved = self._reserved, None
-        if lane is not None:
-            self._free.put(lane)
+    def reserve_more(self, limit: int) -> int:
+        """Keep up to ``limit`` more free lanes, without waiting; how many."""
+        kept = 0
+        while kept < limit:
+            try:
+                self._reserved.append(self._free.get_nowait())
+            except queue_module.Empty:
+                break
+            kept += 1
+        return kept
+
+    def unreserve(self, keep: int = 0) -> None:
+        """Give back the kept lanes beyond ``keep``: no job came for them."""
+        while len(self._reserved) > keep:
+            self._free.put(self._reserved.pop())
 
     def busy(self) -> bool:
         """Whether any lane is running a job."""
-        return self._free.qsize() + (self._reserved is not None) < len(self._lanes)
+        return self._free.qsize() + len(self._reserved) < len(self._lanes)
 
     def wait_for_one(self) -> None:
         """Wait until a running job ends (or a step passes)."""
@@ -186,9 +197,9 @@ class SenderPool:
                 self._lock.wait(_WAIT_STEP)
 
     def submit(self, job: Job, queue: Queue) -> None:
-        """Move ``job`` into the started registry and hand it to the kept lane."""
-        lane, self._reserved = self._reserved, None
-        assert lane is not None, "submit() without reserve()"
+        """Move ``job`` into the started registry and hand it to a kept lane."""
+        assert self._reserved, "submit() without reserve()"
+        lane = self._reserved.pop()
         try:
             execution = lane.worker.prepare_execution(job)
         except BaseException:
@@ -217,7 +228,7 @@ class SenderPool:
             beat.join()
         self._lanes = []
         self._free = queue_module.Queue()
-        self._reserved = None
+        self._reserved = []
 
     # -- the sender threads ---------------------------------------------------
 

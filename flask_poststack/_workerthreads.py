@@ -20,6 +20,7 @@ With a size of 1 everything is rq's ``SimpleWorker``.
 
 from __future__ import annotations
 
+import collections
 import time
 import typing as t
 
@@ -28,6 +29,8 @@ from rq.exceptions import StopRequested
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from ._taking import put_back
+from ._taking import take
 from ._threadpool import SenderPool
 from .client import worker_slot
 from .errors import ConfigurationError
@@ -38,6 +41,9 @@ if t.TYPE_CHECKING:
 
 __all__ = ["SenderThreadsWorker"]
 
+#: The most jobs taken in one round trip (one per free sender thread).
+MAX_TAKE = 32
+
 
 class SenderThreadsWorker(SimpleWorker):
     """A :class:`~rq.SimpleWorker` that can run its jobs in sender threads."""
@@ -45,6 +51,8 @@ class SenderThreadsWorker(SimpleWorker):
     _pool: SenderPool | None = None
     _cold = False
     _suspension_checked = 0.0
+    #: Jobs taken with the last one dequeued, each with a sender kept for it.
+    _taken: collections.deque[tuple[Job, Queue]] | None = None
 
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
@@ -65,16 +73,55 @@ class SenderThreadsWorker(SimpleWorker):
         pool = self._pool
         if pool is None:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+        if self._taken:
+            if self._stop_requested:
+                self._put_back_taken()
+                return None
+            pool.handing_off = True
+            return self._taken.popleft()
         while pool.reserve(self._between_jobs):
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             if result is not None:
                 pool.handing_off = True
+                self._take_more(pool, result[1])
                 return result
             pool.unreserve()
             if timeout is not None or not pool.busy():
                 return None
             pool.wait_for_one()  # burst: a job in flight may come back
         return None
+
+    def _take_more(self, pool: SenderPool, queue: Queue) -> None:
+        """Take a job for each other free sender, in one round trip (one
+        queue only: rq's dequeue from several uses no intermediate list)."""
+        version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+        if len(self.queues) != 1 or version < (6, 2, 0):
+            return
+        count = pool.reserve_more(MAX_TAKE - 1)
+        jobs: list[Job] = []
+        try:
+            jobs = take(self, queue, count) if count else []
+        except Exception:  # one job is enough; maintenance puts back the rest
+            self.log.warning("Taking more jobs failed", exc_info=True)
+        finally:
+            pool.unreserve(keep=1 + len(jobs))
+        for job in jobs:
+            job.redis_server_version = version
+            if self.log_job_description:  # as rq's dequeue logs each job
+                self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name,
+                              job.description, job.id)  # fmt: skip
+            else:
+                self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
+        self._taken = collections.deque((job, queue) for job in jobs)
+
+    def _put_back_taken(self) -> None:
+        taken, self._taken = self._taken, None
+        if taken:
+            back = put_back(self.connection, list(taken))
+            self.log.info("Worker %s: put %d jobs taken but not started back"
+                          " in their queue", self.name, back)  # fmt: skip
+        if self._pool is not None:
+            self._pool.unreserve()
 
     def _between_jobs(self) -> None:
         if self.should_run_maintenance_tasks:
@@ -89,7 +136,7 @@ class SenderThreadsWorker(SimpleWorker):
         try:
             pool.submit(job, queue)
         finally:
-            pool.handing_off = False
+            pool.handing_off = bool(self._taken)
 
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's; a sender's job stops beating first (before rq's transaction
@@ -169,6 +216,7 @@ class SenderThreadsWorker(SimpleWorker):
         pool = self._pool
         if pool is None:
             return
+        self._put_back_taken()
         if self._cold:
             pool.stop()
             return
