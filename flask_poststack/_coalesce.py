@@ -3,10 +3,11 @@
 With many emails in flight, a worker spends more CPU on HTTP requests (and
 on a pool of one connection per sender thread) than on anything else. A
 :class:`Coalescer` bounds the requests in flight to a few *slots*: a sender
-that finds a slot free sends at once; the others wait, and the next sender
-to get a slot takes every waiting email with it in one batch request (group
-commit: nothing waits for a batch to fill, the batch is whatever came while
-the slots were busy).
+that finds a slot free sends once the senders just handed a job have come
+to their send too (at most :data:`MAX_LINGER`: a burst goes in one
+request); the others wait, and the next sender to get a slot takes every
+waiting email with it in one batch request (group commit: nothing waits for
+a batch to fill, the batch is whatever came while the slots were busy).
 
 Coalescing only ever saves requests, it never changes an answer: an email
 the batch accepted gets that element's answer (``{"id", "replayed"?}``,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import typing as t
 from collections.abc import Mapping
 
@@ -30,6 +32,9 @@ logger = logging.getLogger("flask_poststack.worker")
 
 #: The API takes at most 100 emails per batch request.
 MAX_BATCH = 100
+#: The longest a sender holding a free slot waits for the senders that have
+#: a job but have not come to their send yet (a burst goes in one request).
+MAX_LINGER = 0.01
 #: A waiting sender wakes this often, so that a job timeout raised in its
 #: thread (:class:`~flask_poststack._threadpool.SendTimeout`) gets through.
 _WAIT_STEP = 0.25
@@ -72,13 +77,38 @@ class Coalescer:
 
     def __init__(self, slots: int) -> None:
         self._lock = threading.Lock()
+        self._arrival = threading.Condition(self._lock)
         self._free = max(1, slots)
         self._pending: list[_Item] = []
+        #: Senders given a job (:meth:`expect`) that have not sent yet.
+        self._coming = 0
+
+    def expect(self) -> None:
+        """A sender thread is about to start a job (which may send)."""
+        with self._lock:
+            self._coming += 1
+
+    def begin(self) -> None:
+        """In the sender thread: its job (expected) starts."""
+        _local.expected = True
+
+    def end(self) -> None:
+        """In the sender thread: its job is over (whether it sent or not)."""
+        if getattr(_local, "expected", False):
+            with self._lock:
+                self._arrived()
+
+    def _arrived(self) -> None:
+        if getattr(_local, "expected", False):
+            _local.expected = False
+            self._coming -= 1
+            self._arrival.notify_all()
 
     def send(self, client: t.Any, payload: Mapping[str, t.Any]) -> t.Any:
         """Send ``payload``; the answer a single send would get."""
         item = _Item(client, payload)
         with self._lock:
+            self._arrived()
             self._pending.append(item)
             if self._free:
                 self._free -= 1
@@ -117,6 +147,12 @@ class Coalescer:
         """Send ``me`` in the slot it holds, with up to 99 emails waiting;
         alone, with ``POST /emails``."""
         with self._lock:
+            linger_until = time.monotonic() + MAX_LINGER
+            while self._coming > 0 and len(self._pending) < MAX_BATCH:
+                left = linger_until - time.monotonic()
+                if left <= 0:
+                    break
+                self._arrival.wait(left)
             me.state = _LEADING
             self._pending.remove(me)
             batch = [me]

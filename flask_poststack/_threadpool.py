@@ -38,8 +38,10 @@ import threading
 import time
 import typing as t
 
+from rq.executions import Execution
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
+from rq.worker import WorkerStatus
 
 from . import _coalesce
 
@@ -61,7 +63,7 @@ def _takes_execution(worker: t.Any) -> bool:
 
 def _send_slots(senders: int) -> int:
     """How many send requests the sender threads keep in flight at most."""
-    return max(1, -(-senders // 4))
+    return max(1, -(-senders // 2))
 
 
 class SendTimeout(JobTimeoutException):
@@ -129,6 +131,9 @@ class SenderPool:
         self._beat_thread: threading.Thread | None = None
         self._stopping = False
         self._pass_execution = _takes_execution(worker)
+        # rq 2.8 names no worker in an execution.
+        takes_name = "worker_name" in inspect.signature(Execution.create).parameters
+        self._create_kwargs = {"worker_name": worker.name} if takes_name else {}
         self._coalescer = (
             _coalesce.Coalescer(_send_slots(size)) if batch_sends else None
         )
@@ -196,17 +201,38 @@ class SenderPool:
             if self.busy():
                 self._lock.wait(_WAIT_STEP)
 
-    def submit(self, job: Job, queue: Queue) -> None:
-        """Move ``job`` into the started registry and hand it to a kept lane."""
+    def prepare(self, jobs: list[Job]) -> list[t.Any]:
+        """Move ``jobs`` into the started registry in one round trip: rq's
+        ``prepare_execution`` for each, in one pipeline."""
+        worker = self.worker
+        with worker.connection.pipeline() as pipeline:
+            create, kwargs = Execution.create, self._create_kwargs
+            executions = [
+                create(job, worker.get_heartbeat_ttl(job), pipeline=pipeline, **kwargs)
+                for job in jobs
+            ]
+            worker.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            pipeline.execute()
+        if isinstance(getattr(worker, "executions", None), dict):  # rq 3
+            for execution in executions:
+                worker.executions[execution.id] = execution
+        return executions
+
+    def submit(self, job: Job, queue: Queue, execution: t.Any = None) -> None:
+        """Hand ``job`` to a kept lane, moving it into the started registry
+        first unless :meth:`prepare` did (``execution``)."""
         assert self._reserved, "submit() without reserve()"
         lane = self._reserved.pop()
-        try:
-            execution = lane.worker.prepare_execution(job)
-        except BaseException:
-            self._free.put(lane)
-            raise
+        if execution is None:
+            try:
+                execution = lane.worker.prepare_execution(job)
+            except BaseException:
+                self._free.put(lane)
+                raise
         with self._lock:
             self._flights[job.id] = (job, execution)
+        if self._coalescer is not None:
+            self._coalescer.expect()
         lane.inbox.put((job, queue, execution))
 
     def drain(self) -> None:
@@ -233,13 +259,15 @@ class SenderPool:
     # -- the sender threads ---------------------------------------------------
 
     def _run_lane(self, lane: _Lane) -> None:
-        worker = lane.worker
-        _coalesce.use(self._coalescer)
+        worker, coalescer = lane.worker, self._coalescer
+        _coalesce.use(coalescer)
         while True:
             item = lane.inbox.get()
             if item is None:
                 return
             job, queue, execution = item
+            if coalescer is not None:
+                coalescer.begin()
             try:
                 if self._pass_execution:
                     worker.perform_job(job, queue, execution)
@@ -249,6 +277,8 @@ class SenderPool:
             except Exception:  # rq's perform_job handles its own; never die
                 worker.log.exception("Sender thread failed on job %s", job.id)
             finally:
+                if coalescer is not None:
+                    coalescer.end()
                 self.forget(job)
                 if not self._pass_execution:
                     worker.execution = None

@@ -20,7 +20,6 @@ With a size of 1 everything is rq's ``SimpleWorker``.
 
 from __future__ import annotations
 
-import collections
 import time
 import typing as t
 
@@ -51,8 +50,8 @@ class SenderThreadsWorker(SimpleWorker):
     _pool: SenderPool | None = None
     _cold = False
     _suspension_checked = 0.0
-    #: Jobs taken with the last one dequeued, each with a sender kept for it.
-    _taken: collections.deque[tuple[Job, Queue]] | None = None
+    #: The job dequeued last and its execution, when started with others.
+    _prepared: tuple[str, t.Any] | None = None
 
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
@@ -69,21 +68,16 @@ class SenderThreadsWorker(SimpleWorker):
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """rq's; with sender threads, only once one of them is free."""
+        """rq's; with sender threads, only once one of them is free, and a
+        job for each other free one at the same time."""
         pool = self._pool
         if pool is None:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
-        if self._taken:
-            if self._stop_requested:
-                self._put_back_taken()
-                return None
-            pool.handing_off = True
-            return self._taken.popleft()
         while pool.reserve(self._between_jobs):
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             if result is not None:
                 pool.handing_off = True
-                self._take_more(pool, result[1])
+                self._take_more(pool, *result)
                 return result
             pool.unreserve()
             if timeout is not None or not pool.busy():
@@ -91,9 +85,10 @@ class SenderThreadsWorker(SimpleWorker):
             pool.wait_for_one()  # burst: a job in flight may come back
         return None
 
-    def _take_more(self, pool: SenderPool, queue: Queue) -> None:
-        """Take a job for each other free sender, in one round trip (one
-        queue only: rq's dequeue from several uses no intermediate list)."""
+    def _take_more(self, pool: SenderPool, job: Job, queue: Queue) -> None:
+        """Take a job for each other free sender in one round trip, start
+        them and ``job`` in one more, and hand the others to their senders
+        (one queue only: rq's dequeue from several uses no intermediate list)."""
         version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
         if len(self.queues) != 1 or version < (6, 2, 0):
             return
@@ -105,23 +100,26 @@ class SenderThreadsWorker(SimpleWorker):
             self.log.warning("Taking more jobs failed", exc_info=True)
         finally:
             pool.unreserve(keep=1 + len(jobs))
-        for job in jobs:
-            job.redis_server_version = version
+        if not jobs:
+            return
+        try:
+            executions = pool.prepare([job, *jobs])
+        except Exception:
+            back = put_back(self.connection, [(extra, queue) for extra in jobs])
+            pool.unreserve(keep=1)
+            self.log.warning("Worker %s: starting %d jobs failed; %d put back in"
+                             " their queue", self.name, len(jobs), back,
+                             exc_info=True)  # fmt: skip
+            return
+        self._prepared = (job.id, executions[0])
+        for extra, execution in zip(jobs, executions[1:], strict=True):
+            extra.redis_server_version = version
             if self.log_job_description:  # as rq's dequeue logs each job
                 self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name,
-                              job.description, job.id)  # fmt: skip
+                              extra.description, extra.id)  # fmt: skip
             else:
-                self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
-        self._taken = collections.deque((job, queue) for job in jobs)
-
-    def _put_back_taken(self) -> None:
-        taken, self._taken = self._taken, None
-        if taken:
-            back = put_back(self.connection, list(taken))
-            self.log.info("Worker %s: put %d jobs taken but not started back"
-                          " in their queue", self.name, back)  # fmt: skip
-        if self._pool is not None:
-            self._pool.unreserve()
+                self.log.info("Worker %s: %s: %s", self.name, queue.name, extra.id)
+            pool.submit(extra, queue, execution)
 
     def _between_jobs(self) -> None:
         if self.should_run_maintenance_tasks:
@@ -133,10 +131,12 @@ class SenderThreadsWorker(SimpleWorker):
         if pool is None:
             super().execute_job(job, queue)
             return
+        prepared, self._prepared = self._prepared, None
+        execution = prepared[1] if prepared and prepared[0] == job.id else None
         try:
-            pool.submit(job, queue)
+            pool.submit(job, queue, execution)
         finally:
-            pool.handing_off = bool(self._taken)
+            pool.handing_off = False
 
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's; a sender's job stops beating first (before rq's transaction
@@ -216,7 +216,6 @@ class SenderThreadsWorker(SimpleWorker):
         pool = self._pool
         if pool is None:
             return
-        self._put_back_taken()
         if self._cold:
             pool.stop()
             return
