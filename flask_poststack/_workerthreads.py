@@ -52,6 +52,9 @@ class SenderThreadsWorker(SimpleWorker):
     _suspension_checked = 0.0
     #: The job dequeued last and its execution, when started with others.
     _prepared: tuple[str, t.Any] | None = None
+    #: Whether to take a job for each free sender (not under ``max_jobs``,
+    #: which rq counts one dequeue at a time).
+    _take_many = True
 
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
@@ -64,6 +67,12 @@ class SenderThreadsWorker(SimpleWorker):
             except ConfigurationError:
                 size = 1  # the first job fails naming the bad setting
         self._pool = SenderPool(self, size, batch_sends=batch) if size > 1 else None
+
+    def work(self, *args: t.Any, **kwargs: t.Any) -> bool:
+        """rq's work loop."""
+        max_jobs = args[4] if len(args) > 4 else kwargs.get("max_jobs")
+        self._take_many = max_jobs is None
+        return bool(super().work(*args, **kwargs))
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -90,7 +99,7 @@ class SenderThreadsWorker(SimpleWorker):
         them and ``job`` in one more, and hand the others to their senders
         (one queue only: rq's dequeue from several uses no intermediate list)."""
         version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
-        if len(self.queues) != 1 or version < (6, 2, 0):
+        if not self._take_many or len(self.queues) != 1 or version < (6, 2, 0):
             return
         count = pool.reserve_more(MAX_TAKE - 1)
         jobs: list[Job] = []
