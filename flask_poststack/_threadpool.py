@@ -38,12 +38,11 @@ import threading
 import time
 import typing as t
 
-from rq.executions import Execution
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
-from rq.worker import WorkerStatus
 
 from . import _coalesce
+from ._taking import start
 
 if t.TYPE_CHECKING:
     from rq.job import Job
@@ -131,9 +130,8 @@ class SenderPool:
         self._beat_thread: threading.Thread | None = None
         self._stopping = False
         self._pass_execution = _takes_execution(worker)
-        # rq 2.8 names no worker in an execution.
-        takes_name = "worker_name" in inspect.signature(Execution.create).parameters
-        self._create_kwargs = {"worker_name": worker.name} if takes_name else {}
+        #: Jobs whose prepare_job_execution :meth:`prepare` made.
+        self._started: set[str] = set()
         self._coalescer = (
             _coalesce.Coalescer(_send_slots(size)) if batch_sends else None
         )
@@ -201,22 +199,22 @@ class SenderPool:
             if self.busy():
                 self._lock.wait(_WAIT_STEP)
 
-    def prepare(self, jobs: list[Job]) -> list[t.Any]:
-        """Move ``jobs`` into the started registry in one round trip: rq's
-        ``prepare_execution`` for each, in one pipeline."""
-        worker = self.worker
-        with worker.connection.pipeline() as pipeline:
-            create, kwargs = Execution.create, self._create_kwargs
-            executions = [
-                create(job, worker.get_heartbeat_ttl(job), pipeline=pipeline, **kwargs)
-                for job in jobs
-            ]
-            worker.set_state(WorkerStatus.BUSY, pipeline=pipeline)
-            pipeline.execute()
-        if isinstance(getattr(worker, "executions", None), dict):  # rq 3
-            for execution in executions:
-                worker.executions[execution.id] = execution
+    def prepare(self, jobs: list[Job], queue: Queue) -> list[t.Any]:
+        """Start ``jobs`` in one round trip (:func:`._taking.start`); their
+        executions."""
+        executions, done = start(self.worker, jobs, queue)
+        with self._lock:
+            self._started |= done
         return executions
+
+    def started_already(self, job: Job) -> bool:
+        """Whether :meth:`prepare` did rq's ``prepare_job_execution`` for
+        ``job`` (asked once, by its sender)."""
+        with self._lock:
+            if job.id not in self._started:
+                return False
+            self._started.discard(job.id)
+            return True
 
     def submit(self, job: Job, queue: Queue, execution: t.Any = None) -> None:
         """Hand ``job`` to a kept lane, moving it into the started registry

@@ -112,7 +112,7 @@ class SenderThreadsWorker(SimpleWorker):
         if not jobs:
             return
         try:
-            executions = pool.prepare([job, *jobs])
+            executions = pool.prepare([job, *jobs], queue)
         except Exception:
             back = put_back(self.connection, [(extra, queue) for extra in jobs])
             pool.unreserve(keep=1)
@@ -146,6 +146,14 @@ class SenderThreadsWorker(SimpleWorker):
             pool.submit(job, queue, execution)
         finally:
             pool.handing_off = False
+
+    def prepare_job_execution(
+        self, job: Job, remove_from_intermediate_queue: bool = False
+    ) -> None:
+        """rq's; not again for a job started with others (:meth:`_take_more`)."""
+        if self._pool is not None and self._pool.started_already(job):
+            return
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
 
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's; a sender's job stops beating first (before rq's transaction
