@@ -102,33 +102,36 @@ def test_sigkill_with_coalesced_batches_in_flight_delivers_each_once(
     app = make_app(redis_url, sandbox)
     settings = settings_of(app)
     jobs = enqueue(app, total)
-    # Two send slots for 8 senders: the first batch requests are held after
-    # their emails are stored, and the other senders wait for a slot.
-    sandbox.faults.add("hold_after_store", method="POST", path="/emails/batch",
-                       seconds=60, times=2)  # fmt: skip
-    sandbox.configure(latency=0.02)
+    # Every send request (single or batch) is held after its emails are
+    # stored: the send slots fill up, the other senders wait for one, and
+    # all 8 jobs stay in flight until the kill.
+    sandbox.faults.add("hold_after_store", method="POST", path="/emails*",
+                       seconds=60, times=10 * total)  # fmt: skip
     concurrency = str(IN_FLIGHT)
     first = workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
 
-    held = sandbox.wait_held(1, timeout=30)
-    wait_until(lambda: registry_counts(app)["started"] == IN_FLIGHT, timeout=30,
+    sandbox.wait_held(1, timeout=120)
+    wait_until(lambda: registry_counts(app)["started"] == IN_FLIGHT, timeout=120,
                what=f"{IN_FLIGHT} jobs in flight")  # fmt: skip
-    assert held[0]["path"] == "/emails/batch"
+    assert registry_counts(app)["finished"] == 0
+    stored_before = len(sandbox.emails)
+    assert stored_before >= 1
 
-    workers.kill(first)  # SIGKILL with the batches' answers unread
+    workers.kill(first)  # SIGKILL with every answer unread
+    sandbox.faults.clear()
     sandbox.release()
     workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
     wait_until(
         lambda: registry_counts(app)["finished"] == total,
-        timeout=60,
+        timeout=120,
         what=f"{total} finished jobs after the kill",
         diagnose=lambda: (registry_counts(app), workers.logs()[-3000:]),
     )
 
     assert_delivered_once(app, sandbox, jobs)
     assert collections.Counter(keys_stored(sandbox).values()) == {1: total}
-    # A held batch (two emails or more) was stored: replayed, never sent anew.
-    assert sandbox.stats["replays"] >= 2
+    # What the held requests had stored was replayed, never sent anew.
+    assert sandbox.stats["replays"] >= stored_before
     assert registry_counts(app)["started"] == 0
     assert rq_queue(app).intermediate_queue.get_job_ids() == []
 
