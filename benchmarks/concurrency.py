@@ -24,6 +24,11 @@ whose order flips, and medians are reported. Results go to
 ``benchmarks/results/concurrency.json``.
 
     python benchmarks/concurrency.py [--latency 20 100 200] [--concurrency 1 16 64]
+        [--before DIR]
+
+``--before DIR`` runs a second worker variant (``flask_poststack`` imported
+from ``DIR``, e.g. a checkout of an earlier commit) in the same rounds,
+side by side.
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def redis_cpu(app: Flask) -> float:
 
 def trial(
     app: Flask, admin: Admin, base_url: str, concurrency: int, count: int,
-    latency: float,
+    latency: float, code: str | None = None,
 ) -> dict[str, float]:  # fmt: skip
     state = get_state(app)
     conn = state.redis
@@ -94,7 +99,7 @@ def trial(
     admin.reset(latency=latency)
     argv = worker_command(state.settings, maintenance_interval=30)
     argv.remove("--with-scheduler")
-    env = worker_env(base_url)
+    env = worker_env(base_url, code)
     env["POSTSTACK_WORKER_CONCURRENCY"] = str(concurrency)
     log = open(LOG, "ab")  # noqa: SIM115
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log,
@@ -150,39 +155,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=HERE / "results" / "concurrency.json"
     )
+    parser.add_argument("--before", metavar="DIR",
+                        help="a directory holding another flask_poststack: its"
+                        " worker runs side by side, as 'before'")  # fmt: skip
     args = parser.parse_args(argv)
 
     def count_for(concurrency: int, latency: float) -> int:
         at_bound = int(args.seconds * concurrency / latency)
         return max(args.min_count, min(args.max_count, at_bound))
 
+    variants: list[tuple[str, str | None]] = [("after" if args.before else "", None)]
+    if args.before:
+        variants.insert(0, ("before", args.before))
+    configs = [(name, code, c) for name, code in variants for c in args.concurrency]
     rows: list[dict[str, t.Any]] = []
     with sandbox_process() as base_url, redis_process() as server:
         app = make_app(server.url, base_url)
         admin = Admin(base_url)
         for latency in (ms / 1000 for ms in args.latency):
-            trials: dict[int, list[dict[str, float]]] = {
-                c: [] for c in args.concurrency
+            trials: dict[tuple[str, int], list[dict[str, float]]] = {
+                (name, c): [] for name, _, c in configs
             }
             for round_ in range(args.runs):
-                order = args.concurrency[:: 1 if round_ % 2 == 0 else -1]
-                for c in order:
-                    trials[c].append(trial(app, admin, base_url, c,
-                                           count_for(c, latency), latency))  # fmt: skip
-            for c in args.concurrency:
+                for name, code, c in configs[:: 1 if round_ % 2 == 0 else -1]:
+                    trials[name, c].append(trial(app, admin, base_url, c,
+                                                 count_for(c, latency), latency,
+                                                 code))  # fmt: skip
+            for name, _, c in configs:
                 row: dict[str, t.Any] = {
+                    "variant": name,
                     "latency_ms": round(latency * 1000),
                     "concurrency": c,
                     "emails": count_for(c, latency),
                 }
-                for key in trials[c][0]:
-                    values = [tr[key] for tr in trials[c]]
+                for key in trials[name, c][0]:
+                    values = [tr[key] for tr in trials[name, c]]
                     row[key] = round(statistics.median(values), 2)
                     row[key + "_runs"] = [round(v, 2) for v in values]
                 row["pct_of_bound"] = round(100 * row["emails_per_s"] * latency / c)
                 rows.append(row)
                 print(
-                    f"{row['latency_ms']:4d} ms c={c:3d}: {row['emails_per_s']:7.1f}"
+                    f"{name:6s} {row['latency_ms']:4d} ms c={c:3d}:"
+                    f" {row['emails_per_s']:7.1f}"
                     f" emails/s ({row['pct_of_bound']}% of bound),"
                     f" {row['cpu_ms_per_email']:.2f} ms CPU/email,"
                     f" redis {row['redis_cpu_ms_per_email']:.2f} ms/email,"
@@ -191,11 +205,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
         admin.close()
     print()
-    print("| latency | in flight | emails/s | % of bound | worker CPU ms/email"
-          " | redis CPU ms/email | peak RSS MB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+    print("| worker | latency | in flight | emails/s | % of bound | worker CPU"
+          " ms/email | redis CPU ms/email | peak RSS MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        cells = [f"{row['latency_ms']} ms", row["concurrency"], row["emails_per_s"],
+        cells = [row["variant"], f"{row['latency_ms']} ms", row["concurrency"],
+                 row["emails_per_s"],
                  f"{row['pct_of_bound']}%", row["cpu_ms_per_email"],
                  row["redis_cpu_ms_per_email"], row["peak_rss_mb"]]  # fmt: skip
         print("| " + " | ".join(str(c) for c in cells) + " |")

@@ -1,7 +1,7 @@
 """Draw the benchmark results as PNG charts.
 
-Reads whichever of ``benchmarks/results/*.json`` exist (enqueue_cost,
-request_latency, bulk, worker_rss, worker_classes) and writes one
+Reads whichever of ``benchmarks/results/*.json`` exist (concurrency,
+enqueue_cost, request_latency, bulk, worker_rss, worker_classes) and writes one
 ``benchmarks/results/NAME.png`` per result (``--results DIR`` for another
 directory, e.g. ``benchmarks/results/quick``). Needs matplotlib (the ``bench``
 extra: ``pip install -e '.[bench]'``).
@@ -268,7 +268,47 @@ def worker_classes(data: dict[str, t.Any]) -> Figure:
     return fig
 
 
+#: Other workers at 200 ms, 64 in flight, as issue 21 measured them on this
+#: machine (medians or mid-ranges; not re-measured by concurrency.py).
+PEERS_200MS = {
+    "Celery 5 threads -c 64": 223,
+    "dramatiq -p 1 -t 64": 288,
+    "arq max_jobs=64": 131,
+    "bare SDK, 64 threads": 285,
+}
+
+
+def concurrency(data: dict[str, t.Any]) -> Figure:
+    rows = data["results"]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    lines = sorted({(r.get("variant", ""), r["concurrency"]) for r in rows})
+    for variant, in_flight in lines:
+        mine = sorted(
+            (r["latency_ms"], r["emails_per_s"])
+            for r in rows
+            if (r.get("variant", ""), r["concurrency"]) == (variant, in_flight)
+        )
+        label = f"PostStackWorker, {in_flight} in flight" + (
+            f" ({variant})" if variant else ""
+        )
+        ax.plot(*zip(*mine, strict=True), marker="o", label=label,
+                color=BASE if variant == "before" else OURS,
+                linestyle="--" if variant == "before" else "-",
+                alpha=0.4 + 0.6 * in_flight / max(c for _, c in lines))  # fmt: skip
+    for (name, rate), marker in zip(PEERS_200MS.items(), "xP*D", strict=False):
+        ax.scatter([200], [rate], marker=marker, color=REF, zorder=3,
+                   label=f"{name} (issue 21)")  # fmt: skip
+    ax.set_xlabel("API latency (ms)")
+    ax.set_ylabel("emails per second, one process")
+    ax.set_title("One worker process against API latency", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    caption(fig, data)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
 CHARTS: dict[str, t.Callable[[dict[str, t.Any]], Figure]] = {
+    "concurrency": concurrency,
     "enqueue_cost": enqueue_cost,
     "request_latency": request_latency,
     "bulk": bulk,

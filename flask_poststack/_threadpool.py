@@ -41,6 +41,9 @@ import typing as t
 from rq.timeouts import JobTimeoutException
 from rq.utils import now
 
+from . import _coalesce
+from ._taking import start
+
 if t.TYPE_CHECKING:
     from rq.job import Job
     from rq.queue import Queue
@@ -55,6 +58,11 @@ _WAIT_STEP = 1.0
 def _takes_execution(worker: t.Any) -> bool:
     # rq 3 passes the Execution to perform_job; rq 2.x keeps it on the worker.
     return "execution" in inspect.signature(worker.perform_job).parameters
+
+
+def _send_slots(senders: int) -> int:
+    """How many send requests the sender threads keep in flight at most."""
+    return max(1, -(-senders // 2))
 
 
 class SendTimeout(JobTimeoutException):
@@ -101,9 +109,10 @@ class _Penalty:
 
 
 class SenderPool:
-    """``size`` sender threads for ``worker`` (a :class:`PostStackWorker`)."""
+    """``size`` sender threads for ``worker`` (a :class:`PostStackWorker`);
+    with ``batch_sends``, their sends are coalesced (:mod:`._coalesce`)."""
 
-    def __init__(self, worker: t.Any, size: int) -> None:
+    def __init__(self, worker: t.Any, size: int, *, batch_sends: bool = True) -> None:
         self.worker = worker
         self.size = size
         self._lock = threading.Condition()
@@ -116,10 +125,16 @@ class SenderPool:
         self._wake_at = 0.0
         self._free: queue_module.Queue[_Lane] = queue_module.Queue()
         self._lanes: list[_Lane] = []
-        self._reserved: _Lane | None = None
+        #: Free lanes kept for the jobs being dequeued, one each.
+        self._reserved: list[_Lane] = []
         self._beat_thread: threading.Thread | None = None
         self._stopping = False
         self._pass_execution = _takes_execution(worker)
+        #: Jobs whose prepare_job_execution :meth:`prepare` made.
+        self._started: set[str] = set()
+        self._coalescer = (
+            _coalesce.Coalescer(_send_slots(size)) if batch_sends else None
+        )
         #: True from a job's dequeue until its lane has it: a stop request
         #: then waits instead of interrupting the main thread.
         self.handing_off = False
@@ -149,24 +164,34 @@ class SenderPool:
         """Wait for a free lane and keep it for the next job; ``between`` runs
         while waiting (maintenance). False when the worker is stopping."""
         self.start()
-        while self._reserved is None:
+        while not self._reserved:
             if self.worker._stop_requested:
                 return False
             try:
-                self._reserved = self._free.get(timeout=_WAIT_STEP)
+                self._reserved.append(self._free.get(timeout=_WAIT_STEP))
             except queue_module.Empty:
                 between()
         return True
 
-    def unreserve(self) -> None:
-        """Give back the kept lane: no job came."""
-        lane, self._reserved = self._reserved, None
-        if lane is not None:
-            self._free.put(lane)
+    def reserve_more(self, limit: int) -> int:
+        """Keep up to ``limit`` more free lanes, without waiting; how many."""
+        kept = 0
+        while kept < limit:
+            try:
+                self._reserved.append(self._free.get_nowait())
+            except queue_module.Empty:
+                break
+            kept += 1
+        return kept
+
+    def unreserve(self, keep: int = 0) -> None:
+        """Give back the kept lanes beyond ``keep``: no job came for them."""
+        while len(self._reserved) > keep:
+            self._free.put(self._reserved.pop())
 
     def busy(self) -> bool:
         """Whether any lane is running a job."""
-        return self._free.qsize() + (self._reserved is not None) < len(self._lanes)
+        return self._free.qsize() + len(self._reserved) < len(self._lanes)
 
     def wait_for_one(self) -> None:
         """Wait until a running job ends (or a step passes)."""
@@ -174,17 +199,38 @@ class SenderPool:
             if self.busy():
                 self._lock.wait(_WAIT_STEP)
 
-    def submit(self, job: Job, queue: Queue) -> None:
-        """Move ``job`` into the started registry and hand it to the kept lane."""
-        lane, self._reserved = self._reserved, None
-        assert lane is not None, "submit() without reserve()"
-        try:
-            execution = lane.worker.prepare_execution(job)
-        except BaseException:
-            self._free.put(lane)
-            raise
+    def prepare(self, jobs: list[Job], queue: Queue) -> list[t.Any]:
+        """Start ``jobs`` in one round trip (:func:`._taking.start`); their
+        executions."""
+        executions, done = start(self.worker, jobs, queue)
+        with self._lock:
+            self._started |= done
+        return executions
+
+    def started_already(self, job: Job) -> bool:
+        """Whether :meth:`prepare` did rq's ``prepare_job_execution`` for
+        ``job`` (asked once, by its sender)."""
+        with self._lock:
+            if job.id not in self._started:
+                return False
+            self._started.discard(job.id)
+            return True
+
+    def submit(self, job: Job, queue: Queue, execution: t.Any = None) -> None:
+        """Hand ``job`` to a kept lane, moving it into the started registry
+        first unless :meth:`prepare` did (``execution``)."""
+        assert self._reserved, "submit() without reserve()"
+        lane = self._reserved.pop()
+        if execution is None:
+            try:
+                execution = lane.worker.prepare_execution(job)
+            except BaseException:
+                self._free.put(lane)
+                raise
         with self._lock:
             self._flights[job.id] = (job, execution)
+        if self._coalescer is not None:
+            self._coalescer.expect()
         lane.inbox.put((job, queue, execution))
 
     def drain(self) -> None:
@@ -206,17 +252,20 @@ class SenderPool:
             beat.join()
         self._lanes = []
         self._free = queue_module.Queue()
-        self._reserved = None
+        self._reserved = []
 
     # -- the sender threads ---------------------------------------------------
 
     def _run_lane(self, lane: _Lane) -> None:
-        worker = lane.worker
+        worker, coalescer = lane.worker, self._coalescer
+        _coalesce.use(coalescer)
         while True:
             item = lane.inbox.get()
             if item is None:
                 return
             job, queue, execution = item
+            if coalescer is not None:
+                coalescer.begin()
             try:
                 if self._pass_execution:
                     worker.perform_job(job, queue, execution)
@@ -226,6 +275,8 @@ class SenderPool:
             except Exception:  # rq's perform_job handles its own; never die
                 worker.log.exception("Sender thread failed on job %s", job.id)
             finally:
+                if coalescer is not None:
+                    coalescer.end()
                 self.forget(job)
                 if not self._pass_execution:
                     worker.execution = None

@@ -8,7 +8,8 @@ it in the main thread, and adjusts rq's main loop around that:
 
 - a job is dequeued only once a sender thread is free (no prefetch);
 - the main thread's own worker heartbeats (three round trips around every
-  job) are sent at most once a second while jobs are in flight, and the
+  job) and its suspension check (one) are made at most once a second
+  while jobs are in flight, and the
   worker stays ``busy`` while it dequeues the next; the pool's heartbeat
   thread keeps the worker and every job in flight alive meanwhile;
 - a warm shutdown takes nothing new and teardown waits for the jobs in
@@ -19,6 +20,7 @@ With a size of 1 everything is rq's ``SimpleWorker``.
 
 from __future__ import annotations
 
+import time
 import typing as t
 
 from rq import SimpleWorker
@@ -26,6 +28,8 @@ from rq.exceptions import StopRequested
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from ._taking import put_back
+from ._taking import take
 from ._threadpool import SenderPool
 from .client import worker_slot
 from .errors import ConfigurationError
@@ -36,27 +40,45 @@ if t.TYPE_CHECKING:
 
 __all__ = ["SenderThreadsWorker"]
 
+#: The most jobs taken in one round trip (one per free sender thread).
+MAX_TAKE = 32
+
 
 class SenderThreadsWorker(SimpleWorker):
     """A :class:`~rq.SimpleWorker` that can run its jobs in sender threads."""
 
     _pool: SenderPool | None = None
     _cold = False
+    _suspension_checked = 0.0
+    #: The job dequeued last and its execution, when started with others.
+    _prepared: tuple[str, t.Any] | None = None
+    #: Whether to take a job for each free sender (not under ``max_jobs``,
+    #: which rq counts one dequeue at a time).
+    _take_many = True
 
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
         ``None``: ``POSTSTACK_WORKER_CONCURRENCY`` from the environment."""
+        batch = True
         if size is None:
             try:
-                size = worker_slot().settings.worker_concurrency
+                settings = worker_slot().settings
+                size, batch = settings.worker_concurrency, settings.worker_batch_sends
             except ConfigurationError:
                 size = 1  # the first job fails naming the bad setting
-        self._pool = SenderPool(self, size) if size > 1 else None
+        self._pool = SenderPool(self, size, batch_sends=batch) if size > 1 else None
+
+    def work(self, *args: t.Any, **kwargs: t.Any) -> bool:
+        """rq's work loop."""
+        max_jobs = args[4] if len(args) > 4 else kwargs.get("max_jobs")
+        self._take_many = max_jobs is None
+        return bool(super().work(*args, **kwargs))
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> tuple[Job, Queue] | None:
-        """rq's; with sender threads, only once one of them is free."""
+        """rq's; with sender threads, only once one of them is free, and a
+        job for each other free one at the same time."""
         pool = self._pool
         if pool is None:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -64,12 +86,49 @@ class SenderThreadsWorker(SimpleWorker):
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             if result is not None:
                 pool.handing_off = True
+                self._take_more(pool, *result)
                 return result
             pool.unreserve()
             if timeout is not None or not pool.busy():
                 return None
             pool.wait_for_one()  # burst: a job in flight may come back
         return None
+
+    def _take_more(self, pool: SenderPool, job: Job, queue: Queue) -> None:
+        """Take a job for each other free sender in one round trip, start
+        them and ``job`` in one more, and hand the others to their senders
+        (one queue only: rq's dequeue from several uses no intermediate list)."""
+        version = self.get_redis_server_version()  # type: ignore[no-untyped-call]
+        if not self._take_many or len(self.queues) != 1 or version < (6, 2, 0):
+            return
+        count = pool.reserve_more(MAX_TAKE - 1)
+        jobs: list[Job] = []
+        try:
+            jobs = take(self, queue, count) if count else []
+        except Exception:  # one job is enough; maintenance puts back the rest
+            self.log.warning("Taking more jobs failed", exc_info=True)
+        finally:
+            pool.unreserve(keep=1 + len(jobs))
+        if not jobs:
+            return
+        try:
+            executions = pool.prepare([job, *jobs], queue)
+        except Exception:
+            back = put_back(self.connection, [(extra, queue) for extra in jobs])
+            pool.unreserve(keep=1)
+            self.log.warning("Worker %s: starting %d jobs failed; %d put back in"
+                             " their queue", self.name, len(jobs), back,
+                             exc_info=True)  # fmt: skip
+            return
+        self._prepared = (job.id, executions[0])
+        for extra, execution in zip(jobs, executions[1:], strict=True):
+            extra.redis_server_version = version
+            if self.log_job_description:  # as rq's dequeue logs each job
+                self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name,
+                              extra.description, extra.id)  # fmt: skip
+            else:
+                self.log.info("Worker %s: %s: %s", self.name, queue.name, extra.id)
+            pool.submit(extra, queue, execution)
 
     def _between_jobs(self) -> None:
         if self.should_run_maintenance_tasks:
@@ -81,10 +140,20 @@ class SenderThreadsWorker(SimpleWorker):
         if pool is None:
             super().execute_job(job, queue)
             return
+        prepared, self._prepared = self._prepared, None
+        execution = prepared[1] if prepared and prepared[0] == job.id else None
         try:
-            pool.submit(job, queue)
+            pool.submit(job, queue, execution)
         finally:
             pool.handing_off = False
+
+    def prepare_job_execution(
+        self, job: Job, remove_from_intermediate_queue: bool = False
+    ) -> None:
+        """rq's; not again for a job started with others (:meth:`_take_more`)."""
+        if self._pool is not None and self._pool.started_already(job):
+            return
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
 
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's; a sender's job stops beating first (before rq's transaction
@@ -107,6 +176,15 @@ class SenderThreadsWorker(SimpleWorker):
         ):
             return
         super().heartbeat(timeout, pipeline)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        """rq's; with jobs in flight, at most once a second (rq: a round trip
+        before every job): ``rq suspend`` stops new jobs within a second."""
+        pool, moment = self._pool, time.monotonic()
+        if pool is not None and pool.busy() and moment - self._suspension_checked < 1:
+            return
+        self._suspension_checked = moment
+        super().check_for_suspension(burst)
 
     def set_state(self, state: str, pipeline: t.Any = None) -> None:
         """rq's; a worker with jobs in flight stays busy while it dequeues."""

@@ -129,6 +129,8 @@ class Settings:
     heartbeat_interval: int = _key(_number(int, minimum=1), 10)
     #: Emails a PostStackWorker process sends at once (sender threads).
     worker_concurrency: int = _key(_number(int, minimum=1), 1)
+    #: Sender threads' emails waiting for a request go in one batch request.
+    worker_batch_sends: bool = _key(parse_bool, True)
 
     #: ``"rq"`` or ``"celery"``: the engine the enqueue functions queue on.
     queue_backend: str = _key(_choice("rq", "celery"), "rq")

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 from poststack import PostStackError
 
+from . import _coalesce
 from . import signals
 from ._keyprint import check_key
 from .results import SendResult
@@ -160,7 +161,7 @@ def send_one(context: Context, payload: _Payload) -> SendResult:
             result = _capture(context, [payload])[0]
         else:
             client = _client(context)
-            answer = _read_answer(lambda: client.emails.send(dict(payload)))
+            answer = _read_answer(lambda: _coalesce.send(client, payload))
             result = _accepted(answer)
     except Exception as exc:
         _failed(context, payload, exc)

@@ -66,6 +66,7 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from ._scheduler import start_scheduler
+from ._taking import PUT_BACK
 from ._workerthreads import SenderThreadsWorker
 from .client import worker_slot
 from .errors import ConfigurationError
@@ -91,17 +92,6 @@ NOT_JSON = (
     f" reads JSON, or pass '-S {SERIALIZER_PATH}' to the rq worker; a job"
     f" enqueued by hand must be enqueued with serializer={SERIALIZER_PATH}."
 )
-
-
-# Move a job id from the intermediate list back to the front of its queue,
-# only if it is still there: two workers cannot both put it back.
-_PUT_BACK = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[1])
-    return 1
-end
-return 0
-"""
 
 
 class PostStackJob(RQJob):
@@ -297,7 +287,7 @@ class PostStackWorker(SenderThreadsWorker):
             if first_seen is None or now() - first_seen <= limit:
                 continue
             keys = [stranded.key, queue.key]
-            if not self.connection.eval(_PUT_BACK, len(keys), *keys, job_id):
+            if not self.connection.eval(PUT_BACK, len(keys), *keys, job_id):
                 continue  # another worker got there first
             self.connection.delete(stranded.get_first_seen_key(job_id))
             self.log.warning("Job %s was dequeued by a worker that died before it"

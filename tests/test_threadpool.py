@@ -201,3 +201,26 @@ def test_a_suspended_worker_takes_nothing_new(queue: Queue) -> None:
     job = queue.enqueue("json.dumps", args=([1],))
     make_worker(queue).work(burst=True)  # burst + suspended: quits at once
     assert job.get_status(refresh=True) == "queued"
+
+
+def test_max_jobs_counts_every_job_taken(queue: Queue) -> None:
+    for n in range(6):
+        queue.enqueue("builtins.len", args=([n],))
+
+    make_worker(queue).work(burst=True, max_jobs=2)
+
+    assert queue.finished_job_registry.count == 2
+    assert queue.count == 4
+    assert queue.intermediate_queue.get_job_ids() == []
+
+
+def test_free_senders_each_get_a_job_taken_in_one_go(queue: Queue) -> None:
+    jobs = [queue.enqueue("tests.test_threadpool.gated", args=(n,)) for n in range(9)]
+    open_gate_when(lambda: RUNNING["now"] == 4)
+
+    make_worker(queue).work(burst=True)
+
+    assert RUNNING["most"] == 4
+    assert [job.get_status() for job in jobs] == ["finished"] * 9
+    assert queue.started_job_registry.count == 0
+    assert queue.intermediate_queue.get_job_ids() == []

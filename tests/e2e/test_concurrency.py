@@ -33,6 +33,10 @@ pytestmark = pytest.mark.slow
 IN_FLIGHT = 8
 
 
+#: The tests that hold one request per job send each email on its own.
+ONE_REQUEST_EACH = "0"
+
+
 def hold_first_sends(sandbox: Sandbox, count: int) -> None:
     sandbox.faults.add("hold_after_store", method="POST", path="/emails",
                        seconds=60, times=count)  # fmt: skip
@@ -48,7 +52,12 @@ def test_sigkill_with_n_in_flight_delivers_each_once(
     hold_first_sends(sandbox, IN_FLIGHT)
     sandbox.configure(latency=0.02)
     concurrency = str(IN_FLIGHT)
-    first = workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
+    first = workers.start(
+        settings,
+        sandbox,
+        POSTSTACK_WORKER_CONCURRENCY=concurrency,
+        POSTSTACK_WORKER_BATCH_SENDS=ONE_REQUEST_EACH,
+    )
 
     held = sandbox.wait_held(IN_FLIGHT, timeout=30)
     assert len(held) == IN_FLIGHT and all(h["email_id"] for h in held)
@@ -60,7 +69,12 @@ def test_sigkill_with_n_in_flight_delivers_each_once(
 
     workers.kill(first)  # SIGKILL, answers still held: never read
     assert sandbox.release() == IN_FLIGHT
-    workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
+    workers.start(
+        settings,
+        sandbox,
+        POSTSTACK_WORKER_CONCURRENCY=concurrency,
+        POSTSTACK_WORKER_BATCH_SENDS=ONE_REQUEST_EACH,
+    )
     took = wait_until(
         lambda: registry_counts(app)["finished"] == total,
         timeout=60,
@@ -81,6 +95,47 @@ def test_sigkill_with_n_in_flight_delivers_each_once(
     assert rq_queue(app).intermediate_queue.get_job_ids() == []
 
 
+def test_sigkill_with_coalesced_batches_in_flight_delivers_each_once(
+    redis_url: str, sandbox: Sandbox, workers: Workers
+) -> None:
+    total = 3 * IN_FLIGHT
+    app = make_app(redis_url, sandbox)
+    settings = settings_of(app)
+    jobs = enqueue(app, total)
+    # Every send request (single or batch) is held after its emails are
+    # stored: the send slots fill up, the other senders wait for one, and
+    # all 8 jobs stay in flight until the kill.
+    sandbox.faults.add("hold_after_store", method="POST", path="/emails*",
+                       seconds=60, times=10 * total)  # fmt: skip
+    concurrency = str(IN_FLIGHT)
+    first = workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
+
+    sandbox.wait_held(1, timeout=120)
+    wait_until(lambda: registry_counts(app)["started"] == IN_FLIGHT, timeout=120,
+               what=f"{IN_FLIGHT} jobs in flight")  # fmt: skip
+    assert registry_counts(app)["finished"] == 0
+    stored_before = len(sandbox.emails)
+    assert stored_before >= 1
+
+    workers.kill(first)  # SIGKILL with every answer unread
+    sandbox.faults.clear()
+    sandbox.release()
+    workers.start(settings, sandbox, POSTSTACK_WORKER_CONCURRENCY=concurrency)
+    wait_until(
+        lambda: registry_counts(app)["finished"] == total,
+        timeout=120,
+        what=f"{total} finished jobs after the kill",
+        diagnose=lambda: (registry_counts(app), workers.logs()[-3000:]),
+    )
+
+    assert_delivered_once(app, sandbox, jobs)
+    assert collections.Counter(keys_stored(sandbox).values()) == {1: total}
+    # What the held requests had stored was replayed, never sent anew.
+    assert sandbox.stats["replays"] >= stored_before
+    assert registry_counts(app)["started"] == 0
+    assert rq_queue(app).intermediate_queue.get_job_ids() == []
+
+
 def test_sigterm_finishes_what_is_in_flight_and_takes_nothing_more(
     redis_url: str, sandbox: Sandbox, workers: Workers
 ) -> None:
@@ -89,6 +144,7 @@ def test_sigterm_finishes_what_is_in_flight_and_takes_nothing_more(
     jobs = enqueue(app, total)
     hold_first_sends(sandbox, IN_FLIGHT)
     proc = workers.start(settings_of(app), sandbox,
+                         POSTSTACK_WORKER_BATCH_SENDS=ONE_REQUEST_EACH,
                          POSTSTACK_WORKER_CONCURRENCY=str(IN_FLIGHT))  # fmt: skip
     sandbox.wait_held(IN_FLIGHT, timeout=30)
 
@@ -115,11 +171,12 @@ def test_faults_retries_and_refusals_with_many_in_flight(
     app = make_app(redis_url, sandbox)
     sandbox.configure(latency=0.05)
     sandbox.faults.seed(11)
-    sandbox.faults.add("error", method="POST", path="/emails", status=503,
+    # "/emails*": single sends and the batch requests coalesced sends make.
+    sandbox.faults.add("error", method="POST", path="/emails*", status=503,
                        probability=0.1)  # fmt: skip
-    sandbox.faults.add("throttle", method="POST", path="/emails", retry_after=1,
+    sandbox.faults.add("throttle", method="POST", path="/emails*", retry_after=1,
                        probability=0.1)  # fmt: skip
-    sandbox.faults.add("drop_after", method="POST", path="/emails", probability=0.05)
+    sandbox.faults.add("drop_after", method="POST", path="/emails*", probability=0.05)
     jobs = enqueue(app, count)
     workers.start(settings_of(app), sandbox, POSTSTACK_MAX_RETRIES="0",
                   POSTSTACK_WORKER_CONCURRENCY="16")  # fmt: skip
