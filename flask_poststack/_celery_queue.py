@@ -8,6 +8,7 @@ as for RQ, then hands the JSON payloads here; they go out as tasks of
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -24,6 +25,7 @@ from . import pipeline
 from ._keyprint import fingerprint
 from ._state import AppState
 from ._state import get_state
+from ._state import in_plugin_test
 from .errors import InvalidEmailError
 from .errors import QueueUnavailableError
 from .retry import error_fields
@@ -37,6 +39,12 @@ __all__ = ["celery_app", "check_options", "is_celery", "send_tasks", "task_facts
 
 #: Where the app's Celery instance is kept; set it to use your own.
 EXTENSION = "poststack_celery"
+#: Where the results of eager tasks are kept for ``email_status(task_id)``
+#: (eager results are in no result backend); the newest :data:`EAGER_KEPT`.
+EAGER_RESULTS = "poststack_celery_eager"
+EAGER_KEPT = 10_000
+#: Marks the Celery instance that :func:`celery_app` made itself.
+_OWN = "poststack_own"
 
 
 def celery_app(state: AppState) -> Celery:
@@ -47,7 +55,32 @@ def celery_app(state: AppState) -> Celery:
     found = state.app.extensions.get(EXTENSION)
     if found is None:
         found = state.app.extensions[EXTENSION] = make_celery(state.settings)
+        setattr(found, _OWN, True)
     return t.cast("Celery", found)
+
+
+def no_broker(state: AppState) -> bool:
+    """Whether the app has no broker: ``TESTING`` on, no
+    ``POSTSTACK_REDIS_URL`` in ``app.config`` and no Celery app of your own.
+
+    Its tasks then run inline (under the pytest plugin), as the RQ path
+    queues into an in-memory Redis: it never falls back to localhost.
+
+    :raises ConfigurationError: outside a test run by the pytest plugin.
+    """
+    if not state.app.testing or state.mode.redis_url_in_config:
+        return False
+    own = state.app.extensions.get(EXTENSION)
+    if own is not None and not getattr(own, _OWN, False):
+        return False
+    if not in_plugin_test():
+        state.redis_url()  # raises, naming POSTSTACK_REDIS_URL
+    return True
+
+
+def _eager_results(state: AppState) -> collections.OrderedDict[str, AsyncResult]:
+    found = state.app.extensions.setdefault(EAGER_RESULTS, collections.OrderedDict())
+    return t.cast("collections.OrderedDict[str, AsyncResult]", found)
 
 
 def check_options(
@@ -96,7 +129,7 @@ def send_tasks(
     options: dict[str, t.Any] = {"queue": queue or state.settings.queue, "eta": when}
     print_ = fingerprint(state.settings.api_key)
     kwargs: dict[str, t.Any] = {"key": print_} if print_ else {}
-    if state.eager or app.conf.task_always_eager:
+    if state.eager or app.conf.task_always_eager or no_broker(state):
         # Through JSON, as a worker would read the task.
         context = dataclasses.replace(state.send_context(), retries=False)
         with pipeline.running_in(context):
@@ -106,6 +139,12 @@ def send_tasks(
                 )
                 for g in groups
             ]
+        kept = _eager_results(state)
+        for result in results:
+            kept[str(result.id)] = result
+            kept.move_to_end(str(result.id))
+        while len(kept) > EAGER_KEPT:
+            kept.popitem(last=False)
     else:
         # Ids chosen before the publish, so that a failure can name them.
         ids = [task_id or uuid.uuid4().hex for _ in groups]
@@ -180,12 +219,30 @@ def task_facts(
     job: AsyncResult | str,
 ) -> tuple[str, str, str | None, dict[str, t.Any] | None]:
     """``(state, task id, email id, error)`` from the result backend."""
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import RedisError
+
     from .celery_tasks import EmailFailed
 
     if isinstance(job, str):
-        job = celery_app(get_state()).AsyncResult(job)
-    state = _STATES.get(job.state, "unknown")
-    info = job.info
+        app_state = get_state()
+        eager = _eager_results(app_state).get(job)
+        if eager is not None:
+            job = eager
+        elif no_broker(app_state):
+            return "unknown", job, None, None
+        else:
+            job = celery_app(app_state).AsyncResult(job)
+    try:
+        state = _STATES.get(job.state, "unknown")
+        info = job.info
+    except (OperationalError, RedisError) as exc:
+        raise QueueUnavailableError(
+            str(job.backend.url or ""),
+            str(exc) or type(exc).__name__,
+            job_ids=[str(job.id)],
+            reading=True,
+        ) from exc
     email_id = info if state == "sent" and isinstance(info, str) else None
     error: dict[str, t.Any] | None = None
     if state in ("retrying", "failed"):

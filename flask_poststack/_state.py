@@ -26,7 +26,7 @@ if t.TYPE_CHECKING:
     from redis import Redis
     from rq import Queue
 
-__all__ = ["AppState", "Mode", "get_state", "testing_redis"]
+__all__ = ["AppState", "Mode", "get_state", "in_plugin_test", "testing_redis"]
 
 STATE_KEY = "poststack.state"
 
@@ -47,6 +47,11 @@ def testing_redis(factory: t.Callable[[], Redis]) -> t.Iterator[None]:
         yield
     finally:
         _testing_redis = previous
+
+
+def in_plugin_test() -> bool:
+    """Whether the pytest plugin is running (see :func:`testing_redis`)."""
+    return _testing_redis is not None
 
 
 class _RedisSlot:
@@ -198,7 +203,8 @@ class AppState:
                 "this app has TESTING on and sets no Redis URL in app.config,"
                 " so it has no queue (it never falls back to a Redis on"
                 " localhost). Run it under pytest, whose Flask-PostStack plugin"
-                " gives each test an in-memory queue; set POSTSTACK_EAGER ="
+                " gives each test an in-memory queue (with Celery, runs each"
+                " task inline); set POSTSTACK_EAGER ="
                 " True; or set POSTSTACK_REDIS_URL in app.config.",
             )
         return self.settings.redis_url

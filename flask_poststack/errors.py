@@ -111,6 +111,8 @@ class QueueUnavailableError(FlaskPostStackError, ConnectionError):
     :param may_have_been_queued: whether the write may have reached Redis.
     :param idempotency_keys: the keys of the emails, in order.
     :param job_ids: the ids their jobs were given, in order.
+    :param reading: the failure was in reading a job's status
+        (``email_status``), not in queuing.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class QueueUnavailableError(FlaskPostStackError, ConnectionError):
         may_have_been_queued: bool = True,
         idempotency_keys: Sequence[str] = (),
         job_ids: Sequence[str] = (),
+        reading: bool = False,
     ) -> None:
         self.url = redact_url(url)
         self.reason = reason
@@ -139,6 +142,12 @@ class QueueUnavailableError(FlaskPostStackError, ConnectionError):
             )
         else:
             outcome = "Nothing was queued."
+        if reading:
+            super().__init__(
+                f"Could not read the status of {', '.join(self.job_ids)}:"
+                f" Redis at {self.url} failed ({reason})."
+            )
+            return
         super().__init__(
             f"Could not queue {what}: Redis at {self.url} {problem}"
             f" ({reason}). {outcome}"

@@ -212,6 +212,13 @@ def poststack_queue(
     """The app's queue in the test's in-memory Redis (where a testing app
     without ``POSTSTACK_REDIS_URL`` queues anyway; one with it is moved
     there for the test)."""
+    if get_state(poststack_app).settings.queue_backend == "celery":
+        raise RuntimeError(
+            "poststack_queue is the RQ queue; this app has"
+            " POSTSTACK_QUEUE_BACKEND = 'celery'. Without POSTSTACK_REDIS_URL"
+            " in app.config its tasks run inline at enqueue_email: use"
+            " poststack_outbox and email_status(result) instead."
+        )
     connection = _poststack_memory_redis.get()
     with get_state(poststack_app).use_redis(connection):
         yield FakeQueue(poststack_app, connection)
