@@ -96,7 +96,6 @@ def enqueue_email(
     :raises InvalidEmailError: for bad input; nothing is queued.
     :raises QueueUnavailableError: when Redis cannot be reached.
     """
-
     state = get_state()
     when = _run_time(delay, run_at)
     _check_options(queue, job_timeout, result_ttl, failure_ttl)
