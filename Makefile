@@ -65,8 +65,9 @@ test: lint typing docs chromium postgresql
 	$(MAKE) -j3 --output-sync=target pytest compat
 
 .PHONY: pytest
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP)
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 # The oldest rq we support (2.8) and the newest 2.x (2.12) differ from 3.x in
 # the worker API, so the tests that run workers also run against each, in a
