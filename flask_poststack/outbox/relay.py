@@ -28,7 +28,7 @@ from . import store
 if t.TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["engine_of", "relay_once", "run_relay"]
+__all__ = ["check_outbox", "engine_of", "relay_once", "run_relay"]
 
 logger = logging.getLogger("flask_poststack")
 
@@ -52,6 +52,15 @@ def engine_of(app: Flask) -> Engine:
     )
     engine: Engine = session.get_bind()  # type: ignore[assignment]
     return engine
+
+
+def check_outbox(app: Flask) -> None:
+    """Check, in an app context, that the relay has a session and a table.
+
+    :raises ConfigurationError: naming the setting to fix.
+    """
+    outbox = store.table(get_state(app).settings.outbox_table)
+    store.require_table(engine_of(app), outbox)
 
 
 def relay_once(

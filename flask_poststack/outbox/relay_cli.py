@@ -12,6 +12,7 @@ from ..errors import ConfigurationError
 from ..errors import QueueUnavailableError
 from ..errors import redact_url
 from . import store
+from .relay import check_outbox
 from .relay import engine_of
 from .relay import relay_once
 from .relay import run_relay
@@ -43,9 +44,7 @@ def relay_command(
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
     try:
-        outbox = store.table(state.settings.outbox_table)
-        engine = engine_of(app)
-        store.require_table(engine, outbox)
+        check_outbox(app)
         _ping(app)
         if not once:
             click.echo("Relaying the outbox; Ctrl-C to stop.")
@@ -54,8 +53,9 @@ def relay_command(
         total = 0
         while pushed := relay_once(app, limit=batch, lease=lease, grace=grace):
             total += pushed
-        store.prune(engine, outbox, state.settings.outbox_keep)
-        left = store.held_back(engine, outbox, grace)
+        outbox = store.table(state.settings.outbox_table)
+        store.prune(engine_of(app), outbox, state.settings.outbox_keep)
+        left = store.held_back(engine_of(app), outbox, grace)
     except (ConfigurationError, QueueUnavailableError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"Pushed {total} email job(s) from the outbox.")

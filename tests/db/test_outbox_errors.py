@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import typing as t
+from datetime import datetime
+from datetime import timezone
 
 import pytest
 from sqlalchemy import select
@@ -18,6 +20,7 @@ from flask_poststack.outbox.relay import relay_once
 from flask_poststack.outbox.relay import run_relay
 from flask_poststack.pytest_plugin import FakeQueue
 
+_FUTURE = datetime(2999, 1, 1, tzinfo=timezone.utc)
 MAIL: t.Any = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
 
 
@@ -150,3 +153,58 @@ def test_the_relay_loop_survives_a_database_error(
     assert len(calls) == 3
     assert "database is locked" in caplog.text and "retrying in" in caplog.text
     assert waits[0] >= 1 and waits[1] > waits[0]  # backs off, never hot
+
+
+def relay_cli(app: t.Any, *flags: str) -> t.Any:
+    return app.test_cli_runner().invoke(args=["poststack", "relay", "--once", *flags])
+
+
+def test_relay_once_says_why_rows_wait(setup: t.Any) -> None:
+    import redis
+
+    from flask_poststack import get_state
+    from flask_poststack.redis_server import free_port
+
+    app, db, user, _conn = setup
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    with get_state(app).use_redis(dead):
+        db.session.add(user(email="ada@example.com"))
+        enqueue_email(**MAIL)
+        db.session.commit()  # Redis down: the row waits for the relay
+        result = relay_cli(app)
+    assert result.exit_code == 1
+    assert "does not answer" in result.output and "Traceback" not in result.output
+    result = relay_cli(app, "--grace", "3600")  # the row is younger than that
+    assert result.exit_code == 0, result.output
+    assert "Pushed 0" in result.output
+    assert "1 row(s) waiting inside the grace period (3600 s" in result.output
+    outbox = store.table("poststack_outbox")
+    with db.engine.begin() as c:
+        c.execute(outbox.update().values(claimed_by="other", claimed_until=_FUTURE))
+    result = relay_cli(app, "--grace", "0")
+    assert "Pushed 0" in result.output
+    assert "1 row(s) claimed by another relay" in result.output
+
+
+def test_relay_cli_names_a_missing_table(setup: t.Any) -> None:
+    app, db, _user, _conn = setup
+    with db.engine.begin() as c:
+        c.execute(text("DROP TABLE poststack_outbox"))
+    for flags in [("--once",), ()]:
+        result = app.test_cli_runner().invoke(args=["poststack", "relay", *flags])
+        assert result.exit_code == 1
+        assert "POSTSTACK_OUTBOX_TABLE" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_dev_refuses_to_start_without_the_outbox_table(setup: t.Any) -> None:
+    from flask_poststack.redis_server import free_port
+
+    app, db, _user, _conn = setup
+    with db.engine.begin() as c:
+        c.execute(text("DROP TABLE poststack_outbox"))
+    ports = ["--sandbox-port", str(free_port()), "--redis-port", str(free_port())]
+    result = app.test_cli_runner().invoke(args=["poststack", "dev", *ports])
+    assert result.exit_code == 1, result.output
+    assert "POSTSTACK_OUTBOX_TABLE" in result.output
+    assert "Flask-PostStack dev" not in result.output  # nothing was started
