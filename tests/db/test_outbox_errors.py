@@ -208,3 +208,20 @@ def test_dev_refuses_to_start_without_the_outbox_table(setup: t.Any) -> None:
     assert result.exit_code == 1, result.output
     assert "POSTSTACK_OUTBOX_TABLE" in result.output
     assert "Flask-PostStack dev" not in result.output  # nothing was started
+
+
+def test_a_job_id_written_by_a_racing_transaction_is_a_clear_error(
+    setup: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, db, user, _conn = setup
+    enqueue_email(**MAIL, job_id="welcome-1")
+    # The other transaction committed after this one looked: the look misses.
+    monkeypatch.setattr(store, "existing", lambda *args: {})
+    db.session.add(user(email="ada@example.com"))
+    with pytest.raises(InvalidEmailError, match="job_id") as caught:
+        enqueue_email(**MAIL, job_id="welcome-1")
+    assert isinstance(caught.value.__cause__, IntegrityError)
+    db.session.rollback()
+    monkeypatch.undo()
+    assert enqueue_email(**MAIL, job_id="welcome-1").id == "welcome-1"
+    assert len(rows(db)) == 1
