@@ -213,7 +213,7 @@ def test_dev_refuses_to_start_without_the_outbox_table(setup: t.Any) -> None:
 def test_a_job_id_written_by_a_racing_transaction_is_a_clear_error(
     setup: t.Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app, db, user, _conn = setup
+    _app, db, user, _conn = setup
     enqueue_email(**MAIL, job_id="welcome-1")
     # The other transaction committed after this one looked: the look misses.
     monkeypatch.setattr(store, "existing", lambda *args: {})
