@@ -15,6 +15,7 @@ from datetime import datetime
 
 from . import after_commit
 from .errors import ConfigurationError
+from .errors import InvalidEmailError
 from .errors import QueueUnavailableError
 from .outbox import store
 
@@ -97,13 +98,11 @@ def hold(
     session = after_commit.current_session(
         state.app, settings.sqlalchemy_session, setting
     )
-    payloads = [p for s in specs for p in payloads_of(s)]
-    ids = [s["id"] for s in specs]
     if settings.outbox:
-        for job_spec in specs:
-            job_spec["unique"] = True
-        _write_outbox(state, session, specs, payloads, push)
+        specs = _write_outbox(state, session, specs, push)
     else:
+        payloads = [p for s in specs for p in payloads_of(s)]
+        ids = [s["id"] for s in specs]
         step = after_commit.Deferred(payloads, lambda: push(specs), ids)
         if not after_commit.defer(session, step):
             return push(specs)
@@ -111,12 +110,12 @@ def hold(
 
 
 def _write_outbox(
-    state: AppState,
-    session: Session,
-    specs: list[Spec],
-    payloads: list[dict[str, t.Any]],
-    push: Push,
-) -> None:
+    state: AppState, session: Session, specs: list[Spec], push: Push
+) -> list[Spec]:
+    """Write the rows of ``specs`` and push them after the commit; returns
+    the specs as stored (a caller's job id already in the outbox is its
+    first job, which is not written again)."""
+    from sqlalchemy.exc import IntegrityError
     from sqlalchemy.exc import UnboundExecutionError
 
     outbox = store.table(state.settings.outbox_table)
@@ -129,21 +128,40 @@ def _write_outbox(
             " has nowhere to go: bind it to an engine.",
         ) from None
     ours = not session.in_transaction()
-    store.write(session, outbox, specs)
-    ids = [s["id"] for s in specs]
-
-    def run() -> None:
+    chosen = [s["id"] for s in specs if s["unique"]]
+    with store.table_errors(engine, outbox):  # type: ignore[arg-type]
+        found = store.existing(session, outbox, chosen)
+        new = [s for s in specs if s["id"] not in found]
+        for job_spec in new:
+            job_spec["unique"] = True  # a row may be pushed twice
         try:
-            push(specs)
-        except QueueUnavailableError as exc:
-            logger.warning("%s The outbox relay will push %s.", exc, ids)
-            return
-        store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
+            if new:
+                store.write(session, outbox, new)
+        except IntegrityError as exc:
+            if not chosen:
+                raise
+            raise InvalidEmailError(
+                "job_id",
+                "another transaction wrote an outbox row with this job id at the"
+                " same time: roll back, then enqueue again to get its job.",
+            ) from exc
+    if new:
+        ids = [s["id"] for s in new]
 
-    after_commit.defer(session, after_commit.Deferred(payloads, run, ids))
+        def run() -> None:
+            try:
+                push(new)
+            except QueueUnavailableError as exc:
+                logger.warning("%s The outbox relay will push %s.", exc, ids)
+                return
+            store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
+
+        payloads = [p for s in new for p in payloads_of(s)]
+        after_commit.defer(session, after_commit.Deferred(payloads, run, ids))
     if ours:
         # Queued outside the app's transaction: the row is the whole of it.
         session.commit()
+    return [found.get(s["id"], s) for s in specs]
 
 
 def _job(state: AppState, job_spec: Spec) -> Job:

@@ -37,6 +37,9 @@ from ._state import get_state
 from ._workercmd import worker_command
 from ._workercmd import worker_environ
 from .config import Settings
+from .errors import ConfigurationError
+from .outbox.relay import check_outbox
+from .outbox.relay import run_relay
 from .redis_server import RedisServer
 
 if t.TYPE_CHECKING:
@@ -199,6 +202,11 @@ def run_dev(
         )
     settings = get_state(app).settings
     _check_ports(sandbox_port, redis_port)  # before anything starts
+    if settings.outbox:  # else its relay would only log, over and over
+        try:
+            check_outbox(app)
+        except ConfigurationError as exc:
+            raise DevError(str(exc)) from None
     with contextlib.ExitStack() as stack, _signals_interrupt():
         try:
             _run(
@@ -224,10 +232,11 @@ def run_dev(
 
 
 def _relay(app: Flask, conn: redis.Redis, stop: threading.Event) -> None:
-    from .outbox.relay import run_relay
-
     with get_state(app).use_redis(conn):
-        run_relay(app, stop=stop)
+        try:
+            run_relay(app, stop=stop)
+        except Exception:  # a thread's error would go to no log otherwise
+            logging.getLogger("flask_poststack").exception("The relay stopped.")
 
 
 def _run(

@@ -178,10 +178,19 @@ def _on_end(session: Session, transaction: SessionTransaction) -> None:
     if len(held) == 0:
         del session.info[_PENDING]
     if outcome != "commit":
+        # A rollback is the app's choice; a close (the app context's teardown)
+        # with emails still held is most often a forgotten commit.
         keys = [p.get("idempotency_key") for s in steps for p in s.payloads]
-        logger.debug(
-            "Dropped %d email(s) of a rolled-back transaction: %s", len(keys), keys
-        )
+        if outcome == "rollback":
+            logger.info("Dropped %d email(s) of a rolled-back transaction: %s",
+                        len(keys), keys)  # fmt: skip
+        else:
+            logger.warning(
+                "Dropped %d email(s) of a session closed without a commit"
+                " (commit it to queue them): %s",
+                len(keys),
+                keys,
+            )
         return
     if transaction.parent is not None:
         session.info.setdefault(_PENDING, {}).setdefault(transaction.parent, []).extend(

@@ -31,7 +31,7 @@ from ._workercmd import worker_environ
 from .errors import ConfigurationError
 from .errors import InvalidEmailError
 from .errors import redact_url
-from .outbox.relay import relay_command
+from .outbox.relay_cli import relay_command
 from .sending import send_email
 
 __all__ = ["poststack_cli", "worker_command", "worker_environ"]

@@ -40,8 +40,9 @@ def outbox_table(metadata: MetaData, name: str = TABLE_NAME) -> Table:
     return Table(
         name,
         metadata,
-        # The RQ job id: pushing the row twice queues one job.
-        Column("id", String(64), primary_key=True),
+        # The RQ job id (up to 128 characters, RQ's rule): pushing the row
+        # twice queues one job.
+        Column("id", String(128), primary_key=True),
         Column("idempotency_key", String(256), nullable=False),
         Column("queue", String(128), nullable=False),
         # The job as JSON: task, payload(s) and queue options.

@@ -10,15 +10,13 @@ anyway (a relay killed after its push) is still one job.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import typing as t
 
-import click
-from flask import current_app
 from flask import Flask
-from flask.cli import with_appcontext
 
 from .._push import push_specs
 from .._state import get_state
@@ -30,15 +28,20 @@ from . import store
 if t.TYPE_CHECKING:
     from sqlalchemy import Engine
 
-__all__ = ["relay_command", "relay_once", "run_relay"]
+__all__ = ["check_outbox", "engine_of", "relay_once", "run_relay"]
 
 logger = logging.getLogger("flask_poststack")
 
 #: Seconds between prunes of pushed rows.
 PRUNE_EVERY = 60.0
+#: Longest wait, in seconds, between tries after a database error.
+MAX_BACKOFF = 30.0
+#: What a row's job must hold to be pushed.
+_SPEC_KEYS = frozenset({"id", "task", "queue", "key", "args", "meta", "run_at"})
 
 
-def _engine(app: Flask) -> Engine:
+def engine_of(app: Flask) -> Engine:
+    """The engine of the app's session, for the outbox (``POSTSTACK_OUTBOX``)."""
     state = get_state(app)
     if not state.settings.outbox:
         raise ConfigurationError(
@@ -51,24 +54,61 @@ def _engine(app: Flask) -> Engine:
     return engine
 
 
+def check_outbox(app: Flask) -> None:
+    """Check, in an app context, that the relay has a session and a table.
+
+    :raises ConfigurationError: naming the setting to fix.
+    """
+    outbox = store.table(get_state(app).settings.outbox_table)
+    store.require_table(engine_of(app), outbox)
+
+
 def relay_once(
     app: Flask, *, limit: int = 500, lease: float = 60.0, grace: float = 5.0
 ) -> int:
     """Push up to ``limit`` waiting rows once; returns how many were pushed.
 
-    Run inside an app context.
+    Run inside an app context. A row whose job cannot be read or pushed is
+    logged at ERROR and parked (kept, never claimed again: see
+    :data:`~flask_poststack.outbox.store.PARKED`).
 
     :raises QueueUnavailableError: when Redis cannot be reached; the claimed
         rows are pushed again once their ``lease`` (seconds) runs out.
+    :raises ConfigurationError: naming ``POSTSTACK_OUTBOX_TABLE`` when the
+        table does not exist.
     """
     state = get_state(app)
     outbox = store.table(state.settings.outbox_table)
-    engine = _engine(app)
-    specs = store.claim(engine, outbox, limit=limit, lease=lease, grace=grace)
-    if specs:
-        push_specs(state, specs)
-        store.mark_pushed(engine, outbox, [s["id"] for s in specs])
-    return len(specs)
+    engine = engine_of(app)
+    with store.table_errors(engine, outbox):
+        claimed = store.claim(engine, outbox, limit=limit, lease=lease, grace=grace)
+    pushed: list[str] = []
+    bad: list[str] = []
+    try:
+        for row_id, job in claimed:
+            try:
+                spec = json.loads(job)
+                if not isinstance(spec, dict) or not spec.keys() >= _SPEC_KEYS:
+                    raise ValueError("not a job spec")
+                push_specs(state, [spec])
+            except QueueUnavailableError:
+                raise
+            except Exception:
+                logger.exception(
+                    "Outbox relay: cannot push row %r; parked (claimed_by=%r)"
+                    " for you to look at. Set claimed_by and claimed_until to"
+                    " NULL to try again.",
+                    row_id,
+                    store.PARKED,
+                )
+                bad.append(row_id)
+            else:
+                pushed.append(row_id)
+    finally:
+        store.mark_pushed(engine, outbox, pushed)
+        if bad:
+            store.park(engine, outbox, bad)
+    return len(pushed)
 
 
 def run_relay(
@@ -84,61 +124,36 @@ def run_relay(
     wait ``interval`` seconds when there was nothing to do.
 
     Rows claimed by a relay that died are pushed again once their ``lease``
-    (seconds) runs out."""
+    (seconds) runs out. Redis and database errors (a locked SQLite file, a
+    missing table, a lost connection) are logged at WARNING and retried, the
+    database ones after 1, 2, 4... up to :data:`MAX_BACKOFF` seconds."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     stop = stop or threading.Event()
     state = get_state(app)
     outbox = store.table(state.settings.outbox_table)
     pruned = 0.0
+    backoff = 0.0
     with app.app_context():
-        engine = _engine(app)
+        engine = engine_of(app)
         while not stop.is_set():
             try:
-                pushed = relay_once(app, limit=batch, lease=lease, grace=grace)
-            except QueueUnavailableError as exc:
-                logger.warning("Outbox relay: %s; retrying.", exc)
-                pushed = 0
-            if time.monotonic() - pruned > PRUNE_EVERY:
-                store.prune(engine, outbox, state.settings.outbox_keep)
-                pruned = time.monotonic()
+                try:
+                    pushed = relay_once(app, limit=batch, lease=lease, grace=grace)
+                except QueueUnavailableError as exc:
+                    logger.warning("Outbox relay: %s; retrying.", exc)
+                    pushed = 0
+                if time.monotonic() - pruned > PRUNE_EVERY:
+                    store.prune(engine, outbox, state.settings.outbox_keep)
+                    pruned = time.monotonic()
+            except (SQLAlchemyError, ConfigurationError) as exc:
+                backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
+                reason = getattr(exc, "orig", None) or exc
+                logger.warning("Outbox relay: %s; retrying in %.0f s.", reason, backoff)
+                stop.wait(backoff)
+                continue
+            backoff = 0.0
             if pushed:
                 logger.info("Outbox relay pushed %d email job(s).", pushed)
             else:
                 stop.wait(interval)
-
-
-@click.command("relay")
-@click.option("--once", is_flag=True, help="Push what waits now, then quit.")
-@click.option("--interval", default=1.0, show_default=True, help="Idle seconds.")
-@click.option("--batch", default=500, show_default=True, help="Rows per claim.")
-@click.option(
-    "--grace",
-    default=5.0,
-    show_default=True,
-    help="Leave rows younger than this many seconds to the after-commit push.",
-)
-@click.option(
-    "--lease",
-    default=60.0,
-    show_default=True,
-    help="Seconds a claim holds; a dead relay's rows are pushed after it.",
-)
-@with_appcontext
-def relay_command(
-    once: bool, interval: float, batch: int, grace: float, lease: float
-) -> None:
-    """Push outbox rows that were committed but not queued (POSTSTACK_OUTBOX)."""
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    try:
-        if once:
-            total = 0
-            while pushed := relay_once(app, limit=batch, lease=lease, grace=grace):
-                total += pushed
-            state = get_state(app)
-            outbox = store.table(state.settings.outbox_table)
-            store.prune(_engine(app), outbox, state.settings.outbox_keep)
-            click.echo(f"Pushed {total} email job(s) from the outbox.")
-            return
-        click.echo("Relaying the outbox; Ctrl-C to stop.")
-        run_relay(app, interval=interval, batch=batch, grace=grace, lease=lease)
-    except (ConfigurationError, QueueUnavailableError) as exc:
-        raise click.ClickException(str(exc)) from None

@@ -11,6 +11,7 @@ id, and RQ refuses a second job with an id already in Redis.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import typing as t
@@ -19,6 +20,7 @@ from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 
+from ..errors import ConfigurationError
 from . import outbox_table
 
 if t.TYPE_CHECKING:
@@ -26,7 +28,24 @@ if t.TYPE_CHECKING:
     from sqlalchemy import Table
     from sqlalchemy.orm import Session
 
-__all__ = ["claim", "counts", "mark_pushed", "prune", "table", "write"]
+__all__ = [
+    "PARKED",
+    "claim",
+    "counts",
+    "existing",
+    "held_back",
+    "mark_pushed",
+    "park",
+    "prune",
+    "require_table",
+    "table",
+    "table_errors",
+    "write",
+]
+
+#: ``claimed_by`` of a row the relay cannot push (its job does not decode):
+#: kept for a person to look at, never claimed again.
+PARKED = "parked"
 
 _tables: dict[str, Table] = {}
 _lock = threading.Lock()
@@ -44,12 +63,63 @@ def table(name: str) -> Table:
     return found
 
 
+_FOREVER = datetime(9999, 1, 1, tzinfo=timezone.utc)
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def require_table(engine: Engine, outbox: Table) -> None:
+    """Raise :exc:`~flask_poststack.ConfigurationError` naming
+    ``POSTSTACK_OUTBOX_TABLE`` when the outbox table does not exist."""
+    from sqlalchemy import inspect
+
+    if not inspect(engine).has_table(outbox.name):
+        raise ConfigurationError(
+            "POSTSTACK_OUTBOX_TABLE",
+            f"the outbox table {outbox.name!r} does not exist: declare it with"
+            " outbox_table(db.metadata) and create it (db.create_all(), your"
+            " migrations, or the CREATE TABLE in the transactions docs).",
+        )
+
+
+@contextlib.contextmanager
+def table_errors(engine: Engine, outbox: Table) -> t.Iterator[None]:
+    """Turn a database error that comes from a missing outbox table into
+    :func:`require_table`'s error."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError:
+        # The database not answering at all: the first error it is.
+        with contextlib.suppress(DBAPIError):
+            require_table(engine, outbox)
+        raise
+
+
+def existing(
+    session: Session, outbox: Table, ids: list[str]
+) -> dict[str, dict[str, t.Any]]:
+    """The job specs of the rows among ``ids`` already in the table (as
+    ``session`` sees it), by id."""
+    from sqlalchemy import select
+
+    if not ids:
+        return {}
+    with session.no_autoflush:
+        found = session.execute(
+            select(outbox.c.id, outbox.c.job).where(outbox.c.id.in_(ids))
+        ).all()
+    return {row.id: json.loads(row.job) for row in found}
+
+
 def write(session: Session, outbox: Table, specs: list[dict[str, t.Any]]) -> None:
-    """Insert one row per job spec, in ``session``'s transaction."""
+    """Insert one row per job spec, in ``session``'s transaction.
+
+    The session is not flushed first: an error in the app's own pending rows
+    surfaces at the app's commit, not here."""
     from sqlalchemy import insert
 
     now = _now()
@@ -64,7 +134,8 @@ def write(session: Session, outbox: Table, specs: list[dict[str, t.Any]]) -> Non
         }
         for spec in specs
     ]
-    session.execute(insert(outbox), rows)
+    with session.no_autoflush:
+        session.execute(insert(outbox), rows)
 
 
 def mark_pushed(engine: Engine, outbox: Table, ids: list[str]) -> None:
@@ -84,9 +155,9 @@ def mark_pushed(engine: Engine, outbox: Table, ids: list[str]) -> None:
 
 def claim(
     engine: Engine, outbox: Table, *, limit: int, lease: float, grace: float
-) -> list[dict[str, t.Any]]:
+) -> list[tuple[str, str]]:
     """Claim up to ``limit`` unpushed rows older than ``grace`` seconds for
-    ``lease`` seconds; returns their job specs, oldest first."""
+    ``lease`` seconds; returns their ``(id, job JSON)``, oldest first."""
     from sqlalchemy import and_
     from sqlalchemy import or_
     from sqlalchemy import select
@@ -119,11 +190,24 @@ def claim(
             .execution_options(synchronize_session=False)
         )
         rows = conn.execute(
-            select(outbox.c.job)
+            select(outbox.c.id, outbox.c.job)
             .where(outbox.c.claimed_by == token, outbox.c.pushed_at.is_(None))
             .order_by(outbox.c.created_at)
         ).all()
-    return [json.loads(row.job) for row in rows]
+    return [(row.id, row.job) for row in rows]
+
+
+def park(engine: Engine, outbox: Table, ids: list[str]) -> None:
+    """Keep rows that cannot be pushed out of every later claim (not pushed,
+    so never pruned): ``claimed_by`` is :data:`PARKED`."""
+    from sqlalchemy import update
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(ids))
+            .values(claimed_by=PARKED, claimed_until=_FOREVER)
+        )
 
 
 def prune(engine: Engine, outbox: Table, keep: float) -> int:
@@ -146,3 +230,28 @@ def counts(engine: Engine, outbox: Table) -> tuple[int, int]:
         waiting = conn.scalar(select(func.count()).where(outbox.c.pushed_at.is_(None)))
         total = conn.scalar(select(func.count()).select_from(outbox))
     return int(waiting or 0), int(total or 0) - int(waiting or 0)
+
+
+def held_back(engine: Engine, outbox: Table, grace: float) -> dict[str, int]:
+    """Why unpushed rows are waiting: ``"parked"``, ``"claimed"`` (under a
+    relay's lease) and ``"grace"`` (younger than ``grace`` seconds)."""
+    from sqlalchemy import func
+    from sqlalchemy import select
+
+    now = _now()
+    c = outbox.c
+    unparked = c.claimed_by.is_(None) | (c.claimed_by != PARKED)
+    claimed = c.claimed_until > now
+    unclaimed = c.claimed_until.is_(None) | (c.claimed_until <= now)
+    young = c.created_at > now - timedelta(seconds=grace)
+    waiting = c.pushed_at.is_(None)
+    counts = {
+        "parked": waiting & (c.claimed_by == PARKED),
+        "claimed": waiting & unparked & claimed,
+        "grace": waiting & unparked & unclaimed & young,
+    }
+    with engine.connect() as conn:
+        return {
+            name: int(conn.scalar(select(func.count()).where(where)) or 0)
+            for name, where in counts.items()
+        }

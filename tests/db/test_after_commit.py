@@ -129,3 +129,27 @@ def test_eager_mode_runs_the_job_at_commit(
     assert [r.status for r in poststack_outbox] == []
     db.session.commit()
     assert [r.status for r in poststack_outbox] == ["sent"]
+
+
+def test_a_session_closed_without_commit_warns_a_rollback_informs(
+    setup: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    app, db, user, redis = setup
+    with caplog.at_level(logging.INFO, "flask_poststack"):
+        db.session.add(user(email="ada@example.com"))
+        first = enqueue_email(**MAIL)
+        db.session.rollback()  # what the app asked for
+        dropped = [r for r in caplog.records if "Dropped" in r.getMessage()]
+        assert [r.levelname for r in dropped] == ["INFO"]
+        caplog.clear()
+        db.session.add(user(email="ada@example.com"))
+        second = enqueue_email(**MAIL)
+        db.session.remove()  # the app context's teardown, with no commit
+    (record,) = [r for r in caplog.records if "Dropped" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert "without a commit" in record.getMessage()
+    assert second.meta["idempotency_key"] in record.getMessage()
+    assert first.meta["idempotency_key"] not in record.getMessage()
+    assert queued_keys(app, redis) == []

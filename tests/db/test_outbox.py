@@ -122,8 +122,8 @@ def test_a_relay_skips_the_rows_another_is_claiming(
             )
         )
         mine = store.claim(engine, outbox, limit=6, lease=60, grace=0)
-        assert {s["id"] for s in mine} == ids - locked
+        assert {row_id for row_id, _job in mine} == ids - locked
         other.rollback()
     rest = store.claim(engine, outbox, limit=6, lease=60, grace=0)
-    assert {s["id"] for s in rest} == locked
+    assert {row_id for row_id, _job in rest} == locked
     engine.dispose()

@@ -1,0 +1,227 @@
+"""The outbox under bad input, duplicates, a missing table and a sick database."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from datetime import datetime
+from datetime import timezone
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from flask_poststack import ConfigurationError
+from flask_poststack import enqueue_email
+from flask_poststack import InvalidEmailError
+from flask_poststack.outbox import store
+from flask_poststack.outbox.relay import relay_once
+from flask_poststack.outbox.relay import run_relay
+from flask_poststack.pytest_plugin import FakeQueue
+
+_FUTURE = datetime(2999, 1, 1, tzinfo=timezone.utc)
+MAIL: t.Any = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
+
+
+@pytest.fixture
+def setup(db_app: t.Any, _poststack_memory_redis: t.Any, database_url: str) -> t.Any:
+    app, db, user = db_app(
+        POSTSTACK_OUTBOX="sqlalchemy", SQLALCHEMY_DATABASE_URI=database_url
+    )
+    with app.app_context():
+        yield app, db, user, _poststack_memory_redis.get()
+        db.session.remove()
+        db.engine.dispose()
+
+
+def rows(db: t.Any) -> list[t.Any]:
+    outbox = store.table("poststack_outbox")
+    with db.engine.connect() as conn:
+        return list(conn.execute(select(outbox).order_by(outbox.c.created_at)))
+
+
+def test_the_apps_own_integrity_error_surfaces_at_its_commit(setup: t.Any) -> None:
+    app, db, user, conn = setup
+    db.session.add(user(email="ada@example.com"))
+    db.session.commit()
+    db.session.add(user(email="ada@example.com"))  # a duplicate, not flushed yet
+    enqueue_email(**MAIL)  # does not flush the user's row
+    with pytest.raises(IntegrityError):
+        db.session.commit()
+    db.session.rollback()
+    assert rows(db) == [] or all(r.pushed_at for r in rows(db))
+    assert FakeQueue(app, conn).jobs == []
+
+
+def test_a_job_id_reused_in_the_outbox_is_the_first_job(setup: t.Any) -> None:
+    app, db, user, conn = setup
+    first = enqueue_email(**MAIL, job_id="welcome-1")  # committed on its own
+    db.session.add(user(email="ada@example.com"))
+    again = enqueue_email(**{**MAIL, "subject": "Other"}, job_id="welcome-1")
+    db.session.commit()  # the user's transaction is not broken
+    assert again.id == first.id
+    assert again.meta["idempotency_key"] == first.meta["idempotency_key"]
+    assert again.args[0]["subject"] == "Welcome"
+    assert len(rows(db)) == 1
+    assert [j.id for j in FakeQueue(app, conn).jobs] == ["welcome-1"]
+    db.session.add(user(email="bob@example.com"))
+    enqueue_email(**MAIL, job_id="welcome-2")
+    twice = enqueue_email(**MAIL, job_id="welcome-2")  # same transaction
+    db.session.commit()
+    assert twice.id == "welcome-2" and len(rows(db)) == 2
+    assert sorted(j.id for j in FakeQueue(app, conn).jobs) == [
+        "welcome-1",
+        "welcome-2",
+    ]
+
+
+def test_the_longest_job_id_fits_the_outbox(setup: t.Any) -> None:
+    _app, db, _user, _conn = setup
+    job = enqueue_email(**MAIL, job_id="j" * 128)
+    assert [r.id for r in rows(db)] == [job.id]
+    with pytest.raises(InvalidEmailError, match="job_id"):
+        enqueue_email(**MAIL, job_id="j" * 129)
+
+
+def test_a_missing_table_names_the_setting(setup: t.Any) -> None:
+    app, db, user, _conn = setup
+    with db.engine.begin() as c:
+        c.execute(text("DROP TABLE poststack_outbox"))
+    db.session.add(user(email="ada@example.com"))
+    with pytest.raises(ConfigurationError, match="POSTSTACK_OUTBOX_TABLE") as caught:
+        enqueue_email(**MAIL)
+    assert "db.create_all()" in str(caught.value)
+    db.session.rollback()
+    with pytest.raises(ConfigurationError, match="POSTSTACK_OUTBOX_TABLE"):
+        relay_once(app, grace=0)
+
+
+def test_the_relay_parks_a_row_it_cannot_read_and_goes_on(
+    setup: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, db, _user, conn = setup
+    good = enqueue_email(**MAIL, after_commit=True)
+    outbox = store.table("poststack_outbox")
+    with db.engine.begin() as c:
+        c.execute(outbox.update().values(pushed_at=None))
+        c.execute(
+            outbox.insert().values(
+                id="bad", idempotency_key="k", queue="default", job="{not json",
+                created_at=rows(db)[0].created_at, attempts=0,
+            )
+        )  # fmt: skip
+    with caplog.at_level(logging.ERROR, "flask_poststack"):
+        assert relay_once(app, grace=0) == 1
+    assert "'bad'" in caplog.text
+    assert [j.id for j in FakeQueue(app, conn).jobs] == [good.id]
+    by_id = {r.id: r for r in rows(db)}
+    assert by_id["bad"].pushed_at is None  # kept, not lost, and not retried
+    assert by_id["bad"].claimed_by == store.PARKED
+    assert relay_once(app, grace=0) == 0
+
+
+def test_the_relay_loop_survives_a_database_error(
+    setup: t.Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from sqlalchemy.exc import OperationalError
+
+    app, _db, _user, _conn = setup
+    stop = threading.Event()
+    calls: list[float] = []
+    real_claim = store.claim
+
+    def claim(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("UPDATE", {}, Exception("database is locked"))
+        stop.set()
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim", claim)
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return stop.is_set()
+
+    monkeypatch.setattr(stop, "wait", wait)
+    with caplog.at_level(logging.WARNING, "flask_poststack"):
+        run_relay(app, interval=0.01, stop=stop)
+    assert len(calls) == 3
+    assert "database is locked" in caplog.text and "retrying in" in caplog.text
+    assert waits[0] >= 1 and waits[1] > waits[0]  # backs off, never hot
+
+
+def relay_cli(app: t.Any, *flags: str) -> t.Any:
+    return app.test_cli_runner().invoke(args=["poststack", "relay", "--once", *flags])
+
+
+def test_relay_once_says_why_rows_wait(setup: t.Any) -> None:
+    import redis
+
+    from flask_poststack import get_state
+    from flask_poststack.redis_server import free_port
+
+    app, db, user, _conn = setup
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    with get_state(app).use_redis(dead):
+        db.session.add(user(email="ada@example.com"))
+        enqueue_email(**MAIL)
+        db.session.commit()  # Redis down: the row waits for the relay
+        result = relay_cli(app)
+    assert result.exit_code == 1
+    assert "does not answer" in result.output and "Traceback" not in result.output
+    result = relay_cli(app, "--grace", "3600")  # the row is younger than that
+    assert result.exit_code == 0, result.output
+    assert "Pushed 0" in result.output
+    assert "1 row(s) waiting inside the grace period (3600 s" in result.output
+    outbox = store.table("poststack_outbox")
+    with db.engine.begin() as c:
+        c.execute(outbox.update().values(claimed_by="other", claimed_until=_FUTURE))
+    result = relay_cli(app, "--grace", "0")
+    assert "Pushed 0" in result.output
+    assert "1 row(s) claimed by another relay" in result.output
+
+
+def test_relay_cli_names_a_missing_table(setup: t.Any) -> None:
+    app, db, _user, _conn = setup
+    with db.engine.begin() as c:
+        c.execute(text("DROP TABLE poststack_outbox"))
+    for flags in [("--once",), ()]:
+        result = app.test_cli_runner().invoke(args=["poststack", "relay", *flags])
+        assert result.exit_code == 1
+        assert "POSTSTACK_OUTBOX_TABLE" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_dev_refuses_to_start_without_the_outbox_table(setup: t.Any) -> None:
+    from flask_poststack.redis_server import free_port
+
+    app, db, _user, _conn = setup
+    with db.engine.begin() as c:
+        c.execute(text("DROP TABLE poststack_outbox"))
+    ports = ["--sandbox-port", str(free_port()), "--redis-port", str(free_port())]
+    result = app.test_cli_runner().invoke(args=["poststack", "dev", *ports])
+    assert result.exit_code == 1, result.output
+    assert "POSTSTACK_OUTBOX_TABLE" in result.output
+    assert "Flask-PostStack dev" not in result.output  # nothing was started
+
+
+def test_a_job_id_written_by_a_racing_transaction_is_a_clear_error(
+    setup: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _app, db, user, _conn = setup
+    enqueue_email(**MAIL, job_id="welcome-1")
+    # The other transaction committed after this one looked: the look misses.
+    monkeypatch.setattr(store, "existing", lambda *args: {})
+    db.session.add(user(email="ada@example.com"))
+    with pytest.raises(InvalidEmailError, match="job_id") as caught:
+        enqueue_email(**MAIL, job_id="welcome-1")
+    assert isinstance(caught.value.__cause__, IntegrityError)
+    db.session.rollback()
+    monkeypatch.undo()
+    assert enqueue_email(**MAIL, job_id="welcome-1").id == "welcome-1"
+    assert len(rows(db)) == 1
