@@ -7,11 +7,13 @@ import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
+from sqlalchemy import select
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
 
 from flask_poststack.outbox import outbox_table
+from flask_poststack.outbox import store
 from tests.conftest import AppFactory
 from tests.postgres import find_bindir
 from tests.postgres import PostgresServer
@@ -78,3 +80,26 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'app.db'}"
     server: PostgresServer = request.getfixturevalue("postgres_server")
     return server.create_database()
+
+
+@pytest.fixture
+def outbox_setup(
+    db_app: t.Any, _poststack_memory_redis: t.Any, database_url: str
+) -> t.Iterator[tuple[Flask, SQLAlchemy, t.Any, t.Any]]:
+    """An outbox app in an app context: ``(app, db, User, fake redis)``."""
+    app, db, user = db_app(
+        POSTSTACK_OUTBOX="sqlalchemy",
+        POSTSTACK_OUTBOX_KEEP=60,
+        SQLALCHEMY_DATABASE_URI=database_url,
+    )
+    with app.app_context():
+        yield app, db, user, _poststack_memory_redis.get()
+        db.session.remove()
+        db.engine.dispose()  # no connection left open on the server
+
+
+def outbox_rows(db: SQLAlchemy) -> list[t.Any]:
+    """The outbox table's rows, oldest first."""
+    outbox = store.table("poststack_outbox")
+    with db.engine.connect() as conn:
+        return list(conn.execute(select(outbox).order_by(outbox.c.created_at)))

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import typing as t
 
-import pytest
 import redis
 from sqlalchemy import create_engine
 from sqlalchemy import select
@@ -17,32 +16,14 @@ from flask_poststack.outbox import store
 from flask_poststack.outbox.relay import relay_once
 from flask_poststack.pytest_plugin import FakeQueue
 from flask_poststack.redis_server import free_port
+from tests.db.conftest import outbox_rows as rows
 from tests.postgres import PostgresServer
 
 MAIL: t.Any = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
 
 
-@pytest.fixture
-def setup(db_app: t.Any, _poststack_memory_redis: t.Any, database_url: str) -> t.Any:
-    app, db, user = db_app(
-        POSTSTACK_OUTBOX="sqlalchemy",
-        POSTSTACK_OUTBOX_KEEP=60,
-        SQLALCHEMY_DATABASE_URI=database_url,
-    )
-    with app.app_context():
-        yield app, db, user, _poststack_memory_redis.get()
-        db.session.remove()
-        db.engine.dispose()  # no connection left open on the server
-
-
-def rows(db: t.Any) -> list[t.Any]:
-    outbox = store.table("poststack_outbox")
-    with db.engine.connect() as conn:
-        return list(conn.execute(select(outbox).order_by(outbox.c.created_at)))
-
-
-def test_the_row_lives_and_dies_with_the_transaction(setup: t.Any) -> None:
-    app, db, user, conn = setup
+def test_the_row_lives_and_dies_with_the_transaction(outbox_setup: t.Any) -> None:
+    app, db, user, conn = outbox_setup
     db.session.add(user(email="ada@example.com"))
     enqueue_email(**MAIL)
     db.session.rollback()
@@ -59,9 +40,9 @@ def test_the_row_lives_and_dies_with_the_transaction(setup: t.Any) -> None:
 
 
 def test_redis_down_at_commit_fails_no_view_and_the_relay_delivers(
-    setup: t.Any,
+    outbox_setup: t.Any,
 ) -> None:
-    app, db, user, conn = setup
+    app, db, user, conn = outbox_setup
     dead = redis.Redis(port=free_port(), socket_connect_timeout=1)
     with get_state(app).use_redis(dead):
         db.session.add(user(email="ada@example.com"))
@@ -74,8 +55,8 @@ def test_redis_down_at_commit_fails_no_view_and_the_relay_delivers(
     assert relay_once(app, grace=0) == 0
 
 
-def test_pushing_a_row_twice_queues_one_job(setup: t.Any) -> None:
-    app, db, _user, conn = setup
+def test_pushing_a_row_twice_queues_one_job(outbox_setup: t.Any) -> None:
+    app, db, _user, conn = outbox_setup
     job = enqueue_email(**MAIL)  # outside a transaction: committed and pushed
     db.session.execute(update(store.table("poststack_outbox")).values(pushed_at=None))
     db.session.commit()
@@ -83,8 +64,8 @@ def test_pushing_a_row_twice_queues_one_job(setup: t.Any) -> None:
     assert [j.id for j in FakeQueue(app, conn).jobs] == [job.id]
 
 
-def test_pushed_rows_are_pruned(setup: t.Any) -> None:
-    db = setup[1]
+def test_pushed_rows_are_pruned(outbox_setup: t.Any) -> None:
+    db = outbox_setup[1]
     enqueue_email(**MAIL)
     db.session.execute(
         text("UPDATE poststack_outbox SET pushed_at = '2000-01-01 00:00:00'")

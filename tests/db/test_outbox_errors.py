@@ -8,7 +8,6 @@ from datetime import datetime
 from datetime import timezone
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -19,30 +18,16 @@ from flask_poststack.outbox import store
 from flask_poststack.outbox.relay import relay_once
 from flask_poststack.outbox.relay import run_relay
 from flask_poststack.pytest_plugin import FakeQueue
+from tests.db.conftest import outbox_rows as rows
 
 _FUTURE = datetime(2999, 1, 1, tzinfo=timezone.utc)
 MAIL: t.Any = {"to": "ada@example.com", "subject": "Welcome", "text": "Hi"}
 
 
-@pytest.fixture
-def setup(db_app: t.Any, _poststack_memory_redis: t.Any, database_url: str) -> t.Any:
-    app, db, user = db_app(
-        POSTSTACK_OUTBOX="sqlalchemy", SQLALCHEMY_DATABASE_URI=database_url
-    )
-    with app.app_context():
-        yield app, db, user, _poststack_memory_redis.get()
-        db.session.remove()
-        db.engine.dispose()
-
-
-def rows(db: t.Any) -> list[t.Any]:
-    outbox = store.table("poststack_outbox")
-    with db.engine.connect() as conn:
-        return list(conn.execute(select(outbox).order_by(outbox.c.created_at)))
-
-
-def test_the_apps_own_integrity_error_surfaces_at_its_commit(setup: t.Any) -> None:
-    app, db, user, conn = setup
+def test_the_apps_own_integrity_error_surfaces_at_its_commit(
+    outbox_setup: t.Any,
+) -> None:
+    app, db, user, conn = outbox_setup
     db.session.add(user(email="ada@example.com"))
     db.session.commit()
     db.session.add(user(email="ada@example.com"))  # a duplicate, not flushed yet
@@ -54,8 +39,8 @@ def test_the_apps_own_integrity_error_surfaces_at_its_commit(setup: t.Any) -> No
     assert FakeQueue(app, conn).jobs == []
 
 
-def test_a_job_id_reused_in_the_outbox_is_the_first_job(setup: t.Any) -> None:
-    app, db, user, conn = setup
+def test_a_job_id_reused_in_the_outbox_is_the_first_job(outbox_setup: t.Any) -> None:
+    app, db, user, conn = outbox_setup
     first = enqueue_email(**MAIL, job_id="welcome-1")  # committed on its own
     db.session.add(user(email="ada@example.com"))
     again = enqueue_email(**{**MAIL, "subject": "Other"}, job_id="welcome-1")
@@ -76,16 +61,16 @@ def test_a_job_id_reused_in_the_outbox_is_the_first_job(setup: t.Any) -> None:
     ]
 
 
-def test_the_longest_job_id_fits_the_outbox(setup: t.Any) -> None:
-    _app, db, _user, _conn = setup
+def test_the_longest_job_id_fits_the_outbox(outbox_setup: t.Any) -> None:
+    _app, db, _user, _conn = outbox_setup
     job = enqueue_email(**MAIL, job_id="j" * 128)
     assert [r.id for r in rows(db)] == [job.id]
     with pytest.raises(InvalidEmailError, match="job_id"):
         enqueue_email(**MAIL, job_id="j" * 129)
 
 
-def test_a_missing_table_names_the_setting(setup: t.Any) -> None:
-    app, db, user, _conn = setup
+def test_a_missing_table_names_the_setting(outbox_setup: t.Any) -> None:
+    app, db, user, _conn = outbox_setup
     with db.engine.begin() as c:
         c.execute(text("DROP TABLE poststack_outbox"))
     db.session.add(user(email="ada@example.com"))
@@ -98,9 +83,9 @@ def test_a_missing_table_names_the_setting(setup: t.Any) -> None:
 
 
 def test_the_relay_parks_a_row_it_cannot_read_and_goes_on(
-    setup: t.Any, caplog: pytest.LogCaptureFixture
+    outbox_setup: t.Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app, db, _user, conn = setup
+    app, db, _user, conn = outbox_setup
     good = enqueue_email(**MAIL, after_commit=True)
     outbox = store.table("poststack_outbox")
     with db.engine.begin() as c:
@@ -122,13 +107,15 @@ def test_the_relay_parks_a_row_it_cannot_read_and_goes_on(
 
 
 def test_the_relay_loop_survives_a_database_error(
-    setup: t.Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    outbox_setup: t.Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import threading
 
     from sqlalchemy.exc import OperationalError
 
-    app, _db, _user, _conn = setup
+    app, _db, _user, _conn = outbox_setup
     stop = threading.Event()
     calls: list[float] = []
     real_claim = store.claim
@@ -159,13 +146,13 @@ def relay_cli(app: t.Any, *flags: str) -> t.Any:
     return app.test_cli_runner().invoke(args=["poststack", "relay", "--once", *flags])
 
 
-def test_relay_once_says_why_rows_wait(setup: t.Any) -> None:
+def test_relay_once_says_why_rows_wait(outbox_setup: t.Any) -> None:
     import redis
 
     from flask_poststack import get_state
     from flask_poststack.redis_server import free_port
 
-    app, db, user, _conn = setup
+    app, db, user, _conn = outbox_setup
     dead = redis.Redis(port=free_port(), socket_connect_timeout=1)
     with get_state(app).use_redis(dead):
         db.session.add(user(email="ada@example.com"))
@@ -186,8 +173,8 @@ def test_relay_once_says_why_rows_wait(setup: t.Any) -> None:
     assert "1 row(s) claimed by another relay" in result.output
 
 
-def test_relay_cli_names_a_missing_table(setup: t.Any) -> None:
-    app, db, _user, _conn = setup
+def test_relay_cli_names_a_missing_table(outbox_setup: t.Any) -> None:
+    app, db, _user, _conn = outbox_setup
     with db.engine.begin() as c:
         c.execute(text("DROP TABLE poststack_outbox"))
     for flags in [("--once",), ()]:
@@ -197,10 +184,10 @@ def test_relay_cli_names_a_missing_table(setup: t.Any) -> None:
         assert "Traceback" not in result.output
 
 
-def test_dev_refuses_to_start_without_the_outbox_table(setup: t.Any) -> None:
+def test_dev_refuses_to_start_without_the_outbox_table(outbox_setup: t.Any) -> None:
     from flask_poststack.redis_server import free_port
 
-    app, db, _user, _conn = setup
+    app, db, _user, _conn = outbox_setup
     with db.engine.begin() as c:
         c.execute(text("DROP TABLE poststack_outbox"))
     ports = ["--sandbox-port", str(free_port()), "--redis-port", str(free_port())]
@@ -211,9 +198,9 @@ def test_dev_refuses_to_start_without_the_outbox_table(setup: t.Any) -> None:
 
 
 def test_a_job_id_written_by_a_racing_transaction_is_a_clear_error(
-    setup: t.Any, monkeypatch: pytest.MonkeyPatch
+    outbox_setup: t.Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _app, db, user, _conn = setup
+    _app, db, user, _conn = outbox_setup
     enqueue_email(**MAIL, job_id="welcome-1")
     # The other transaction committed after this one looked: the look misses.
     monkeypatch.setattr(store, "existing", lambda *args: {})
