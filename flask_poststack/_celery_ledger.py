@@ -110,6 +110,16 @@ class Broker:
             )
             pipe.execute()
 
+    def record_new(self, new: Entry, due: float) -> bool:
+        """Write ``new`` unless its task id has an entry; whether it was written.
+
+        Atomic: of two enqueues with one ``job_id``, one writes the entry."""
+        with self.client.pipeline() as pipe:
+            pipe.hsetnx(self.key(ENTRIES), new.task_id, new.dumps())
+            pipe.zadd(self.key(LEDGER), {new.task_id: due}, nx=True)
+            written, _ = pipe.execute()
+        return bool(written)
+
 
 def broker(channel: t.Any) -> Broker | None:
     """The ledger's view of a kombu channel; ``None`` off a Redis broker
@@ -151,6 +161,8 @@ def for_app(app: Celery) -> Broker | None:
         held = getattr(app, "_poststack_ledger", None)
         if held is None or held[0] != os.getpid():  # a forked child opens its own
             conn = app.connection_for_write()
+            # One try, not kombu's retries: a refused broker fails at once.
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
             held = (os.getpid(), conn, broker(conn.default_channel))
             app._poststack_ledger = held
         return t.cast("Broker | None", held[2])

@@ -113,8 +113,8 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
         task may stay unacknowledged; default: the ``POSTSTACK_*``
         environment.
     :param app: configure your own Celery app instead of a new one: only
-        the broker's visibility timeout and orphan sweep are set (where it
-        has none); its other settings stay.
+        the broker's visibility timeout, orphan sweep and socket timeouts are
+        set (where it has none); its other settings stay.
     """
     settings = settings or environ_settings()
     if app is None:
@@ -133,8 +133,14 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
             accept_content=["json"],
             # One task reserved per thread: a killed worker strands no backlog.
             worker_prefetch_multiplier=1,
+            redis_socket_timeout=settings.redis_timeout,
+            redis_socket_connect_timeout=min(5, settings.redis_timeout),
         )
     transport = dict(app.conf.broker_transport_options or {})
+    # POSTSTACK_REDIS_TIMEOUT, as for RQ: a hung broker fails an enqueue in
+    # seconds instead of hanging the request (kombu's default: no timeout).
+    transport.setdefault("socket_timeout", settings.redis_timeout)
+    transport.setdefault("socket_connect_timeout", min(5, settings.redis_timeout))
     transport.setdefault("visibility_timeout", visibility_timeout(settings))
     # Sweep for orphaned tasks every 10 s at most (kombu's default is about
     # 100 s), so one comes back soon after its visibility timeout.

@@ -116,8 +116,9 @@ def test_an_unreachable_broker_is_queue_unavailable(make_app: AppFactory) -> Non
     with app.app_context(), pytest.raises(QueueUnavailableError) as caught:
         enqueue_email(to="a@example.com", subject="Hi", text="t")
     assert "127.0.0.1:9" in str(caught.value)
-    # Whether kombu sent anything is unknown: a fallback must reuse the key.
-    assert caught.value.may_have_been_queued
+    # Refused: nothing reached Redis (the rule of _redis_errors, as for RQ).
+    assert not caught.value.may_have_been_queued
+    assert "Nothing was queued" in str(caught.value)
     assert len(caught.value.idempotency_keys) == len(caught.value.job_ids) == 1
 
 
