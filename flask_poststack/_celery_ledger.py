@@ -54,6 +54,8 @@ log = logging.getLogger("flask_poststack.celery")
 
 LEDGER = "poststack:celery:ledger"
 ENTRIES = "poststack:celery:ledger:tasks"
+#: The entries of the tasks that failed for good, for ``requeue-failed``.
+FAILED = "poststack:celery:failed"
 #: How many overdue tasks one sweep looks at; the next sweep takes the rest.
 SWEEP_SIZE = 1000
 
@@ -194,13 +196,25 @@ def ended_before(task: t.Any) -> bool:
         return False
 
 
-def ended(task: t.Any, task_id: str) -> None:
-    """Forget a task that ended for good; if the broker cannot be told, the
-    sweep forgets it later (its result says it ended)."""
+def ended(task: t.Any, task_id: str, failed: bool = False) -> None:
+    """Forget a task that ended for good, keeping a failed one's entry in
+    :data:`FAILED` for :func:`requeue_failed` (for ``POSTSTACK_FAILURE_TTL``
+    after the latest failure); if the broker cannot be told, the sweep
+    forgets it later (its result says it ended)."""
+    from .client import worker_slot
+
     with _best_effort("the sweep will forget it"):
         found = for_app(task.app)
-        if found is not None:
-            forget(found, task_id)
+        if found is None:
+            return
+        kept = entry(found, task_id) if failed else None
+        if kept is not None:
+            ttl = worker_slot().settings.failure_ttl
+            with found.client.pipeline() as pipe:
+                pipe.hset(found.key(FAILED), task_id, kept.dumps())
+                pipe.expire(found.key(FAILED), ttl)
+                pipe.execute()
+        forget(found, task_id)
 
 
 def retried(

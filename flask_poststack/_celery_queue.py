@@ -278,6 +278,10 @@ def task_facts(
             return "unknown", job, None, None
         else:
             job = celery_app(app_state).AsyncResult(job)
+    elif type(job).__name__ != "EagerResult":
+        # An AsyncResult keeps the first final state it read: a requeued
+        # task's would stay "failed".
+        job = job.app.AsyncResult(job.id)
     try:
         state = _STATES.get(job.state, "unknown")
         info = job.info

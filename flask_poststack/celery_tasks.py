@@ -19,6 +19,7 @@ too; :func:`make_celery` also sets the broker's visibility timeout.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 import typing as t
@@ -32,6 +33,7 @@ from celery.exceptions import Ignore
 from . import _celery_ledger
 from . import pipeline
 from ._keyprint import META_KEY
+from .client import missing_key_warning
 from .client import worker_slot
 from .config import environ_settings
 from .config import Settings
@@ -249,7 +251,7 @@ def _after_return(
     # After the result is stored, before the ack: a kill in between runs
     # the task again (a replay at the API), never loses its result.
     if status in ("SUCCESS", "FAILURE") and (kwargs or {}).get("ledger"):
-        _celery_ledger.ended(self, task_id)
+        _celery_ledger.ended(self, task_id, failed=status == "FAILURE")
 
 
 TASK_OPTIONS["after_return"] = _after_return
@@ -273,6 +275,14 @@ def _start_reconciler(sender: t.Any = None, **_: t.Any) -> None:
     sweeper.start()
 
 
+def _warn_if_no_api_key(sender: t.Any = None, **_: t.Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is not None and TASK in app.tasks and (warning := missing_key_warning()):
+        # Celery's log format names the level already.
+        log = logging.getLogger("flask_poststack.celery")
+        log.warning(warning.removeprefix("WARNING: "))
+
+
 def _stop_reconciler(sender: t.Any = None, **_: t.Any) -> None:
     sweeper = getattr(getattr(sender, "app", None), "poststack_reconciler", None)
     if sweeper is not None:
@@ -280,6 +290,7 @@ def _stop_reconciler(sender: t.Any = None, **_: t.Any) -> None:
 
 
 signals.worker_ready.connect(_start_reconciler)
+signals.worker_ready.connect(_warn_if_no_api_key)
 signals.worker_shutdown.connect(_stop_reconciler)
 
 

@@ -1,0 +1,87 @@
+"""The Celery worker commands the docs and ``flask poststack worker --print``
+give, run exactly as given: the tasks are registered, a worker without a key
+says so at start, and ``requeue-failed`` sends a failed task again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from flask_poststack import email_status
+from flask_poststack import enqueue_email
+from flask_poststack._celery_cli import celery_worker_command
+from flask_poststack._state import get_state
+from flask_poststack.sandbox import Sandbox
+from tests.e2e.harness import API_KEY
+from tests.e2e.harness import BASE_ENV
+from tests.e2e.harness import keys_stored
+from tests.e2e.harness import make_app
+from tests.e2e.harness import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def run(argv: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
+    base = {k: os.environ[k] for k in BASE_ENV if k in os.environ}
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            argv,
+            env={**base, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_the_printed_worker_command_registers_the_tasks_and_warns_without_a_key(
+    redis_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    app = make_app(redis_url, sandbox, POSTSTACK_QUEUE_BACKEND="celery")
+    argv = celery_worker_command(get_state(app).settings)
+    log = tmp_path / "worker.log"
+    env = {"POSTSTACK_REDIS_URL": redis_url, "POSTSTACK_BASE_URL": sandbox.base_url,
+           "POSTSTACK_RETRY_INTERVALS": "0", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    proc = run(argv, log, **env)  # no POSTSTACK_API_KEY
+    try:
+        wait_until(lambda: b"POSTSTACK_API_KEY is not set" in log.read_bytes(), 120,
+                   "the start-up warning", log.read_text)  # fmt: skip
+        with app.app_context():
+            result: t.Any = enqueue_email(to="a@example.com", subject="Hi", text="t")
+            wait_until(lambda: email_status(result).state == "failed", 120,
+                       "the task to fail for want of a key", log.read_text)  # fmt: skip
+            error = email_status(result).error
+        assert error is not None and error["code"] == "ConfigurationError"
+        text = log.read_text()
+        assert "NotRegistered" not in text and "Received unregistered" not in text
+        assert text.count("POSTSTACK_API_KEY is not set") == 1
+        assert API_KEY not in text
+    finally:
+        stop(proc)
+
+    # With the key, requeue-failed sends it again, under the same task id.
+    proc = run(argv, log, **env, POSTSTACK_API_KEY=API_KEY)
+    try:
+        cli = app.test_cli_runner().invoke(args=["poststack", "requeue-failed"])
+        assert cli.exit_code == 0, cli.output
+        assert "1 job(s) requeued" in cli.output
+        with app.app_context():
+            wait_until(
+                lambda: email_status(result).state == "sent",
+                120,
+                "the requeued task",
+                lambda: (email_status(result), log.read_text()),
+            )
+        assert list(keys_stored(sandbox).values()) == [1]  # one email, sent once
+    finally:
+        stop(proc)
