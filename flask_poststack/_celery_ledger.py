@@ -40,6 +40,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "Entry",
     "Reconciler",
+    "best_effort",
     "broker",
     "ended",
     "ended_before",
@@ -48,6 +49,7 @@ __all__ = [
     "is_finished",
     "reconcile",
     "retried",
+    "revoked_again",
 ]
 
 log = logging.getLogger("flask_poststack.celery")
@@ -56,6 +58,8 @@ LEDGER = "poststack:celery:ledger"
 ENTRIES = "poststack:celery:ledger:tasks"
 #: The entries of the tasks that failed for good, for ``requeue-failed``.
 FAILED = "poststack:celery:failed"
+#: A marker per task cancelled through the ledger (:mod:`._celery_cancel`).
+CANCELED = "poststack:celery:canceled:"
 #: How many overdue tasks one sweep looks at; the next sweep takes the rest.
 SWEEP_SIZE = 1000
 
@@ -203,7 +207,7 @@ def ended(task: t.Any, task_id: str, failed: bool = False) -> None:
     forgets it later (its result says it ended)."""
     from .client import worker_slot
 
-    with _best_effort("the sweep will forget it"):
+    with best_effort("the sweep will forget it"):
         found = for_app(task.app)
         if found is None:
             return
@@ -217,12 +221,20 @@ def ended(task: t.Any, task_id: str, failed: bool = False) -> None:
         forget(found, task_id)
 
 
+def revoked_again(task: t.Any) -> None:
+    """For a task without an entry: if it was cancelled, record it as
+    revoked again (Celery stored ``STARTED`` over it)."""
+    found = for_app(task.app)
+    if found is not None and found.client.exists(found.key(CANCELED + task.request.id)):
+        task.backend.mark_as_revoked(task.request.id)
+
+
 def retried(
     task: t.Any, args: Sequence[t.Any], kwargs: t.Mapping[str, t.Any], due: float
 ) -> None:
     """Record a retry's arguments, due when the retry is; if the broker
     cannot be told, the old entry still brings the task back."""
-    with _best_effort("retrying"):
+    with best_effort("retrying"):
         found = for_app(task.app)
         old = found and entry(found, task.request.id)
         if found is not None and old:
@@ -233,7 +245,7 @@ def retried(
 
 
 @contextlib.contextmanager
-def _best_effort(then: str) -> Iterator[None]:
+def best_effort(then: str) -> Iterator[None]:
     # A broker blip must not fail an email: the sweep is the safety net.
     try:
         yield

@@ -304,7 +304,10 @@ def _intervals() -> tuple[int, ...]:
 
 def _context(task: t.Any, key: str | None, in_ledger: bool) -> pipeline.Context:
     if in_ledger and _celery_ledger.ended_before(task):
-        raise Ignore()  # a copy of a task that already ended for good
+        # A copy of a task that already ended for good, or a cancelled one.
+        with _celery_ledger.best_effort("its state stays STARTED"):
+            _celery_ledger.revoked_again(task)
+        raise Ignore()
     retries_left = max(len(_intervals()) - task.request.retries, 0)
     delivery = task.request.delivery_info or {}
     job: t.Any = TaskJob(

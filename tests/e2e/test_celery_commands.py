@@ -11,6 +11,7 @@ import typing as t
 from pathlib import Path
 
 import pytest
+import redis
 
 from flask_poststack import email_status
 from flask_poststack import enqueue_email
@@ -85,3 +86,37 @@ def test_the_printed_worker_command_registers_the_tasks_and_warns_without_a_key(
         assert list(keys_stored(sandbox).values()) == [1]  # one email, sent once
     finally:
         stop(proc)
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex")  # celery's backend
+def test_a_task_cancelled_with_no_worker_running_is_never_sent(
+    redis_url: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    from flask_poststack import cancel_email
+
+    app = make_app(redis_url, sandbox, POSTSTACK_QUEUE_BACKEND="celery")
+    with app.app_context():
+        dropped: t.Any = enqueue_email(to="a@example.com", subject="No", text="t")
+        change = cancel_email(dropped)
+        assert (change.done, change.where, change.job_id) == (True, "queue", dropped.id)
+        assert email_status(dropped.id).state == "canceled"
+        again = cancel_email(dropped.id)
+        assert (again.done, again.where) == (False, "canceled")
+        kept: t.Any = enqueue_email(to="b@example.com", subject="Yes", text="t")
+    argv = celery_worker_command(get_state(app).settings)
+    log = tmp_path / "worker.log"
+    proc = run(argv, log, POSTSTACK_REDIS_URL=redis_url, POSTSTACK_API_KEY=API_KEY,
+               POSTSTACK_BASE_URL=sandbox.base_url, PYTHONUNBUFFERED="1")  # fmt: skip
+    try:
+        with app.app_context():
+            wait_until(lambda: email_status(kept).state == "sent", 120,
+                       "the email after the cancelled one", log.read_text)  # fmt: skip
+            # Taken, found without its entry, recorded as revoked again.
+            broker = redis.Redis.from_url(redis_url)
+            taken = lambda: not broker.llen("poststack") and not broker.hlen("unacked")  # noqa: E731
+            wait_until(taken, 120, "the worker to take both tasks", log.read_text)
+            wait_until(lambda: email_status(dropped).state == "canceled", 120,
+                       "the cancelled task's state", log.read_text)  # fmt: skip
+    finally:
+        stop(proc)
+    assert list(keys_stored(sandbox).values()) == [1]  # the kept email only
