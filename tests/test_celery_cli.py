@@ -69,3 +69,15 @@ def test_celery_not_installed_fails_at_init_app(
     assert caught.value.key == "POSTSTACK_QUEUE_BACKEND"
     assert "pip install 'flask-poststack[celery]'" in str(caught.value)
     make_app()  # the RQ default needs no Celery
+
+
+def test_the_docs_give_the_command_the_cli_prints() -> None:
+    # tests/e2e/test_celery_commands.py runs that command as printed.
+    from pathlib import Path
+
+    from flask_poststack._celery_cli import celery_worker_command
+    from flask_poststack.config import Settings
+
+    command = " ".join(["celery", *celery_worker_command(Settings())[1:]])
+    docs = Path(__file__).parent.parent / "docs" / "celery.md"
+    assert command in docs.read_text()
