@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import typing as t
 from pathlib import Path
 
@@ -120,3 +121,59 @@ def test_a_task_cancelled_with_no_worker_running_is_never_sent(
     finally:
         stop(proc)
     assert list(keys_stored(sandbox).values()) == [1]  # the kept email only
+
+
+#: docs/celery.md's own Celery app, with and without make_celery.
+OWN_APP = """
+import os
+from celery import Celery
+from flask_poststack.celery_tasks import make_celery
+
+redis_url = os.environ["POSTSTACK_REDIS_URL"]
+celery_app = make_celery(app=Celery("myapp", broker=redis_url, backend=redis_url))
+"""
+PLAIN_APP = """
+import os
+from celery import Celery
+
+redis_url = os.environ["POSTSTACK_REDIS_URL"]
+celery_app = Celery("myapp", broker=redis_url, backend=redis_url)
+"""
+
+
+@pytest.mark.parametrize(
+    ("source", "command"),
+    [
+        (OWN_APP, "celery -A myapp.celery_app worker --pool threads -c 16"
+                  " -Q poststack,celery"),
+        (PLAIN_APP, "celery -A myapp.celery_app worker -I flask_poststack.celery_tasks"
+                    " --pool threads -c 16 -Q poststack,celery"),
+    ],
+)  # fmt: skip
+def test_the_documented_commands_for_your_own_app_register_the_tasks(
+    redis_url: str, sandbox: Sandbox, tmp_path: Path, source: str, command: str
+) -> None:
+    from celery import Celery
+
+    from flask_poststack.celery_tasks import make_celery
+
+    docs = Path(__file__).parents[2] / "docs" / "celery.md"
+    assert f"\n{command}\n" in docs.read_text()  # as documented
+    (tmp_path / "myapp.py").write_text(source)
+    app = make_app(redis_url, sandbox, POSTSTACK_QUEUE_BACKEND="celery")
+    own = Celery("myapp", broker=redis_url, backend=redis_url)
+    app.extensions["poststack_celery"] = make_celery(app=own)
+    log = tmp_path / "worker.log"
+    argv = command.split()
+    argv[0] = str(Path(sys.executable).parent / "celery")
+    env = {"PYTHONPATH": str(tmp_path), "POSTSTACK_REDIS_URL": redis_url,
+           "POSTSTACK_API_KEY": API_KEY, "POSTSTACK_BASE_URL": sandbox.base_url}  # fmt: skip
+    proc = run(argv, log, **env)
+    try:
+        with app.app_context():
+            result: t.Any = enqueue_email(to="a@example.com", subject="Hi", text="t")
+            wait_until(lambda: email_status(result.id).state == "sent", 120,
+                       "the task on your own app", log.read_text)  # fmt: skip
+    finally:
+        stop(proc)
+    assert "NotRegistered" not in log.read_text()
