@@ -166,8 +166,12 @@ def test_the_documented_commands_for_your_own_app_register_the_tasks(
     log = tmp_path / "worker.log"
     argv = command.split()
     argv[0] = str(Path(sys.executable).parent / "celery")
-    env = {"PYTHONPATH": str(tmp_path), "POSTSTACK_REDIS_URL": redis_url,
-           "POSTSTACK_API_KEY": API_KEY, "POSTSTACK_BASE_URL": sandbox.base_url}  # fmt: skip
+    env = {
+        "PYTHONPATH": str(tmp_path),
+        "POSTSTACK_REDIS_URL": redis_url,
+        "POSTSTACK_API_KEY": API_KEY,
+        "POSTSTACK_BASE_URL": sandbox.base_url,
+    }
     proc = run(argv, log, **env)
     try:
         with app.app_context():
