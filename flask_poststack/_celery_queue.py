@@ -208,7 +208,8 @@ def _publish(
                     written = True
                 if unique and (first := _finished(app, found, tasks[0][1])):
                     return [first], False
-                retry = {**_PUBLISH_RETRY, "errback": _redis_errors.record}
+                # kombu calls errback(exc, interval) at each failed try.
+                retry = {**_PUBLISH_RETRY, "errback": _record_try}
                 results = [
                     task.apply_async(args=(g,), kwargs=kwargs, task_id=i,
                                      producer=producer, retry_policy=retry, **options)
@@ -225,6 +226,10 @@ def _publish(
                 idempotency_keys=keys,
                 job_ids=[i for _, i in tasks],
             ) from exc
+
+
+def _record_try(exc: BaseException, interval: float) -> None:
+    _redis_errors.record(exc)
 
 
 def _finished(
