@@ -20,6 +20,8 @@ from .errors import redact_url
 
 __all__ = ["CELERY_APP", "celery_check", "celery_worker_command", "run_celery_worker"]
 
+#: How to start a local broker (``flask poststack dev`` is RQ's).
+LOCAL = "run `python -m flask_poststack.redis_server`"
 #: The ``-A`` of the documented command: the tasks' own app, which registers
 #: them (``-A`` names an app; ``-Q`` alone does not import the tasks).
 CELERY_APP = "flask_poststack.celery_tasks"
@@ -57,7 +59,7 @@ def run_celery_worker(
         redis_url = state.redis_url()
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
-    if not print_only and (unreachable := redis_unreachable(redis_url)):
+    if not print_only and (unreachable := redis_unreachable(redis_url, LOCAL)):
         raise click.ClickException(unreachable)
     argv = celery_worker_command(
         state.settings, queues=queues, concurrency=concurrency or 16
@@ -84,7 +86,7 @@ def celery_check(state: AppState) -> t.Iterator[tuple[str, str, str]]:
         return
     yield "ok", "Celery", f"{celery.__version__} (POSTSTACK_QUEUE_BACKEND)"
     url = state.settings.redis_url
-    if unreachable := redis_unreachable(url):
+    if unreachable := redis_unreachable(url, LOCAL):
         yield "FAIL", f"broker at {redact_url(url)}", unreachable
         return
     yield "ok", f"broker at {redact_url(url)}", "reachable"

@@ -45,6 +45,7 @@ def test_check_looks_at_the_celery_broker(make_app: AppFactory, redis_url: str) 
     result = down.test_cli_runner().invoke(args=["poststack", "check"])
     assert result.exit_code == 1
     assert "FAIL  broker at redis://127.0.0.1:9/0" in result.output
+    assert "python -m flask_poststack.redis_server" in result.output
 
 
 def test_dev_refuses_with_celery(make_app: AppFactory, redis_url: str) -> None:
