@@ -168,7 +168,11 @@ def for_app(app: Celery) -> Broker | None:
         if held is None or held[0] != os.getpid():  # a forked child opens its own
             conn = app.connection_for_write()
             # One try, not kombu's retries: a refused broker fails at once.
-            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+            try:
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+            except Exception:
+                conn.release()
+                raise
             held = (os.getpid(), conn, broker(conn.default_channel))
             app._poststack_ledger = held
         return t.cast("Broker | None", held[2])
