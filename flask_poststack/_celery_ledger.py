@@ -47,6 +47,7 @@ __all__ = [
     "for_app",
     "forget",
     "is_finished",
+    "keep_failed",
     "reconcile",
     "retried",
     "revoked_again",
@@ -205,24 +206,26 @@ def ended_before(task: t.Any) -> bool:
 
 
 def ended(task: t.Any, task_id: str, failed: bool = False) -> None:
-    """Forget a task that ended for good, keeping a failed one's entry in
-    :data:`FAILED` for :func:`requeue_failed` (for ``POSTSTACK_FAILURE_TTL``
-    after the latest failure); if the broker cannot be told, the sweep
-    forgets it later (its result says it ended)."""
-    from .client import worker_slot
-
+    """Forget a task that ended for good (a failed one: :func:`keep_failed`);
+    if the broker cannot be told, the sweep does it later."""
     with best_effort("the sweep will forget it"):
         found = for_app(task.app)
         if found is None:
             return
-        kept = entry(found, task_id) if failed else None
-        if kept is not None:
-            ttl = worker_slot().settings.failure_ttl
-            with found.client.pipeline() as pipe:
-                pipe.hset(found.key(FAILED), task_id, kept.dumps())
-                pipe.expire(found.key(FAILED), ttl)
-                pipe.execute()
+        if failed and (kept := entry(found, task_id)) is not None:
+            keep_failed(found, kept)
         forget(found, task_id)
+
+
+def keep_failed(found: Broker, failed: Entry) -> None:
+    """Keep a failed task's entry in :data:`FAILED` for ``requeue-failed``,
+    for ``POSTSTACK_FAILURE_TTL`` after the latest failure."""
+    from .client import worker_slot
+
+    with found.client.pipeline() as pipe:
+        pipe.hset(found.key(FAILED), failed.task_id, failed.dumps())
+        pipe.expire(found.key(FAILED), worker_slot().settings.failure_ttl)
+        pipe.execute()
 
 
 def revoked_again(task: t.Any) -> None:
@@ -302,8 +305,11 @@ def reconcile(
     claim = client.register_script(_CLAIM)
     queued = []
     for lost in missing:
-        if app.AsyncResult(lost.task_id).state in READY_STATES:
-            forget(found, lost.task_id)  # revoked, or ended before a kill
+        state = app.AsyncResult(lost.task_id).state
+        if state in READY_STATES:  # revoked, or ended before a kill
+            if state == "FAILURE":
+                keep_failed(found, lost)
+            forget(found, lost.task_id)
             continue
         raw = claim(
             keys=[found.key(LEDGER), found.key(ENTRIES)],

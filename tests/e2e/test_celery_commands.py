@@ -17,6 +17,7 @@ import redis
 from flask_poststack import email_status
 from flask_poststack import enqueue_email
 from flask_poststack._celery_cli import celery_worker_command
+from flask_poststack._celery_ledger import FAILED
 from flask_poststack._state import get_state
 from flask_poststack.sandbox import Sandbox
 from tests.e2e.harness import API_KEY
@@ -63,6 +64,10 @@ def test_the_printed_worker_command_registers_the_tasks_and_warns_without_a_key(
             wait_until(lambda: email_status(result).state == "failed", 120,
                        "the task to fail for want of a key", log.read_text)  # fmt: skip
             error = email_status(result).error
+            # Kept for requeue-failed just after its result is stored.
+            broker = redis.Redis.from_url(redis_url)
+            wait_until(lambda: broker.hexists(FAILED, result.id), 120,
+                       "the failed task to be kept", log.read_text)  # fmt: skip
         assert error is not None and error["code"] == "ConfigurationError"
         text = log.read_text()
         assert "NotRegistered" not in text and "Received unregistered" not in text
