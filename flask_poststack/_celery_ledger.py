@@ -40,20 +40,27 @@ if t.TYPE_CHECKING:
 __all__ = [
     "Entry",
     "Reconciler",
+    "best_effort",
     "broker",
     "ended",
     "ended_before",
     "for_app",
     "forget",
     "is_finished",
+    "keep_failed",
     "reconcile",
     "retried",
+    "revoked_again",
 ]
 
 log = logging.getLogger("flask_poststack.celery")
 
 LEDGER = "poststack:celery:ledger"
 ENTRIES = "poststack:celery:ledger:tasks"
+#: The entries of the tasks that failed for good, for ``requeue-failed``.
+FAILED = "poststack:celery:failed"
+#: A marker per task cancelled through the ledger (:mod:`._celery_cancel`).
+CANCELED = "poststack:celery:canceled:"
 #: How many overdue tasks one sweep looks at; the next sweep takes the rest.
 SWEEP_SIZE = 1000
 
@@ -110,6 +117,16 @@ class Broker:
             )
             pipe.execute()
 
+    def record_new(self, new: Entry, due: float) -> bool:
+        """Write ``new`` unless its task id has an entry; whether it was written.
+
+        Atomic: of two enqueues with one ``job_id``, one writes the entry."""
+        with self.client.pipeline() as pipe:
+            pipe.hsetnx(self.key(ENTRIES), new.task_id, new.dumps())
+            pipe.zadd(self.key(LEDGER), {new.task_id: due}, nx=True)
+            written, _ = pipe.execute()
+        return bool(written)
+
 
 def broker(channel: t.Any) -> Broker | None:
     """The ledger's view of a kombu channel; ``None`` off a Redis broker
@@ -151,6 +168,12 @@ def for_app(app: Celery) -> Broker | None:
         held = getattr(app, "_poststack_ledger", None)
         if held is None or held[0] != os.getpid():  # a forked child opens its own
             conn = app.connection_for_write()
+            # One try, not kombu's retries: a refused broker fails at once.
+            try:
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+            except Exception:
+                conn.release()
+                raise
             held = (os.getpid(), conn, broker(conn.default_channel))
             app._poststack_ledger = held
         return t.cast("Broker | None", held[2])
@@ -182,13 +205,35 @@ def ended_before(task: t.Any) -> bool:
         return False
 
 
-def ended(task: t.Any, task_id: str) -> None:
-    """Forget a task that ended for good; if the broker cannot be told, the
-    sweep forgets it later (its result says it ended)."""
-    with _best_effort("the sweep will forget it"):
+def ended(task: t.Any, task_id: str, failed: bool = False) -> None:
+    """Forget a task that ended for good (a failed one: :func:`keep_failed`);
+    if the broker cannot be told, the sweep does it later."""
+    with best_effort("the sweep will forget it"):
         found = for_app(task.app)
-        if found is not None:
-            forget(found, task_id)
+        if found is None:
+            return
+        if failed and (kept := entry(found, task_id)) is not None:
+            keep_failed(found, kept)
+        forget(found, task_id)
+
+
+def keep_failed(found: Broker, failed: Entry) -> None:
+    """Keep a failed task's entry in :data:`FAILED` for ``requeue-failed``,
+    for ``POSTSTACK_FAILURE_TTL`` after the latest failure."""
+    from .client import worker_slot
+
+    with found.client.pipeline() as pipe:
+        pipe.hset(found.key(FAILED), failed.task_id, failed.dumps())
+        pipe.expire(found.key(FAILED), worker_slot().settings.failure_ttl)
+        pipe.execute()
+
+
+def revoked_again(task: t.Any) -> None:
+    """For a task without an entry: if it was cancelled, record it as
+    revoked again (Celery stored ``STARTED`` over it)."""
+    found = for_app(task.app)
+    if found is not None and found.client.exists(found.key(CANCELED + task.request.id)):
+        task.backend.mark_as_revoked(task.request.id)
 
 
 def retried(
@@ -196,7 +241,7 @@ def retried(
 ) -> None:
     """Record a retry's arguments, due when the retry is; if the broker
     cannot be told, the old entry still brings the task back."""
-    with _best_effort("retrying"):
+    with best_effort("retrying"):
         found = for_app(task.app)
         old = found and entry(found, task.request.id)
         if found is not None and old:
@@ -207,7 +252,7 @@ def retried(
 
 
 @contextlib.contextmanager
-def _best_effort(then: str) -> Iterator[None]:
+def best_effort(then: str) -> Iterator[None]:
     # A broker blip must not fail an email: the sweep is the safety net.
     try:
         yield
@@ -260,8 +305,11 @@ def reconcile(
     claim = client.register_script(_CLAIM)
     queued = []
     for lost in missing:
-        if app.AsyncResult(lost.task_id).state in READY_STATES:
-            forget(found, lost.task_id)  # revoked, or ended before a kill
+        state = app.AsyncResult(lost.task_id).state
+        if state in READY_STATES:  # revoked, or ended before a kill
+            if state == "FAILURE":
+                keep_failed(found, lost)
+            forget(found, lost.task_id)
             continue
         raw = claim(
             keys=[found.key(LEDGER), found.key(ENTRIES)],

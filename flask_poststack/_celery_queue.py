@@ -9,18 +9,17 @@ as for RQ, then hands the JSON payloads here; they go out as tasks of
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import json
 import time
 import typing as t
 import uuid
-from collections.abc import Iterator
 from collections.abc import Sequence
 from datetime import datetime
 from datetime import timezone
 
 from . import _celery_ledger as ledger
+from . import _redis_errors
 from . import pipeline
 from ._keyprint import fingerprint
 from ._state import AppState
@@ -149,21 +148,11 @@ def send_tasks(
         # Ids chosen before the publish, so that a failure can name them.
         ids = [task_id or uuid.uuid4().hex for _ in groups]
         keys = [p["idempotency_key"] for p in payloads]
-        with _broker_errors(state, keys, ids), app.producer_or_acquire() as producer:
-            found = ledger.for_app(app)
-            if found is not None:  # a Redis broker: see _celery_ledger
-                kwargs = {**kwargs, "ledger": True}
-                entries = [
-                    ledger.Entry(i, task.name, [g], kwargs, options["queue"])
-                    for g, i in zip(groups, ids, strict=True)
-                ]
-                found.record(entries, due=when.timestamp() if when else time.time())
-            results = [
-                task.apply_async(
-                    args=(g,), kwargs=kwargs, task_id=i, producer=producer, **options
-                )
-                for g, i in zip(groups, ids, strict=True)
-            ]
+        tasks = list(zip(groups, ids, strict=True))
+        unique = task_id is not None
+        results, new = _publish(state, app, task, tasks, keys, kwargs, options, unique)
+        if not new:
+            return results  # the first task's, announced when it was queued
     for group, result in zip(groups, results, strict=True):
         members = group if batch else [group]
         jobs: list[tuple[dict[str, t.Any], t.Any]] = [(p, result) for p in members]
@@ -171,28 +160,89 @@ def send_tasks(
     return results
 
 
-@contextlib.contextmanager
-def _broker_errors(
-    state: AppState, keys: Sequence[str], task_ids: Sequence[str]
-) -> Iterator[None]:
-    """Turn a broker that cannot be reached into :exc:`QueueUnavailableError`.
+#: kombu's publish retry, bounded: one more try for a connection lost
+#: since its last use, not kombu's default of three.
+_PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                  "interval_max": 0.2}  # fmt: skip
 
-    kombu does not say how far a failed publish got: the email may have
-    been queued, so a fallback must reuse its idempotency key.
+
+def _publish(
+    state: AppState,
+    app: Celery,
+    task: t.Any,
+    tasks: Sequence[tuple[t.Any, str]],
+    keys: Sequence[str],
+    kwargs: dict[str, t.Any],
+    options: dict[str, t.Any],
+    unique: bool,
+) -> tuple[list[AsyncResult], bool]:
+    """Write the ledger, then publish each ``(args, task id)``; return the
+    results and whether they are new.
+
+    ``unique`` (one task, a caller's ``job_id``): a task already queued
+    under that id (the ledger entry while it is not done, its result once it
+    is) is returned instead, and nothing is published.
+
+    :raises QueueUnavailableError: the broker failed, saying whether the
+        emails may be queued (the rule of :mod:`._redis_errors`).
     """
     from kombu.exceptions import OperationalError
     from redis.exceptions import RedisError
 
-    try:
-        yield
-    except (OperationalError, RedisError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise QueueUnavailableError(
-            state.settings.redis_url,
-            reason,
-            idempotency_keys=keys,
-            job_ids=task_ids,
-        ) from exc
+    written = False  # a ledger entry brings a task back: "may be queued"
+    with _redis_errors.watch() as seen:
+        try:
+            with app.producer_or_acquire() as producer:
+                found = ledger.for_app(app)
+                if found is not None:  # a Redis broker: see _celery_ledger
+                    kwargs = {**kwargs, "ledger": True}
+                    queue = options["queue"]
+                    entries = [
+                        ledger.Entry(i, task.name, [g], kwargs, queue) for g, i in tasks
+                    ]
+                    due = options["eta"].timestamp() if options["eta"] else time.time()
+                    if unique and not found.record_new(entries[0], due):
+                        return [app.AsyncResult(entries[0].task_id)], False
+                    if not unique:
+                        found.record(entries, due)
+                    written = True
+                if unique and (first := _finished(app, found, tasks[0][1])):
+                    return [first], False
+                # kombu calls errback(exc, interval) at each failed try.
+                retry = {**_PUBLISH_RETRY, "errback": _record_try}
+                results = [
+                    task.apply_async(args=(g,), kwargs=kwargs, task_id=i,
+                                     producer=producer, retry_policy=retry, **options)
+                    for g, i in tasks
+                ]  # fmt: skip
+                return results, True
+        except (OperationalError, RedisError) as exc:
+            raise QueueUnavailableError(
+                state.settings.redis_url,
+                str(exc) or type(exc).__name__,
+                may_have_been_queued=(
+                    written or _redis_errors.may_have_reached([*seen, exc])
+                ),
+                idempotency_keys=keys,
+                job_ids=[i for _, i in tasks],
+            ) from exc
+
+
+def _record_try(exc: BaseException, interval: float) -> None:
+    _redis_errors.record(exc)
+
+
+def _finished(
+    app: Celery, found: ledger.Broker | None, task_id: str
+) -> AsyncResult | None:
+    """The task that ran under ``task_id`` and has a result (Celery says
+    ``PENDING`` of an id it has not seen); our new ledger entry is dropped."""
+    existing = app.AsyncResult(task_id)
+    if existing.state == "PENDING":
+        return None
+    if found is not None:
+        ledger.forget(found, task_id)
+    return existing
 
 
 def is_celery(job: object, connection: object = None) -> bool:
@@ -233,6 +283,10 @@ def task_facts(
             return "unknown", job, None, None
         else:
             job = celery_app(app_state).AsyncResult(job)
+    elif type(job).__name__ != "EagerResult":
+        # An AsyncResult keeps the first final state it read: a requeued
+        # task's would stay "failed".
+        job = job.app.AsyncResult(job.id)
     try:
         state = _STATES.get(job.state, "unknown")
         info = job.info

@@ -31,9 +31,10 @@ __all__ = [
 PING_SECONDS = 3.0
 
 
-def redis_unreachable(url: str) -> str | None:
-    """Why the Redis at ``url`` does not answer a ping, with the fix; or
-    ``None``. The URL is printed without its password."""
+def redis_unreachable(url: str, local: str = "run `flask poststack dev`") -> str | None:
+    """Why the Redis at ``url`` does not answer a ping, with the fix
+    (``local``: how to start a local one); or ``None``. The URL is printed
+    without its password."""
     import redis
 
     conn = redis.Redis.from_url(
@@ -44,8 +45,7 @@ def redis_unreachable(url: str) -> str | None:
     except redis.RedisError as exc:
         return (
             f"cannot reach Redis at {redact_url(url)} ({type(exc).__name__}):"
-            " set POSTSTACK_REDIS_URL to your Redis, or run `flask poststack dev`"
-            " for a local one."
+            f" set POSTSTACK_REDIS_URL to your Redis, or {local} for a local one."
         )
     finally:
         conn.close()

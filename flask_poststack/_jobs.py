@@ -64,7 +64,7 @@ def queue_errors(
     the write may have reached Redis (see :mod:`._redis_errors`)."""
     import redis
 
-    from ._redis_errors import before_sending
+    from ._redis_errors import may_have_reached
     from ._redis_errors import watch
 
     with watch() as seen:
@@ -75,7 +75,7 @@ def queue_errors(
             raise QueueUnavailableError(
                 state.settings.redis_url,
                 reason,
-                may_have_been_queued=not all(map(before_sending, [*seen, exc])),
+                may_have_been_queued=may_have_reached([*seen, exc]),
                 idempotency_keys=keys,
                 job_ids=job_ids,
             ) from exc

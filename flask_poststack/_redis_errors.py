@@ -20,7 +20,14 @@ import typing as t
 import redis
 from redis.retry import Retry
 
-__all__ = ["RecordingRetry", "before_sending", "recording", "watch"]
+__all__ = [
+    "RecordingRetry",
+    "before_sending",
+    "may_have_reached",
+    "record",
+    "recording",
+    "watch",
+]
 
 _seen: contextvars.ContextVar[list[BaseException] | None] = contextvars.ContextVar(
     "flask_poststack_redis_errors", default=None
@@ -67,8 +74,25 @@ def watch() -> t.Iterator[list[BaseException]]:
         _seen.reset(token)
 
 
+def record(exc: BaseException) -> None:
+    """Count ``exc`` as a failed attempt of the current :func:`watch` block
+    (for retries made elsewhere than in redis-py, e.g. kombu's publish)."""
+    seen = _seen.get()
+    if seen is not None:
+        seen.append(exc)
+
+
+def may_have_reached(errors: t.Iterable[BaseException]) -> bool:
+    """The rule of every enqueue path: a failed write may have reached Redis
+    unless every attempt failed before anything was sent."""
+    return not all(map(before_sending, errors))
+
+
 def before_sending(exc: BaseException) -> bool:
-    """Whether ``exc`` happened before any command was sent."""
+    """Whether ``exc`` happened before any command was sent (``exc`` may be
+    kombu's wrapper of the Redis error)."""
+    while not isinstance(exc, redis.RedisError) and exc.__cause__ is not None:
+        exc = exc.__cause__
     if isinstance(exc, redis.AuthenticationError):
         return True
     # redis-py's connect step: "Error 111 connecting to host:port. ..." and

@@ -12,7 +12,7 @@ import flask
 from jinja2 import Environment
 from jinja2 import TemplateNotFound
 
-from .errors import ConfigurationError
+from ._optional import missing_extra
 from .errors import InvalidEmailError
 
 #: Suffixes looked up for ``template="emails/welcome"``, in this order.
@@ -100,7 +100,7 @@ def html_to_text(html: str) -> str:
         from inscriptis import get_text
         from inscriptis.model.config import ParserConfig
     except ImportError:
-        raise _missing("POSTSTACK_TEXT_FROM_HTML", "inscriptis", "text") from None
+        raise missing_extra("POSTSTACK_TEXT_FROM_HTML", "inscriptis", "text") from None
     text: str = get_text(html, ParserConfig(display_links=True))
     return text.strip()
 
@@ -112,16 +112,10 @@ def inline_styles(html: str) -> str:
     try:
         import css_inline
     except ImportError:
-        raise _missing("POSTSTACK_INLINE_CSS", "css-inline", "css") from None
+        raise missing_extra("POSTSTACK_INLINE_CSS", "css-inline", "css") from None
     inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
     inlined: str = inliner.inline(html)
     return inlined
-
-
-def _missing(key: str, package: str, extra: str) -> ConfigurationError:
-    return ConfigurationError(
-        key, f"needs {package}: pip install 'flask-poststack[{extra}]'."
-    )
 
 
 def check_locale(locale: object) -> t.ContextManager[object]:

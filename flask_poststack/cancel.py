@@ -56,7 +56,8 @@ def cancel_email(
 
     ``job_or_id`` is what :func:`~flask_poststack.enqueue_email` returned (or
     its id), or what :func:`~flask_poststack.send_email` returned (or the
-    ``em_...`` id). A job no worker has taken is cancelled in Redis; an email
+    ``em_...`` id). A job no worker has taken is cancelled in Redis (a
+    Celery task through its ledger entry: see :doc:`/celery`); an email
     the API holds with ``scheduled_at`` is cancelled there
     (``POST /emails/{id}/cancel``). Anything else (sent, being sent) is
     reported, not raised. Needs an app context.
@@ -65,6 +66,11 @@ def cancel_email(
     :raises poststack.PostStackError: the API failed otherwise than "not
         scheduled".
     """
+    if _is_celery_task(job_or_id, connection):
+        from ._celery_cancel import cancel_task
+
+        task_id = str(getattr(job_or_id, "id", job_or_id))
+        return EmailChange(*cancel_task(get_state(), task_id), task_id)
     found = _locate(job_or_id, connection)
     if isinstance(found, EmailChange):
         return found
@@ -174,6 +180,16 @@ def _locate(
         return EmailChange(False, "canceled", "It was cancelled already.", job_id)
     email_id = (job.meta or {}).get("poststack_id")
     return job, email_id if isinstance(email_id, str) else None
+
+
+def _is_celery_task(job_or_id: object, connection: redis.Redis | None) -> bool:
+    from ._celery_queue import is_celery
+
+    if isinstance(job_or_id, SendResult):
+        return False
+    if isinstance(job_or_id, str) and job_or_id.startswith("em_"):
+        return False
+    return is_celery(job_or_id, connection)
 
 
 def _take_off_queue(job: Job) -> bool:

@@ -19,6 +19,7 @@ too; :func:`make_celery` also sets the broker's visibility timeout.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 import typing as t
@@ -32,6 +33,7 @@ from celery.exceptions import Ignore
 from . import _celery_ledger
 from . import pipeline
 from ._keyprint import META_KEY
+from .client import missing_key_warning
 from .client import worker_slot
 from .config import environ_settings
 from .config import Settings
@@ -113,8 +115,8 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
         task may stay unacknowledged; default: the ``POSTSTACK_*``
         environment.
     :param app: configure your own Celery app instead of a new one: only
-        the broker's visibility timeout and orphan sweep are set (where it
-        has none); its other settings stay.
+        the broker's visibility timeout, orphan sweep and socket timeouts are
+        set (where it has none); its other settings stay.
     """
     settings = settings or environ_settings()
     if app is None:
@@ -133,8 +135,14 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
             accept_content=["json"],
             # One task reserved per thread: a killed worker strands no backlog.
             worker_prefetch_multiplier=1,
+            redis_socket_timeout=settings.redis_timeout,
+            redis_socket_connect_timeout=min(5, settings.redis_timeout),
         )
     transport = dict(app.conf.broker_transport_options or {})
+    # POSTSTACK_REDIS_TIMEOUT, as for RQ: a hung broker fails an enqueue in
+    # seconds instead of hanging the request (kombu's default: no timeout).
+    transport.setdefault("socket_timeout", settings.redis_timeout)
+    transport.setdefault("socket_connect_timeout", min(5, settings.redis_timeout))
     transport.setdefault("visibility_timeout", visibility_timeout(settings))
     # Sweep for orphaned tasks every 10 s at most (kombu's default is about
     # 100 s), so one comes back soon after its visibility timeout.
@@ -243,7 +251,7 @@ def _after_return(
     # After the result is stored, before the ack: a kill in between runs
     # the task again (a replay at the API), never loses its result.
     if status in ("SUCCESS", "FAILURE") and (kwargs or {}).get("ledger"):
-        _celery_ledger.ended(self, task_id)
+        _celery_ledger.ended(self, task_id, failed=status == "FAILURE")
 
 
 TASK_OPTIONS["after_return"] = _after_return
@@ -267,6 +275,14 @@ def _start_reconciler(sender: t.Any = None, **_: t.Any) -> None:
     sweeper.start()
 
 
+def _warn_if_no_api_key(sender: t.Any = None, **_: t.Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is not None and TASK in app.tasks and (warning := missing_key_warning()):
+        # Celery's log format names the level already.
+        log = logging.getLogger("flask_poststack.celery")
+        log.warning(warning.removeprefix("WARNING: "))
+
+
 def _stop_reconciler(sender: t.Any = None, **_: t.Any) -> None:
     sweeper = getattr(getattr(sender, "app", None), "poststack_reconciler", None)
     if sweeper is not None:
@@ -274,6 +290,7 @@ def _stop_reconciler(sender: t.Any = None, **_: t.Any) -> None:
 
 
 signals.worker_ready.connect(_start_reconciler)
+signals.worker_ready.connect(_warn_if_no_api_key)
 signals.worker_shutdown.connect(_stop_reconciler)
 
 
@@ -287,7 +304,10 @@ def _intervals() -> tuple[int, ...]:
 
 def _context(task: t.Any, key: str | None, in_ledger: bool) -> pipeline.Context:
     if in_ledger and _celery_ledger.ended_before(task):
-        raise Ignore()  # a copy of a task that already ended for good
+        # A copy of a task that already ended for good, or a cancelled one.
+        with _celery_ledger.best_effort("its state stays STARTED"):
+            _celery_ledger.revoked_again(task)
+        raise Ignore()
     retries_left = max(len(_intervals()) - task.request.retries, 0)
     delivery = task.request.delivery_info or {}
     job: t.Any = TaskJob(

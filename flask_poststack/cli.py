@@ -17,13 +17,15 @@ from flask.cli import AppGroup
 from markupsafe import escape
 from poststack import PostStackError
 
+from ._celery_cli import celery_check
+from ._celery_cli import run_celery_worker
 from ._cli_checks import check_api
 from ._cli_checks import check_queue
 from ._cli_checks import check_render_options
 from ._cli_checks import quick_client
 from ._cli_checks import redis_unreachable
 from ._dev import dev
-from ._state import AppState
+from ._requeue import requeue
 from ._state import get_state
 from ._templates import undefined_variables
 from ._workercmd import worker_command
@@ -69,6 +71,16 @@ def worker(
     POSTSTACK_* settings passed in its environment.
     """
     state = get_state()
+    if state.settings.queue_backend == "celery":
+        env = worker_environ(current_app.config)
+        return run_celery_worker(
+            state,
+            env,
+            queues=queues,
+            burst=burst,
+            concurrency=concurrency,
+            print_only=print_only,
+        )
     try:
         redis_url = state.redis_url()
     except ConfigurationError as exc:
@@ -225,7 +237,8 @@ def check() -> None:
             "POSTSTACK_DEFAULT_FROM is not set: set it in the app's config, or"
             " pass from_= to each send",
         )
-    for row in check_queue(settings):
+    celery = settings.queue_backend == "celery"
+    for row in celery_check(get_state()) if celery else check_queue(settings):
         report(*row)
     for row in check_render_options(settings):
         report(*row)
@@ -325,7 +338,7 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
 
     state = get_state()
     try:
-        count, name = _requeue(state, queue or state.settings.queue, code)
+        count, name = requeue(state, queue or state.settings.queue, code)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
     except redis.RedisError as exc:
@@ -335,34 +348,6 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
             " The app's POSTSTACK_REDIS_URL says where it is."
         ) from None
     click.echo(f"{count} job(s) requeued on {name!r}.")
-
-
-def _requeue(state: AppState, queue: str, code: str | None) -> tuple[int, str]:
-    from rq import Queue
-    from rq.job import Job
-    from rq.registry import FailedJobRegistry
-    from rq.serializers import JSONSerializer
-
-    rq_queue = Queue(queue, connection=state.redis, serializer=JSONSerializer)
-    registry = FailedJobRegistry(queue=rq_queue)
-    ids: list[str] = registry.get_job_ids()
-    if code is not None:
-        jobs = Job.fetch_many(ids, connection=state.redis, serializer=JSONSerializer)
-        ids = [
-            job.id
-            for job in jobs
-            if job is not None
-            and (job.meta.get("poststack_error") or {}).get("code") == code
-        ]
-    retries = len(state.settings.retry_intervals)
-    with click.progressbar(ids, label="Requeueing failed jobs") as bar:
-        for job_id in bar:
-            job = Job.fetch(job_id, connection=state.redis, serializer=JSONSerializer)
-            # A job failed "at once" has no retries left; give it its policy back.
-            job.retries_left = retries or None
-            job.save()
-            registry.requeue(job_id)
-    return len(ids), rq_queue.name
 
 
 @poststack_cli.command("sandbox", with_appcontext=False)

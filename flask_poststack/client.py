@@ -24,6 +24,7 @@ from .config import check_api_key
 from .config import environ_settings
 from .config import is_api_key
 from .config import Settings
+from .errors import ConfigurationError
 
 __all__ = [
     "ClientSlot",
@@ -208,6 +209,25 @@ def worker_slot() -> ClientSlot:
             if _worker is None:
                 _worker = ClientSlot(environ_settings, where="the worker's environment")
     return _worker
+
+
+def missing_key_warning() -> str | None:
+    """The worker's start-up warning when ``POSTSTACK_API_KEY`` is not in its
+    environment (and sending is not suppressed); ``None`` when all is well,
+    or when a bad setting will fail the first job, naming it."""
+    try:
+        settings = worker_slot().settings
+    except ConfigurationError:
+        return None
+    if settings.api_key or settings.suppress_send:
+        return None
+    return (
+        "WARNING: POSTSTACK_API_KEY is not set in this worker's environment,"
+        " so every email job will fail: the worker reads POSTSTACK_* from its"
+        " own environment only (not from the app's config). Set POSTSTACK_API_KEY"
+        " in the worker's environment, or POSTSTACK_SUPPRESS_SEND=1 to log"
+        " emails instead of sending them."
+    )
 
 
 def reset_worker() -> None:

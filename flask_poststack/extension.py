@@ -10,6 +10,7 @@ from flask import appcontext_pushed
 from flask import current_app
 from flask import Flask
 
+from ._optional import require_engine
 from ._state import AppState
 from ._state import get_state
 from ._state import Mode
@@ -68,7 +69,8 @@ class PostStack:
         CLI: a send without one fails, naming ``POSTSTACK_API_KEY``.
 
         :raises RuntimeError: if the extension is already registered on ``app``.
-        :raises ConfigurationError: for a malformed setting.
+        :raises ConfigurationError: for a malformed setting, or
+            ``POSTSTACK_QUEUE_BACKEND = "celery"`` without Celery installed.
         """
         if "poststack" in app.extensions:
             raise RuntimeError(
@@ -93,6 +95,8 @@ class PostStack:
             return Mode(settings, slot, redis_url_in_config=in_config)
 
         state = AppState(app, (mode(False), mode(True)))
+        for backend in {m.settings.queue_backend for m in state.modes}:
+            require_engine(backend)
         for key, value in written_back(state.settings, app.config).items():
             app.config.setdefault(key, value)
         app.extensions[STATE_KEY] = state

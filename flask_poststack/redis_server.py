@@ -176,3 +176,25 @@ class RedisServer:
 
     def __exit__(self, *exc: t.Any) -> None:
         self.stop()
+
+
+def main(argv: t.Sequence[str] | None = None) -> None:
+    """``python -m flask_poststack.redis_server [--port 6379]``: a local
+    Redis on 127.0.0.1 (a broker for Celery, a queue for RQ), until Ctrl-C."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m flask_poststack.redis_server")
+    parser.add_argument("--port", type=int, default=6379)
+    port = parser.parse_args(argv).port
+    with RedisServer(port=port, die_with_parent=True) as server:
+        print(f"export POSTSTACK_REDIS_URL={server.url}", flush=True)
+        try:
+            while server.process is not None and server.process.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

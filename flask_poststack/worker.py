@@ -68,8 +68,8 @@ from rq.worker_registration import clean_worker_registry
 from ._scheduler import start_scheduler
 from ._taking import PUT_BACK
 from ._workerthreads import SenderThreadsWorker
+from .client import missing_key_warning
 from .client import worker_slot
-from .errors import ConfigurationError
 
 if t.TYPE_CHECKING:
     from rq.job import Job
@@ -198,20 +198,9 @@ class PostStackWorker(SenderThreadsWorker):
         self.start_senders()  # POSTSTACK_WORKER_CONCURRENCY
 
     def _warn_if_no_api_key(self) -> None:
-        try:
-            settings = worker_slot().settings
-        except ConfigurationError:
-            return  # the first job fails naming the bad setting
-        if settings.api_key or settings.suppress_send:
-            return
         # rq's log format has no level name: the line says it.
-        self.log.warning(
-            "WARNING: POSTSTACK_API_KEY is not set in this worker's environment,"
-            " so every email job will fail: the worker reads POSTSTACK_* from its"
-            " own environment only (not from the app's config). Set POSTSTACK_API_KEY"
-            " in the worker's environment, or POSTSTACK_SUPPRESS_SEND=1 to log"
-            " emails instead of sending them."
-        )
+        if warning := missing_key_warning():
+            self.log.warning(warning)
 
     def _start_scheduler(
         self,

@@ -117,3 +117,18 @@ def test_a_revoked_task_is_forgotten_not_queued_again(
     assert ledger.reconcile(celery, found, 0, recheck=0) == []
     assert queued_ids(conn) == []
     assert ledger.is_finished(found, result.id)
+
+
+@pytest.mark.filterwarnings("ignore:Call to deprecated setex")  # celery's backend
+def test_a_task_failed_before_a_kill_is_kept_for_requeue_failed(
+    app: Flask, conn: redis.Redis
+) -> None:
+    with app.app_context():
+        result: t.Any = enqueue_email(to="a@example.com", subject="Hi", text="t")
+        celery, found = broker(app)
+    # Its failure stored, the worker killed before it moved the entry.
+    assert conn.rpop("poststack") is not None
+    celery.backend.mark_as_failure(result.id, ValueError("x"))
+    assert ledger.reconcile(celery, found, 0, recheck=0) == []
+    assert ledger.is_finished(found, result.id)
+    assert conn.hexists(ledger.FAILED, result.id)

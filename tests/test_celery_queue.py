@@ -116,8 +116,9 @@ def test_an_unreachable_broker_is_queue_unavailable(make_app: AppFactory) -> Non
     with app.app_context(), pytest.raises(QueueUnavailableError) as caught:
         enqueue_email(to="a@example.com", subject="Hi", text="t")
     assert "127.0.0.1:9" in str(caught.value)
-    # Whether kombu sent anything is unknown: a fallback must reuse the key.
-    assert caught.value.may_have_been_queued
+    # Refused: nothing reached Redis (the rule of _redis_errors, as for RQ).
+    assert not caught.value.may_have_been_queued
+    assert "Nothing was queued" in str(caught.value)
     assert len(caught.value.idempotency_keys) == len(caught.value.job_ids) == 1
 
 
@@ -177,3 +178,27 @@ def test_a_task_queued_with_another_key_is_refused_for_good(worker_env: None) ->
     assert result.result.fields["code"] == "ConfigurationError"
     assert result.result.fields["retryable"] is False
     assert LIVE_KEY not in str(result.result.fields)
+
+
+def test_a_refused_publish_is_not_queued_and_retried_once(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No ledger (as on another broker than Redis): the publish fails first.
+    from flask_poststack import _celery_ledger
+    from flask_poststack import _redis_errors
+
+    monkeypatch.setattr(_celery_ledger, "for_app", lambda app: None)
+    tries: list[BaseException] = []
+    real = _redis_errors.record
+
+    def record(exc: BaseException) -> None:
+        tries.append(exc)
+        real(exc)
+
+    monkeypatch.setattr(_redis_errors, "record", record)
+    app = make_app(POSTSTACK_QUEUE_BACKEND="celery",
+                   POSTSTACK_REDIS_URL="redis://127.0.0.1:9/0")  # fmt: skip
+    with app.app_context(), pytest.raises(QueueUnavailableError) as caught:
+        enqueue_email(to="a@example.com", subject="Hi", text="t")
+    assert not caught.value.may_have_been_queued
+    assert len(tries) == 1  # kombu's one retry, recorded for the rule

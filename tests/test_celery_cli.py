@@ -1,0 +1,84 @@
+"""The CLI with ``POSTSTACK_QUEUE_BACKEND = "celery"``, and a missing Celery."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from flask import Flask
+
+from flask_poststack import ConfigurationError
+from tests.conftest import AppFactory
+
+KEY = "sk_test_cli0123456789abcdef0123"
+
+
+def celery_app(make_app: AppFactory, redis_url: str) -> Flask:
+    return make_app(POSTSTACK_QUEUE_BACKEND="celery", POSTSTACK_REDIS_URL=redis_url,
+                    POSTSTACK_API_KEY=KEY)  # fmt: skip
+
+
+def test_worker_print_gives_the_celery_command(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    app = celery_app(make_app, redis_url)
+    result = app.test_cli_runner().invoke(args=["poststack", "worker", "--print"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "-A flask_poststack.celery_tasks worker --pool threads -c 16 -Q poststack"
+        in (result.output)
+    )
+    assert "rq" not in result.output.split()[1] and KEY not in result.output
+    refused = app.test_cli_runner().invoke(args=["poststack", "worker", "--burst"])
+    assert refused.exit_code != 0 and "Celery has no burst mode" in refused.output
+
+
+def test_check_looks_at_the_celery_broker(make_app: AppFactory, redis_url: str) -> None:
+    app = celery_app(make_app, redis_url)
+    result = app.test_cli_runner().invoke(args=["poststack", "check"])
+    assert "ok  Celery:" in result.output
+    assert "broker at" in result.output and "reachable" in result.output
+    assert "failed tasks: 0" in result.output
+    assert "workers" not in result.output  # the RQ rows are not shown
+
+    down = celery_app(make_app, "redis://127.0.0.1:9/0")
+    result = down.test_cli_runner().invoke(args=["poststack", "check"])
+    assert result.exit_code == 1
+    assert "FAIL  broker at redis://127.0.0.1:9/0" in result.output
+    assert "python -m flask_poststack.redis_server" in result.output
+
+
+def test_dev_refuses_with_celery(make_app: AppFactory, redis_url: str) -> None:
+    app = celery_app(make_app, redis_url)
+    result = app.test_cli_runner().invoke(args=["poststack", "dev"])
+    assert result.exit_code != 0
+    assert "queues on Celery" in result.output
+    assert "python -m flask_poststack.redis_server" in result.output
+
+
+def test_celery_not_installed_fails_at_init_app(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "celery" else real(name, *a),
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(POSTSTACK_QUEUE_BACKEND="celery")
+    assert caught.value.key == "POSTSTACK_QUEUE_BACKEND"
+    assert "pip install 'flask-poststack[celery]'" in str(caught.value)
+    make_app()  # the RQ default needs no Celery
+
+
+def test_the_docs_give_the_command_the_cli_prints() -> None:
+    # tests/e2e/test_celery_commands.py runs that command as printed.
+    from pathlib import Path
+
+    from flask_poststack._celery_cli import celery_worker_command
+    from flask_poststack.config import Settings
+
+    command = " ".join(["celery", *celery_worker_command(Settings())[1:]])
+    docs = Path(__file__).parent.parent / "docs" / "celery.md"
+    assert command in docs.read_text()
