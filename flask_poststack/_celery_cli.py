@@ -26,6 +26,14 @@ LOCAL = "run `python -m flask_poststack.redis_server`"
 #: them (``-A`` names an app; ``-Q`` alone does not import the tasks).
 CELERY_APP = "flask_poststack.celery_tasks"
 
+#: Why ``flask poststack dev`` does not run under Celery, and what to run.
+NO_DEV = (
+    "flask poststack dev runs an RQ worker, and this app queues on Celery"
+    " (POSTSTACK_QUEUE_BACKEND = 'celery'). Run the parts yourself:"
+    f" `flask poststack sandbox`, a local Redis ({LOCAL[4:]}), then"
+    " `flask poststack worker`."
+)
+
 
 def celery_worker_command(
     settings: Settings, *, queues: t.Sequence[str] = (), concurrency: int = 16

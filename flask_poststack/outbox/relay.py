@@ -26,9 +26,10 @@ from ..errors import QueueUnavailableError
 from . import store
 
 if t.TYPE_CHECKING:
+    import redis
     from sqlalchemy import Engine
 
-__all__ = ["check_outbox", "engine_of", "relay_once", "run_relay"]
+__all__ = ["check_outbox", "engine_of", "relay_in_thread", "relay_once", "run_relay"]
 
 logger = logging.getLogger("flask_poststack")
 
@@ -157,3 +158,12 @@ def run_relay(
                 logger.info("Outbox relay pushed %d email job(s).", pushed)
             else:
                 stop.wait(interval)
+
+
+def relay_in_thread(app: Flask, conn: redis.Redis, stop: threading.Event) -> None:
+    """:func:`run_relay` on ``conn`` as a thread's target, logging what ends it."""
+    with get_state(app).use_redis(conn):
+        try:
+            run_relay(app, stop=stop)
+        except Exception:  # a thread's error would go to no log otherwise
+            logger.exception("The relay stopped.")
