@@ -42,6 +42,7 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 
 from . import _coalesce
+from . import _finishing
 from ._taking import start
 
 if t.TYPE_CHECKING:
@@ -78,6 +79,7 @@ class _Lane:
     def __init__(self, pool: SenderPool, number: int) -> None:
         self.worker: t.Any = copy.copy(pool.worker)
         self.worker.death_penalty_class = pool.penalty
+        self.worker._finisher = pool.finisher
         self.inbox: queue_module.SimpleQueue[tuple[Job, Queue, t.Any] | None] = (
             queue_module.SimpleQueue()
         )
@@ -132,6 +134,8 @@ class SenderPool:
         self._pass_execution = _takes_execution(worker)
         #: Jobs whose prepare_job_execution :meth:`prepare` made.
         self._started: set[str] = set()
+        #: Commits the lanes' successful jobs together.
+        self.finisher = _finishing.Finisher(worker.connection)
         self._coalescer = (
             _coalesce.Coalescer(_send_slots(size)) if batch_sends else None
         )
@@ -264,6 +268,7 @@ class SenderPool:
             if item is None:
                 return
             job, queue, execution = item
+            _finishing.mark(job)
             if coalescer is not None:
                 coalescer.begin()
             try:

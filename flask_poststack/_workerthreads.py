@@ -20,6 +20,7 @@ With a size of 1 everything is rq's ``SimpleWorker``.
 
 from __future__ import annotations
 
+import copy
 import time
 import typing as t
 
@@ -28,6 +29,7 @@ from rq.exceptions import StopRequested
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from . import _finishing
 from ._taking import put_back
 from ._taking import take
 from ._threadpool import SenderPool
@@ -55,6 +57,8 @@ class SenderThreadsWorker(SimpleWorker):
     #: Whether to take a job for each free sender (not under ``max_jobs``,
     #: which rq counts one dequeue at a time).
     _take_many = True
+    #: A sender thread's copy: its jobs' successes committed together.
+    _finisher: _finishing.Finisher | None = None
 
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
@@ -154,6 +158,37 @@ class SenderThreadsWorker(SimpleWorker):
         if self._pool is not None and self._pool.started_already(job):
             return
         super().prepare_job_execution(job, remove_from_intermediate_queue)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, *args: t.Any, **kwargs: t.Any
+    ) -> None:
+        """rq's; in a sender thread, in one transaction with the other jobs
+        finishing now (:mod:`._finishing`), the job's ``meta`` with it."""
+        finisher = self._finisher
+        if finisher is None or not _finishing.together(job, self.default_result_ttl):
+            _finishing.save_meta(job)
+            super().handle_job_success(job, queue, *args, **kwargs)
+            return
+
+        def own_path() -> None:
+            _finishing.save_meta(job)
+            SimpleWorker.handle_job_success(self, job, queue, *args, **kwargs)
+
+        def queue_writes(pipeline: t.Any) -> None:
+            _finishing.save_meta(job, pipeline)
+            worker: t.Any = copy.copy(self)
+            worker.connection = _finishing.InGroup(self.connection, pipeline)
+            queued: t.Any = _finishing.NoDependents(queue)
+            SimpleWorker.handle_job_success(worker, job, queued, *args, **kwargs)
+
+        finisher.finish(job.dependents_key, queue_writes, own_path)
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, *args: t.Any, **kwargs: t.Any
+    ) -> None:
+        """rq's, after writing a ``meta`` left for a success that did not come."""
+        _finishing.save_meta(job)
+        super().handle_job_failure(job, queue, *args, **kwargs)
 
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's; a sender's job stops beating first (before rq's transaction
