@@ -60,6 +60,12 @@ class SenderThreadsWorker(SimpleWorker):
     #: A sender thread's copy: its jobs' successes committed together.
     _finisher: _finishing.Finisher | None = None
 
+    @property
+    def _log(self) -> t.Any:
+        """rq's logger (``self.log`` is :class:`_StartLines` while dequeueing)."""
+        log = self.log
+        return log.wrapped if isinstance(log, _StartLines) else log
+
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
         ``None``: ``POSTSTACK_WORKER_CONCURRENCY`` from the environment."""
@@ -87,7 +93,11 @@ class SenderThreadsWorker(SimpleWorker):
         if pool is None:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         while pool.reserve(self._between_jobs):
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            self.log = t.cast("t.Any", _StartLines(self._log))
+            try:
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            finally:
+                self.log = self._log
             if result is not None:
                 pool.handing_off = True
                 self._take_more(pool, *result)
@@ -128,10 +138,10 @@ class SenderThreadsWorker(SimpleWorker):
         for extra, execution in zip(jobs, executions[1:], strict=True):
             extra.redis_server_version = version
             if self.log_job_description:  # as rq's dequeue logs each job
-                self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name,
-                              extra.description, extra.id)  # fmt: skip
+                self.log.debug("Worker %s: %s: %s (%s)", self.name, queue.name,
+                               extra.description, extra.id)  # fmt: skip
             else:
-                self.log.info("Worker %s: %s: %s", self.name, queue.name, extra.id)
+                self.log.debug("Worker %s: %s: %s", self.name, queue.name, extra.id)
             pool.submit(extra, queue, execution)
 
     def _between_jobs(self) -> None:
@@ -182,6 +192,16 @@ class SenderThreadsWorker(SimpleWorker):
             SimpleWorker.handle_job_success(worker, job, queued, *args, **kwargs)
 
         finisher.finish(job.dependents_key, queue_writes, own_path)
+
+    def handle_execution_ended(
+        self, job: Job, queue: Queue, heartbeat_ttl: int
+    ) -> None:
+        """rq's, without its heartbeat round trip in a sender thread: the
+        pool's heartbeat thread beats the job until its end is written."""
+        if self._finisher is None:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = now()
 
     def handle_job_failure(
         self, job: Job, queue: Queue, *args: t.Any, **kwargs: t.Any
@@ -249,13 +269,24 @@ class SenderThreadsWorker(SimpleWorker):
         if not pool.handing_off:
             raise StopRequested()
 
+    def request_stop(self, signum: int, frame: t.Any) -> None:
+        """rq's; its lines at their own level even while dequeueing."""
+        log, self.log = self.log, self._log
+        try:
+            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+        finally:
+            self.log = log
+
     def request_force_stop(self, signum: int, frame: t.Any) -> None:
         """rq's cold shutdown: jobs in flight stay in the started registry."""
+        log, self.log = self.log, self._log
         try:
             super().request_force_stop(signum, frame)
         except SystemExit:
             self._cold = True
             raise
+        finally:
+            self.log = log
 
     def teardown(self) -> None:
         """Wait for the jobs in flight (not after a cold shutdown), then rq's."""
@@ -276,3 +307,18 @@ class SenderThreadsWorker(SimpleWorker):
         except BaseException:  # a second signal: cold shutdown
             pool.stop()
             raise
+
+
+class _StartLines:
+    """rq's logger, with a job's start line at DEBUG: with sender threads,
+    rq's line when it ends ("Successfully completed ...", or the failure)
+    is each job's line at INFO, as a second one costs CPU per email."""
+
+    def __init__(self, wrapped: t.Any) -> None:
+        self.wrapped = wrapped
+
+    def info(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self.wrapped.debug(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(self.wrapped, name)
