@@ -76,7 +76,7 @@ COMPAT_TESTS := tests/test_worker.py tests/test_tasks.py tests/test_client.py \
 	tests/test_queueing.py tests/test_status.py tests/test_pipeline.py tests/test_scheduler.py \
 	tests/e2e/test_delivery.py tests/test_testing.py tests/test_cancel.py \
 	tests/test_threadpool.py tests/e2e/test_concurrency.py tests/test_taking.py \
-	tests/test_coalesce.py
+	tests/test_coalesce.py tests/test_finishing.py
 COMPAT_VENVS := .venv-rq28 .venv-rq212
 
 .venv-rq28/.installed: RQ_PIN := rq==2.8.*

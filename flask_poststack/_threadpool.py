@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import inspect
+import os
 import queue as queue_module
 import threading
 import time
@@ -42,6 +43,7 @@ from rq.timeouts import JobTimeoutException
 from rq.utils import now
 
 from . import _coalesce
+from . import _finishing
 from ._taking import start
 
 if t.TYPE_CHECKING:
@@ -58,6 +60,21 @@ _WAIT_STEP = 1.0
 def _takes_execution(worker: t.Any) -> bool:
     # rq 3 passes the Execution to perform_job; rq 2.x keeps it on the worker.
     return "execution" in inspect.signature(worker.perform_job).parameters
+
+
+#: glibc's mallopt() parameter for the most malloc arenas.
+_M_ARENA_MAX = -8
+
+
+def _fewer_malloc_arenas() -> None:
+    """At most two malloc arenas (glibc gives each busy thread its own, up to
+    8 per core): about 2 MB less peak RSS with 64 senders, no CPU cost.
+    ``MALLOC_ARENA_MAX`` in the environment wins."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, 2)
 
 
 def _send_slots(senders: int) -> int:
@@ -78,6 +95,7 @@ class _Lane:
     def __init__(self, pool: SenderPool, number: int) -> None:
         self.worker: t.Any = copy.copy(pool.worker)
         self.worker.death_penalty_class = pool.penalty
+        self.worker._finisher = pool.finisher
         self.inbox: queue_module.SimpleQueue[tuple[Job, Queue, t.Any] | None] = (
             queue_module.SimpleQueue()
         )
@@ -132,6 +150,8 @@ class SenderPool:
         self._pass_execution = _takes_execution(worker)
         #: Jobs whose prepare_job_execution :meth:`prepare` made.
         self._started: set[str] = set()
+        #: Commits the lanes' successful jobs together.
+        self.finisher = _finishing.Finisher(worker.connection)
         self._coalescer = (
             _coalesce.Coalescer(_send_slots(size)) if batch_sends else None
         )
@@ -146,6 +166,7 @@ class SenderPool:
         if self._lanes:
             return
         self._stopping = False
+        _fewer_malloc_arenas()
         for number in range(self.size):
             lane = _Lane(self, number)
             self._lanes.append(lane)
@@ -264,6 +285,7 @@ class SenderPool:
             if item is None:
                 return
             job, queue, execution = item
+            _finishing.mark(job)
             if coalescer is not None:
                 coalescer.begin()
             try:

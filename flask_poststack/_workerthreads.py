@@ -20,6 +20,7 @@ With a size of 1 everything is rq's ``SimpleWorker``.
 
 from __future__ import annotations
 
+import copy
 import time
 import typing as t
 
@@ -28,6 +29,7 @@ from rq.exceptions import StopRequested
 from rq.utils import now
 from rq.worker import WorkerStatus
 
+from . import _finishing
 from ._taking import put_back
 from ._taking import take
 from ._threadpool import SenderPool
@@ -55,6 +57,14 @@ class SenderThreadsWorker(SimpleWorker):
     #: Whether to take a job for each free sender (not under ``max_jobs``,
     #: which rq counts one dequeue at a time).
     _take_many = True
+    #: A sender thread's copy: its jobs' successes committed together.
+    _finisher: _finishing.Finisher | None = None
+
+    @property
+    def _log(self) -> t.Any:
+        """rq's logger (``self.log`` is :class:`_StartLines` while dequeueing)."""
+        log = self.log
+        return log.wrapped if isinstance(log, _StartLines) else log
 
     def start_senders(self, size: int | None = None) -> None:
         """Run jobs in ``size`` sender threads (1: in the main thread);
@@ -83,7 +93,11 @@ class SenderThreadsWorker(SimpleWorker):
         if pool is None:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         while pool.reserve(self._between_jobs):
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            self.log = t.cast("t.Any", _StartLines(self._log))
+            try:
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            finally:
+                self.log = self._log
             if result is not None:
                 pool.handing_off = True
                 self._take_more(pool, *result)
@@ -124,10 +138,10 @@ class SenderThreadsWorker(SimpleWorker):
         for extra, execution in zip(jobs, executions[1:], strict=True):
             extra.redis_server_version = version
             if self.log_job_description:  # as rq's dequeue logs each job
-                self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name,
-                              extra.description, extra.id)  # fmt: skip
+                self.log.debug("Worker %s: %s: %s (%s)", self.name, queue.name,
+                               extra.description, extra.id)  # fmt: skip
             else:
-                self.log.info("Worker %s: %s: %s", self.name, queue.name, extra.id)
+                self.log.debug("Worker %s: %s: %s", self.name, queue.name, extra.id)
             pool.submit(extra, queue, execution)
 
     def _between_jobs(self) -> None:
@@ -154,6 +168,47 @@ class SenderThreadsWorker(SimpleWorker):
         if self._pool is not None and self._pool.started_already(job):
             return
         super().prepare_job_execution(job, remove_from_intermediate_queue)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, *args: t.Any, **kwargs: t.Any
+    ) -> None:
+        """rq's; in a sender thread, in one transaction with the other jobs
+        finishing now (:mod:`._finishing`), the job's ``meta`` with it."""
+        finisher = self._finisher
+        if finisher is None or not _finishing.together(job, self.default_result_ttl):
+            _finishing.save_meta(job)
+            super().handle_job_success(job, queue, *args, **kwargs)
+            return
+
+        def own_path() -> None:
+            _finishing.save_meta(job)
+            SimpleWorker.handle_job_success(self, job, queue, *args, **kwargs)
+
+        def queue_writes(pipeline: t.Any) -> None:
+            _finishing.save_meta(job, pipeline)
+            worker: t.Any = copy.copy(self)
+            worker.connection = _finishing.InGroup(self.connection, pipeline)
+            queued: t.Any = _finishing.NoDependents(queue)
+            SimpleWorker.handle_job_success(worker, job, queued, *args, **kwargs)
+
+        finisher.finish(job.dependents_key, queue_writes, own_path)
+
+    def handle_execution_ended(
+        self, job: Job, queue: Queue, heartbeat_ttl: int
+    ) -> None:
+        """rq's, without its heartbeat round trip in a sender thread: the
+        pool's heartbeat thread beats the job until its end is written."""
+        if self._finisher is None:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
+            return
+        job.ended_at = now()
+
+    def handle_job_failure(
+        self, job: Job, queue: Queue, *args: t.Any, **kwargs: t.Any
+    ) -> None:
+        """rq's, after writing a ``meta`` left for a success that did not come."""
+        _finishing.save_meta(job)
+        super().handle_job_failure(job, queue, *args, **kwargs)
 
     def cleanup_execution(self, job: Job, *args: t.Any, **kwargs: t.Any) -> None:
         """rq's; a sender's job stops beating first (before rq's transaction
@@ -214,13 +269,24 @@ class SenderThreadsWorker(SimpleWorker):
         if not pool.handing_off:
             raise StopRequested()
 
+    def request_stop(self, signum: int, frame: t.Any) -> None:
+        """rq's; its lines at their own level even while dequeueing."""
+        log, self.log = self.log, self._log
+        try:
+            super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+        finally:
+            self.log = log
+
     def request_force_stop(self, signum: int, frame: t.Any) -> None:
         """rq's cold shutdown: jobs in flight stay in the started registry."""
+        log, self.log = self.log, self._log
         try:
             super().request_force_stop(signum, frame)
         except SystemExit:
             self._cold = True
             raise
+        finally:
+            self.log = log
 
     def teardown(self) -> None:
         """Wait for the jobs in flight (not after a cold shutdown), then rq's."""
@@ -241,3 +307,18 @@ class SenderThreadsWorker(SimpleWorker):
         except BaseException:  # a second signal: cold shutdown
             pool.stop()
             raise
+
+
+class _StartLines:
+    """rq's logger, with a job's start line at DEBUG: with sender threads,
+    rq's line when it ends ("Successfully completed ...", or the failure)
+    is each job's line at INFO, as a second one costs CPU per email."""
+
+    def __init__(self, wrapped: t.Any) -> None:
+        self.wrapped = wrapped
+
+    def info(self, *args: t.Any, **kwargs: t.Any) -> None:
+        self.wrapped.debug(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> t.Any:
+        return getattr(self.wrapped, name)

@@ -24,6 +24,7 @@ import typing as t
 from rq import get_current_job
 
 from . import pipeline
+from ._finishing import defer_meta
 from .client import worker_slot
 from .retry import answer_error
 from .retry import error_fields
@@ -50,7 +51,8 @@ def send_payload(payload: dict[str, t.Any]) -> str:
     except Exception as exc:
         _record_failure(job, exc)
         raise
-    _save_meta(job, poststack_id=result.id, poststack_error=None)
+    # Written with rq's success, in one transaction, by sender threads.
+    _save_meta(job, defer=True, poststack_id=result.id, poststack_error=None)
     return result.id
 
 
@@ -106,8 +108,9 @@ def _context(job: Job | None) -> pipeline.Context:
     return pipeline.Context(sender=None, slot=worker_slot(), suppressed=None, job=job)
 
 
-def _save_meta(job: t.Any, **meta: t.Any) -> None:
-    """Write ``meta`` into the job's meta (``None`` removes a key)."""
+def _save_meta(job: t.Any, *, defer: bool = False, **meta: t.Any) -> None:
+    """Write ``meta`` into the job's meta (``None`` removes a key); with
+    ``defer``, with the job's success when sender threads finish it."""
     if job is None:
         return
     for key, value in meta.items():
@@ -115,7 +118,8 @@ def _save_meta(job: t.Any, **meta: t.Any) -> None:
             job.meta.pop(key, None)
         else:
             job.meta[key] = value
-    job.save_meta()
+    if not (defer and defer_meta(job)):
+        job.save_meta()
 
 
 def _record_failure(job: t.Any, exc: Exception) -> None:

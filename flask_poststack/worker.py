@@ -33,11 +33,12 @@ job) with these changes, for the "never lost, not late" promise:
   sender threads (:mod:`flask_poststack._workerthreads`).
 
 Everything else (rq's heartbeats, state writes, suspension check and
-success bookkeeping) is rq's own, per job.
+success bookkeeping) is rq's own, per job; with sender threads the jobs'
+successes are written together (:mod:`flask_poststack._finishing`).
 
 Start it with::
 
-    POSTSTACK_WORKER_CONCURRENCY=32 \\
+    POSTSTACK_WORKER_CONCURRENCY=64 \\
     rq worker -w flask_poststack.worker.PostStackWorker \\
         -S rq.serializers.JSONSerializer --with-scheduler \\
         --maintenance-interval 30 --url "$POSTSTACK_REDIS_URL" poststack
