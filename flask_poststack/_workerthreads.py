@@ -94,6 +94,9 @@ class SenderThreadsWorker(SimpleWorker):
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         while pool.reserve(self._between_jobs):
             self.log = t.cast("t.Any", _StartLines(self._log))
+            # A job ending during the dequeue may have queued a dependent
+            # after the dequeue looked: burst looks again if one was running.
+            running = pool.busy()
             try:
                 result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             finally:
@@ -103,7 +106,7 @@ class SenderThreadsWorker(SimpleWorker):
                 self._take_more(pool, *result)
                 return result
             pool.unreserve()
-            if timeout is not None or not pool.busy():
+            if timeout is not None or not running:
                 return None
             pool.wait_for_one()  # burst: a job in flight may come back
         return None
