@@ -154,7 +154,15 @@ def _write_outbox(
             except QueueUnavailableError as exc:
                 logger.warning("%s The outbox relay will push %s.", exc, ids)
                 return
-            store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
+            try:
+                store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
+            except Exception as exc:
+                logger.warning(
+                    "Queued %s, but could not mark their outbox rows pushed (%s):"
+                    " the relay will push them again, which queues no second job.",
+                    ids,
+                    getattr(exc, "orig", None) or exc,
+                )
 
         payloads = [p for s in new for p in payloads_of(s)]
         after_commit.defer(session, after_commit.Deferred(payloads, run, ids))

@@ -212,3 +212,25 @@ def test_a_job_id_written_by_a_racing_transaction_is_a_clear_error(
     monkeypatch.undo()
     assert enqueue_email(**MAIL, job_id="welcome-1").id == "welcome-1"
     assert len(rows(db)) == 1
+
+
+def test_a_failed_mark_after_the_push_says_the_emails_were_queued(
+    outbox_setup: t.Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, db, user, conn = outbox_setup
+
+    def locked(*args: t.Any) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(store, "mark_pushed", locked)
+    db.session.add(user(email="ada@example.com"))
+    job = enqueue_email(**MAIL)
+    with caplog.at_level(logging.INFO, "flask_poststack"):
+        db.session.commit()
+    assert [j.id for j in FakeQueue(app, conn).jobs] == [job.id]
+    (record,) = [r for r in caplog.records if job.id in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith("Queued")
+    assert "database is locked" in record.getMessage()
