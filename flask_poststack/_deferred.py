@@ -95,6 +95,8 @@ def hold(
     if not deferring(state, after):
         return None
     setting = "POSTSTACK_OUTBOX" if settings.outbox else "POSTSTACK_AFTER_COMMIT"
+    if after and not settings.outbox:
+        setting += " (or after_commit=True in the call)"
     session = after_commit.current_session(
         state.app, settings.sqlalchemy_session, setting
     )

@@ -109,6 +109,16 @@ def test_no_session_names_the_setting(make_app: t.Any) -> None:
         enqueue_email(**MAIL)
 
 
+def test_a_per_call_after_commit_error_names_the_argument_too(
+    make_app: t.Any,
+) -> None:
+    app = make_app()
+    with app.app_context(), pytest.raises(ConfigurationError) as caught:
+        enqueue_email(**MAIL, after_commit=True)
+    assert "after_commit=True" in str(caught.value)
+    assert "POSTSTACK_AFTER_COMMIT" in str(caught.value)
+
+
 def test_a_never_committed_test_transaction_can_run_the_step(setup: t.Any) -> None:
     app, db, user, redis = setup
     db.session.add(user(email="ada@example.com"))
