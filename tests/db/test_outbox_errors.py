@@ -104,6 +104,9 @@ def test_the_relay_parks_a_row_it_cannot_read_and_goes_on(
     assert by_id["bad"].pushed_at is None  # kept, not lost, and not retried
     assert by_id["bad"].claimed_by == store.PARKED
     assert relay_once(app, grace=0) == 0
+    result = relay_cli(app, "--grace", "0")  # cron must notice
+    assert result.exit_code == 1, result.output
+    assert "1 row(s) parked" in result.output
 
 
 def test_the_relay_loop_survives_a_database_error(
