@@ -106,6 +106,8 @@ def relay_once(
             else:
                 pushed.append(row_id)
     finally:
+        if pushed:
+            logger.info("Outbox relay: pushed %d job(s).", len(pushed))
         store.mark_pushed(engine, outbox, pushed)
         if bad:
             store.park(engine, outbox, bad)
@@ -154,9 +156,7 @@ def run_relay(
                 stop.wait(backoff)
                 continue
             backoff = 0.0
-            if pushed:
-                logger.info("Outbox relay pushed %d email job(s).", pushed)
-            else:
+            if not pushed:
                 stop.wait(interval)
 
 
