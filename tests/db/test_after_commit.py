@@ -177,7 +177,7 @@ def test_a_failed_commit_then_rollback_informs(
 
     from sqlalchemy.exc import IntegrityError
 
-    config = {"POSTSTACK_AFTER_COMMIT": True}
+    config: dict[str, t.Any] = {"POSTSTACK_AFTER_COMMIT": True}
     if mode == "outbox":
         config = {"POSTSTACK_OUTBOX": "sqlalchemy"}
     app, db, user = db_app(**config)

@@ -238,3 +238,31 @@ def test_a_failed_mark_after_the_push_says_the_emails_were_queued(
     assert record.levelname == "WARNING"
     assert record.getMessage().startswith("Queued")
     assert "database is locked" in record.getMessage()
+
+
+def test_check_reports_the_outbox(outbox_setup: t.Any) -> None:
+    from datetime import timedelta
+
+    app, db, _user, _conn = outbox_setup
+    check = ["poststack", "check"]
+    result = app.test_cli_runner().invoke(args=check)
+    assert "ok  outbox 'poststack_outbox': exists, 0 row(s)" in result.output
+    outbox = store.table("poststack_outbox")
+    old = datetime.now(timezone.utc) - timedelta(minutes=5)
+    with db.engine.begin() as c:
+        for row_id, by in [("late", None), ("bad", store.PARKED)]:
+            c.execute(
+                outbox.insert().values(
+                    id=row_id, idempotency_key="k", queue="default", job="{}",
+                    created_at=old, attempts=0, claimed_by=by,
+                    claimed_until=_FUTURE if by else None,
+                )
+            )  # fmt: skip
+    result = app.test_cli_runner().invoke(args=check)
+    assert result.exit_code == 1, result.output
+    assert "warn  outbox relay: 1 row(s) older than 5 s" in result.output
+    assert "FAIL  parked outbox rows: 1" in result.output
+    with db.engine.begin() as c:
+        c.execute(text("DROP TABLE poststack_outbox"))
+    result = app.test_cli_runner().invoke(args=check)
+    assert "POSTSTACK_OUTBOX_TABLE" in result.output and result.exit_code == 1
