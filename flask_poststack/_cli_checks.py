@@ -208,6 +208,7 @@ def check_outbox_rows(settings: Settings) -> list[tuple[str, str, str]]:
     from .errors import ConfigurationError
     from .outbox import store
     from .outbox.relay import engine_of
+    from .outbox.relay import GRACE
 
     what = f"outbox {settings.outbox_table!r}"
     try:
@@ -215,7 +216,7 @@ def check_outbox_rows(settings: Settings) -> list[tuple[str, str, str]]:
         outbox = store.table(settings.outbox_table)
         store.require_table(engine, outbox)
         waiting, _pushed = store.counts(engine, outbox)
-        left = store.held_back(engine, outbox, grace=5.0)
+        left = store.held_back(engine, outbox, GRACE)
     except ConfigurationError as exc:
         return [("FAIL", what, str(exc))]
     except SQLAlchemyError as exc:
@@ -227,7 +228,7 @@ def check_outbox_rows(settings: Settings) -> list[tuple[str, str, str]]:
             (
                 "warn",
                 "outbox relay",
-                f"{late} row(s) older than 5 s wait for a relay: run"
+                f"{late} row(s) older than {GRACE:g} s wait for a relay: run"
                 " `flask poststack relay` (or `relay --once` from cron)",
             )
         )

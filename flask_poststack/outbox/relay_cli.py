@@ -14,6 +14,7 @@ from ..errors import redact_url
 from . import store
 from .relay import check_outbox
 from .relay import engine_of
+from .relay import GRACE
 from .relay import relay_once
 from .relay import run_relay
 
@@ -38,7 +39,7 @@ __all__ = ["relay_command"]
 )
 @click.option(
     "--grace",
-    default=5.0,
+    default=GRACE,
     show_default=True,
     type=click.FloatRange(min=0),
     help="Leave rows younger than this many seconds to the after-commit push.",
