@@ -21,6 +21,7 @@ if t.TYPE_CHECKING:
 
 __all__ = [
     "check_api",
+    "check_outbox_rows",
     "check_queue",
     "check_render_options",
     "quick_client",
@@ -194,4 +195,51 @@ def check_render_options(settings: Settings) -> list[tuple[str, str, str]]:
             rows.append(("FAIL", key, hint))
         else:
             rows.append(("ok", key, f"on ({module})"))
+    return rows
+
+
+def check_outbox_rows(settings: Settings) -> list[tuple[str, str, str]]:
+    """With ``POSTSTACK_OUTBOX`` on: does the table exist, do rows wait past
+    the relay's grace period, are rows parked?"""
+    if not settings.outbox:
+        return []
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .errors import ConfigurationError
+    from .outbox import store
+    from .outbox.relay import engine_of
+    from .outbox.relay import GRACE
+
+    what = f"outbox {settings.outbox_table!r}"
+    try:
+        engine = engine_of(get_state().app)
+        outbox = store.table(settings.outbox_table)
+        store.require_table(engine, outbox)
+        waiting, _pushed = store.counts(engine, outbox)
+        left = store.held_back(engine, outbox, GRACE)
+    except ConfigurationError as exc:
+        return [("FAIL", what, str(exc))]
+    except SQLAlchemyError as exc:
+        return [("FAIL", what, f"cannot read it: {getattr(exc, 'orig', None) or exc}")]
+    late = waiting - sum(left.values())
+    rows = [("ok", what, f"exists, {waiting} row(s) not pushed yet")]
+    if late:
+        rows.append(
+            (
+                "warn",
+                "outbox relay",
+                f"{late} row(s) older than {GRACE:g} s wait for a relay: run"
+                " `flask poststack relay` (or `relay --once` from cron)",
+            )
+        )
+    if left.get("parked"):
+        rows.append(
+            (
+                "FAIL",
+                "parked outbox rows",
+                f"{left['parked']}: their job could not be read or pushed (see"
+                " the relay's log); once fixed, set claimed_by and"
+                " claimed_until to NULL and the relay pushes them",
+            )
+        )
     return rows

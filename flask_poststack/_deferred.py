@@ -95,6 +95,8 @@ def hold(
     if not deferring(state, after):
         return None
     setting = "POSTSTACK_OUTBOX" if settings.outbox else "POSTSTACK_AFTER_COMMIT"
+    if after and not settings.outbox:
+        setting += " (or after_commit=True in the call)"
     session = after_commit.current_session(
         state.app, settings.sqlalchemy_session, setting
     )
@@ -154,7 +156,15 @@ def _write_outbox(
             except QueueUnavailableError as exc:
                 logger.warning("%s The outbox relay will push %s.", exc, ids)
                 return
-            store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
+            try:
+                store.mark_pushed(engine, outbox, ids)  # type: ignore[arg-type]
+            except Exception as exc:
+                logger.warning(
+                    "Queued %s, but could not mark their outbox rows pushed (%s):"
+                    " the relay will push them again, which queues no second job.",
+                    ids,
+                    getattr(exc, "orig", None) or exc,
+                )
 
         payloads = [p for s in new for p in payloads_of(s)]
         after_commit.defer(session, after_commit.Deferred(payloads, run, ids))

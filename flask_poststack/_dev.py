@@ -375,7 +375,7 @@ def dev(
     lifecycle_delay: float,
     quiet: bool,
 ) -> None:
-    """Run the sandbox, a Redis and a worker for this app, until Ctrl-C.
+    """Run the sandbox, Redis, a worker and (POSTSTACK_OUTBOX) a relay, until Ctrl-C.
 
     Prints the inbox URL and the `export` lines that point the app, run in
     a second terminal, at them. Needs a redis-server on PATH or the

@@ -205,9 +205,10 @@ class AppState:
                 " localhost). Run it under pytest, whose Flask-PostStack plugin"
                 " gives each test an in-memory queue (with Celery, runs each"
                 " task inline); set POSTSTACK_REDIS_URL in app.config; or, in"
-                " a script, lend it a connection with"
-                " get_state(app).use_redis(fakeredis.FakeRedis()) (POSTSTACK_EAGER"
-                " alone does not do: eager jobs go through Redis too).",
+                " a script, lend it a connection for a block: `with"
+                " get_state(app).use_redis(fakeredis.FakeRedis()):`"
+                " (POSTSTACK_EAGER alone does not do: eager jobs go through"
+                " Redis too).",
             )
         return self.settings.redis_url
 

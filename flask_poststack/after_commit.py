@@ -155,23 +155,31 @@ def _hook() -> None:
 
 
 # after_commit / after_rollback fire (for SAVEPOINTs too) just before the
-# after_transaction_end of the transaction they finished.
+# after_transaction_end of the transaction they finished: the innermost
+# SAVEPOINT, or the outermost transaction. The outcome is kept per transaction
+# because a failed flush rolls the outermost one back (after_rollback) while
+# its own inner transaction ends first.
+def _finished(session: Session) -> SessionTransaction | None:
+    return session.get_nested_transaction() or session.get_transaction()
+
+
 def _on_commit(session: Session) -> None:
     if session.info.get(_PENDING):
-        session.info[_OUTCOME] = "commit"
+        session.info.setdefault(_OUTCOME, {})[_finished(session)] = "commit"
 
 
 def _on_rollback(session: Session) -> None:
     if session.info.get(_PENDING):
-        session.info[_OUTCOME] = "rollback"
+        session.info.setdefault(_OUTCOME, {})[_finished(session)] = "rollback"
 
 
 def _on_end(session: Session, transaction: SessionTransaction) -> None:
+    outcomes: dict[SessionTransaction, str] | None = session.info.get(_OUTCOME)
+    outcome = outcomes.pop(transaction, None) if outcomes else None
     held: dict[SessionTransaction, list[Deferred]] | None
     held = session.info.get(_PENDING)
     if not held:
         return
-    outcome = session.info.pop(_OUTCOME, None)
     if transaction not in held:
         return
     steps = held.pop(transaction)

@@ -20,6 +20,7 @@ from poststack import PostStackError
 from ._celery_cli import celery_check
 from ._celery_cli import run_celery_worker
 from ._cli_checks import check_api
+from ._cli_checks import check_outbox_rows
 from ._cli_checks import check_queue
 from ._cli_checks import check_render_options
 from ._cli_checks import quick_client
@@ -240,7 +241,7 @@ def check() -> None:
     celery = settings.queue_backend == "celery"
     for row in celery_check(get_state()) if celery else check_queue(settings):
         report(*row)
-    for row in check_render_options(settings):
+    for row in [*check_render_options(settings), *check_outbox_rows(settings)]:
         report(*row)
     if failures:
         raise click.exceptions.Exit(1)

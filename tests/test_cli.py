@@ -618,3 +618,15 @@ def test_worker_with_redis_down_says_so_in_one_line_and_starts_nothing(
     up = make_app(TESTING=False, POSTSTACK_API_KEY=KEY, POSTSTACK_REDIS_URL=redis_url)
     assert run(up, "worker").exit_code == 0
     assert execs and execs[0][1] == "worker"
+
+
+@pytest.mark.parametrize(
+    "option", ["--batch=0", "--batch=-5", "--grace=-1", "--lease=0", "--interval=0"]
+)
+def test_relay_refuses_an_option_out_of_range(
+    make_app: AppFactory, option: str
+) -> None:
+    app = make_app(POSTSTACK_OUTBOX="sqlalchemy")
+    result = app.test_cli_runner().invoke(args=["poststack", "relay", "--once", option])
+    assert result.exit_code == 2, result.output
+    assert option.split("=")[0] in result.output

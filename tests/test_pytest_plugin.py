@@ -206,4 +206,6 @@ def test_outside_pytest_a_testing_app_has_no_default_redis(
         ["*ConfigurationError: POSTSTACK_REDIS_URL: this app has TESTING on*"]
     )
     # What helps outside pytest; POSTSTACK_EAGER alone does not.
-    result.stderr.fnmatch_lines(["*get_state(app).use_redis(fakeredis.FakeRedis())*"])
+    result.stderr.fnmatch_lines(
+        ["*with get_state(app).use_redis(fakeredis.FakeRedis()):*"]
+    )

@@ -29,10 +29,19 @@ if t.TYPE_CHECKING:
     import redis
     from sqlalchemy import Engine
 
-__all__ = ["check_outbox", "engine_of", "relay_in_thread", "relay_once", "run_relay"]
+__all__ = [
+    "GRACE",
+    "check_outbox",
+    "engine_of",
+    "relay_in_thread",
+    "relay_once",
+    "run_relay",
+]
 
 logger = logging.getLogger("flask_poststack")
 
+#: Seconds a new row is left to the after-commit push (``--grace``).
+GRACE = 5.0
 #: Seconds between prunes of pushed rows.
 PRUNE_EVERY = 60.0
 #: Longest wait, in seconds, between tries after a database error.
@@ -65,7 +74,7 @@ def check_outbox(app: Flask) -> None:
 
 
 def relay_once(
-    app: Flask, *, limit: int = 500, lease: float = 60.0, grace: float = 5.0
+    app: Flask, *, limit: int = 500, lease: float = 60.0, grace: float = GRACE
 ) -> int:
     """Push up to ``limit`` waiting rows once; returns how many were pushed.
 
@@ -106,6 +115,8 @@ def relay_once(
             else:
                 pushed.append(row_id)
     finally:
+        if pushed:
+            logger.info("Outbox relay: pushed %d job(s).", len(pushed))
         store.mark_pushed(engine, outbox, pushed)
         if bad:
             store.park(engine, outbox, bad)
@@ -117,7 +128,7 @@ def run_relay(
     *,
     interval: float = 1.0,
     batch: int = 500,
-    grace: float = 5.0,
+    grace: float = GRACE,
     lease: float = 60.0,
     stop: threading.Event | None = None,
 ) -> None:
@@ -154,9 +165,7 @@ def run_relay(
                 stop.wait(backoff)
                 continue
             backoff = 0.0
-            if pushed:
-                logger.info("Outbox relay pushed %d email job(s).", pushed)
-            else:
+            if not pushed:
                 stop.wait(interval)
 
 

@@ -14,6 +14,7 @@ from ..errors import redact_url
 from . import store
 from .relay import check_outbox
 from .relay import engine_of
+from .relay import GRACE
 from .relay import relay_once
 from .relay import run_relay
 
@@ -22,18 +23,32 @@ __all__ = ["relay_command"]
 
 @click.command("relay")
 @click.option("--once", is_flag=True, help="Push what waits now, then quit.")
-@click.option("--interval", default=1.0, show_default=True, help="Idle seconds.")
-@click.option("--batch", default=500, show_default=True, help="Rows per claim.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Idle seconds.",
+)
+@click.option(
+    "--batch",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows per claim.",
+)
 @click.option(
     "--grace",
-    default=5.0,
+    default=GRACE,
     show_default=True,
+    type=click.FloatRange(min=0),
     help="Leave rows younger than this many seconds to the after-commit push.",
 )
 @click.option(
     "--lease",
     default=60.0,
     show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
     help="Seconds a claim holds; a dead relay's rows are pushed after it.",
 )
 @with_appcontext
@@ -64,6 +79,8 @@ def relay_command(
             click.echo(
                 f"{left[reason]} row(s) {text}.".replace("{grace}", f"{grace:g}")
             )
+    if left.get("parked"):
+        raise SystemExit(1)  # a person must look: let cron notice
 
 
 _LEFT = {

@@ -109,6 +109,16 @@ def test_no_session_names_the_setting(make_app: t.Any) -> None:
         enqueue_email(**MAIL)
 
 
+def test_a_per_call_after_commit_error_names_the_argument_too(
+    make_app: t.Any,
+) -> None:
+    app = make_app()
+    with app.app_context(), pytest.raises(ConfigurationError) as caught:
+        enqueue_email(**MAIL, after_commit=True)
+    assert "after_commit=True" in str(caught.value)
+    assert "POSTSTACK_AFTER_COMMIT" in str(caught.value)
+
+
 def test_a_never_committed_test_transaction_can_run_the_step(setup: t.Any) -> None:
     app, db, user, redis = setup
     db.session.add(user(email="ada@example.com"))
@@ -152,4 +162,36 @@ def test_a_session_closed_without_commit_warns_a_rollback_informs(
     assert "without a commit" in record.getMessage()
     assert second.meta["idempotency_key"] in record.getMessage()
     assert first.meta["idempotency_key"] not in record.getMessage()
+    assert queued_keys(app, redis) == []
+
+
+@pytest.mark.parametrize("mode", ["after_commit", "outbox"])
+def test_a_failed_commit_then_rollback_informs(
+    db_app: t.Any,
+    _poststack_memory_redis: t.Any,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    """The docs' sign-up: a duplicate fails the commit, the view rolls back."""
+    import logging
+
+    from sqlalchemy.exc import IntegrityError
+
+    config: dict[str, t.Any] = {"POSTSTACK_AFTER_COMMIT": True}
+    if mode == "outbox":
+        config = {"POSTSTACK_OUTBOX": "sqlalchemy"}
+    app, db, user = db_app(**config)
+    redis = _poststack_memory_redis.get()
+    with app.app_context(), caplog.at_level(logging.INFO, "flask_poststack"):
+        db.session.add(user(email="ada@example.com"))
+        db.session.commit()
+        db.session.add(user(email="ada@example.com"))
+        job = enqueue_email(**MAIL)
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+        db.session.remove()
+    (record,) = [r for r in caplog.records if "Dropped" in r.getMessage()]
+    assert (record.levelname, "rolled-back" in record.getMessage()) == ("INFO", True)
+    assert job.meta["idempotency_key"] in record.getMessage()
     assert queued_keys(app, redis) == []

@@ -96,14 +96,18 @@ def test_the_relay_parks_a_row_it_cannot_read_and_goes_on(
                 created_at=rows(db)[0].created_at, attempts=0,
             )
         )  # fmt: skip
-    with caplog.at_level(logging.ERROR, "flask_poststack"):
+    with caplog.at_level(logging.INFO, "flask_poststack"):
         assert relay_once(app, grace=0) == 1
     assert "'bad'" in caplog.text
+    assert "Outbox relay: pushed 1 job(s)" in caplog.text  # one line a batch
     assert [j.id for j in FakeQueue(app, conn).jobs] == [good.id]
     by_id = {r.id: r for r in rows(db)}
     assert by_id["bad"].pushed_at is None  # kept, not lost, and not retried
     assert by_id["bad"].claimed_by == store.PARKED
     assert relay_once(app, grace=0) == 0
+    result = relay_cli(app, "--grace", "0")  # cron must notice
+    assert result.exit_code == 1, result.output
+    assert "1 row(s) parked" in result.output
 
 
 def test_the_relay_loop_survives_a_database_error(
@@ -212,3 +216,53 @@ def test_a_job_id_written_by_a_racing_transaction_is_a_clear_error(
     monkeypatch.undo()
     assert enqueue_email(**MAIL, job_id="welcome-1").id == "welcome-1"
     assert len(rows(db)) == 1
+
+
+def test_a_failed_mark_after_the_push_says_the_emails_were_queued(
+    outbox_setup: t.Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, db, user, conn = outbox_setup
+
+    def locked(*args: t.Any) -> None:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(store, "mark_pushed", locked)
+    db.session.add(user(email="ada@example.com"))
+    job = enqueue_email(**MAIL)
+    with caplog.at_level(logging.INFO, "flask_poststack"):
+        db.session.commit()
+    assert [j.id for j in FakeQueue(app, conn).jobs] == [job.id]
+    (record,) = [r for r in caplog.records if job.id in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.getMessage().startswith("Queued")
+    assert "database is locked" in record.getMessage()
+
+
+def test_check_reports_the_outbox(outbox_setup: t.Any) -> None:
+    from datetime import timedelta
+
+    app, db, _user, _conn = outbox_setup
+    check = ["poststack", "check"]
+    result = app.test_cli_runner().invoke(args=check)
+    assert "ok  outbox 'poststack_outbox': exists, 0 row(s)" in result.output
+    outbox = store.table("poststack_outbox")
+    old = datetime.now(timezone.utc) - timedelta(minutes=5)
+    with db.engine.begin() as c:
+        for row_id, by in [("late", None), ("bad", store.PARKED)]:
+            c.execute(
+                outbox.insert().values(
+                    id=row_id, idempotency_key="k", queue="default", job="{}",
+                    created_at=old, attempts=0, claimed_by=by,
+                    claimed_until=_FUTURE if by else None,
+                )
+            )  # fmt: skip
+    result = app.test_cli_runner().invoke(args=check)
+    assert result.exit_code == 1, result.output
+    assert "warn  outbox relay: 1 row(s) older than 5 s" in result.output
+    assert "FAIL  parked outbox rows: 1" in result.output
+    with db.engine.begin() as c:
+        c.execute(text("DROP TABLE poststack_outbox"))
+    result = app.test_cli_runner().invoke(args=check)
+    assert "POSTSTACK_OUTBOX_TABLE" in result.output and result.exit_code == 1
