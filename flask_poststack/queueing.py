@@ -317,8 +317,8 @@ def _run_time(
 def _check_options(
     queue: object, job_timeout: object, result_ttl: object, failure_ttl: object
 ) -> None:
-    if queue is not None and (not isinstance(queue, str) or not queue.strip()):
-        raise InvalidEmailError("queue", "must be a non-empty queue name.")
+    if queue is not None:
+        _check_queue(queue)
     for name, value, least in (
         ("job_timeout", job_timeout, 1),
         ("result_ttl", result_ttl, 0),
@@ -332,6 +332,25 @@ def _check_options(
             raise InvalidEmailError(
                 name, f"must be whole seconds from {least} to {MAX_SECONDS}."
             )
+
+
+#: The longest queue name: the outbox table's ``queue`` column.
+MAX_QUEUE_LENGTH = 128
+
+
+def _check_queue(queue: object) -> None:
+    # Before anything is written: too long or a NUL, the outbox's INSERT
+    # would fail in the database and abort the app's own transaction.
+    if (
+        not isinstance(queue, str)
+        or not queue.strip()
+        or len(queue) > MAX_QUEUE_LENGTH
+        or not queue.isprintable()
+    ):
+        raise InvalidEmailError(
+            "queue",
+            f"must be a queue name of 1 to {MAX_QUEUE_LENGTH} printable characters.",
+        )
 
 
 def _check_job_id(job_id: str) -> None:

@@ -32,6 +32,7 @@ if t.TYPE_CHECKING:
 __all__ = [
     "GRACE",
     "check_outbox",
+    "database_error",
     "engine_of",
     "relay_in_thread",
     "relay_once",
@@ -64,6 +65,16 @@ def engine_of(app: Flask) -> Engine:
     return engine
 
 
+def database_error(engine: Engine, exc: Exception) -> str:
+    """One line on a database error, for a log or a message: the driver's
+    first line only (SQLAlchemy's text adds the SQL and its parameters, a
+    driver's DETAIL may quote a row), without the URL's password."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    password = engine.url.password
+    return line.replace(str(password), "***") if password else line
+
+
 def check_outbox(app: Flask) -> None:
     """Check, in an app context, that the relay has a session and a table.
 
@@ -82,8 +93,9 @@ def relay_once(
     logged at ERROR and parked (kept, never claimed again: see
     :data:`~flask_poststack.outbox.store.PARKED`).
 
-    :raises QueueUnavailableError: when Redis cannot be reached; the claimed
-        rows are pushed again once their ``lease`` (seconds) runs out.
+    :raises QueueUnavailableError: when Redis cannot be reached; the rows
+        not pushed are released, for the next call to push. ``lease``
+        (seconds) is how long a relay that dies keeps its rows.
     :raises ConfigurationError: naming ``POSTSTACK_OUTBOX_TABLE`` when the
         table does not exist.
     """
@@ -97,18 +109,20 @@ def relay_once(
     try:
         for row_id, job in claimed:
             try:
-                spec = json.loads(job)
+                spec = json.loads(job) if job is not None else None
                 if not isinstance(spec, dict) or not spec.keys() >= _SPEC_KEYS:
                     raise ValueError("not a job spec")
                 push_specs(state, [spec])
             except QueueUnavailableError:
                 raise
-            except Exception:
-                logger.exception(
-                    "Outbox relay: cannot push row %r; parked (claimed_by=%r)"
+            except Exception as exc:
+                # The row id only: the error's text may quote the row.
+                logger.error(
+                    "Outbox relay: cannot push row %r (%s); parked (claimed_by=%r)"
                     " for you to look at. Set claimed_by and claimed_until to"
                     " NULL to try again.",
                     row_id,
+                    type(exc).__name__,
                     store.PARKED,
                 )
                 bad.append(row_id)
@@ -120,6 +134,10 @@ def relay_once(
         store.mark_pushed(engine, outbox, pushed)
         if bad:
             store.park(engine, outbox, bad)
+        # Rows left by a Redis error are claimed again at once, not after
+        # the lease: Redis may be back by the next round.
+        done = {*pushed, *bad}
+        store.release(engine, outbox, [i for i, _ in claimed if i not in done])
     return len(pushed)
 
 
@@ -160,7 +178,7 @@ def run_relay(
                     pruned = time.monotonic()
             except (SQLAlchemyError, ConfigurationError) as exc:
                 backoff = min(MAX_BACKOFF, max(1.0, backoff * 2))
-                reason = getattr(exc, "orig", None) or exc
+                reason = database_error(engine, exc)
                 logger.warning("Outbox relay: %s; retrying in %.0f s.", reason, backoff)
                 stop.wait(backoff)
                 continue

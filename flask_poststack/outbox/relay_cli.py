@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 from flask import current_app
 from flask import Flask
@@ -13,12 +15,15 @@ from ..errors import QueueUnavailableError
 from ..errors import redact_url
 from . import store
 from .relay import check_outbox
+from .relay import database_error
 from .relay import engine_of
 from .relay import GRACE
 from .relay import relay_once
 from .relay import run_relay
 
 __all__ = ["relay_command"]
+
+logger = logging.getLogger("flask_poststack")
 
 
 @click.command("relay")
@@ -58,8 +63,10 @@ def relay_command(
     """Push outbox rows that were committed but not queued (POSTSTACK_OUTBOX)."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     state = get_state(app)
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
-        check_outbox(app)
+        _check_database(app, once)
         _ping(app)
         if not once:
             click.echo("Relaying the outbox; Ctrl-C to stop.")
@@ -73,6 +80,9 @@ def relay_command(
         left = store.held_back(engine_of(app), outbox, grace)
     except (ConfigurationError, QueueUnavailableError) as exc:
         raise click.ClickException(str(exc)) from None
+    except SQLAlchemyError as exc:
+        message = database_error(engine_of(app), exc)
+        raise click.ClickException(f"database error: {message}") from None
     click.echo(f"Pushed {total} email job(s) from the outbox.")
     for reason, text in _LEFT.items():
         if left.get(reason):
@@ -91,6 +101,20 @@ _LEFT = {
     "parked": f"parked (claimed_by = {store.PARKED!r}): their job could not be"
     " read or pushed; see the relay's log",
 }
+
+
+def _check_database(app: Flask, once: bool) -> None:
+    """:func:`check_outbox`; a long-running relay started before its
+    database answers logs that and retries it, as it does once running."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        check_outbox(app)
+    except SQLAlchemyError as exc:
+        if once:
+            raise
+        reason = database_error(engine_of(app), exc)
+        logger.warning("Outbox relay: %s; retrying.", reason)
 
 
 def _ping(app: Flask) -> None:

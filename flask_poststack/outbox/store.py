@@ -37,6 +37,7 @@ __all__ = [
     "mark_pushed",
     "park",
     "prune",
+    "release",
     "require_table",
     "table",
     "table_errors",
@@ -155,10 +156,15 @@ def mark_pushed(engine: Engine, outbox: Table, ids: list[str]) -> None:
 
 def claim(
     engine: Engine, outbox: Table, *, limit: int, lease: float, grace: float
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str | None]]:
     """Claim up to ``limit`` unpushed rows older than ``grace`` seconds for
-    ``lease`` seconds; returns their ``(id, job JSON)``, oldest first."""
+    ``lease`` seconds; returns their ``(id, job JSON)``, oldest first.
+
+    The job is ``None`` when it is not text (bytes that are not UTF-8 in a
+    SQLite file): one such row must not stop the others."""
     from sqlalchemy import and_
+    from sqlalchemy import cast
+    from sqlalchemy import LargeBinary
     from sqlalchemy import or_
     from sqlalchemy import select
     from sqlalchemy import update
@@ -189,12 +195,44 @@ def claim(
             )
             .execution_options(synchronize_session=False)
         )
+        # SQLite hands back whatever bytes a row holds; decoded here, a row
+        # that is not UTF-8 is one unreadable job, not a failed claim.
+        sqlite = engine.dialect.name == "sqlite"
+        job = cast(outbox.c.job, LargeBinary) if sqlite else outbox.c.job
         rows = conn.execute(
-            select(outbox.c.id, outbox.c.job)
+            select(outbox.c.id, job.label("job"))
             .where(outbox.c.claimed_by == token, outbox.c.pushed_at.is_(None))
             .order_by(outbox.c.created_at)
         ).all()
-    return [(row.id, row.job) for row in rows]
+    return [(row.id, _text(row.job)) for row in rows]
+
+
+def _text(job: str | bytes) -> str | None:
+    if isinstance(job, str):
+        return job
+    try:
+        return bytes(job).decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def release(engine: Engine, outbox: Table, ids: list[str]) -> None:
+    """End the claim on unpushed rows (their push failed), so that the next
+    claim takes them at once instead of after the lease."""
+    from sqlalchemy import update
+
+    if not ids:
+        return
+    with engine.begin() as conn:
+        conn.execute(
+            update(outbox)
+            .where(
+                outbox.c.id.in_(ids),
+                outbox.c.pushed_at.is_(None),
+                outbox.c.claimed_by != PARKED,
+            )
+            .values(claimed_by=None, claimed_until=None)
+        )
 
 
 def park(engine: Engine, outbox: Table, ids: list[str]) -> None:
