@@ -81,6 +81,20 @@ def run_celery_worker(
     os.execvpe(argv[0], argv, env)
 
 
+#: How long ``check`` waits for the workers' answers to a ping.
+PING_TIMEOUT = 1.0
+
+
+def celery_workers(app: t.Any) -> list[str]:
+    """The names of the Celery workers that answer a ping within
+    :data:`PING_TIMEOUT` (none if the broker fails mid-ping)."""
+    try:
+        replies = app.control.ping(timeout=PING_TIMEOUT) or []
+    except Exception:  # the broker's own errors: the broker row says why
+        return []
+    return sorted(name for reply in replies for name in reply)
+
+
 def celery_check(state: AppState) -> t.Iterator[tuple[str, str, str]]:
     """``flask poststack check``'s rows for Celery: installed, the broker,
     the ledger's tasks not yet done, the failed tasks kept for requeueing."""
@@ -98,13 +112,20 @@ def celery_check(state: AppState) -> t.Iterator[tuple[str, str, str]]:
         yield "FAIL", f"broker at {redact_url(url)}", unreachable
         return
     yield "ok", f"broker at {redact_url(url)}", "reachable"
-    found = ledger.for_app(celery_app(state))
+    app = celery_app(state)
+    start = "celery " + shlex.join(celery_worker_command(state.settings)[1:])
+    answering = celery_workers(app)
+    if answering:
+        yield "ok", "workers", f"{len(answering)} answering: {', '.join(answering)}"
+    else:
+        yield "warn", "workers", f"none answering; start one: {start}"
+    found = ledger.for_app(app)
     if found is None:
         return
     pending = found.client.zcard(found.key(ledger.LEDGER))
     failed = found.client.hlen(found.key(ledger.FAILED))
-    start = shlex.join(celery_worker_command(state.settings)[1:])
-    yield "ok", "tasks not done", f"{pending}; they need a worker: celery {start}"
+    waiting = f"; they need a worker: {start}" if pending and not answering else ""
+    yield "ok", "tasks not done", f"{pending}{waiting}"
     if failed:
         yield (
             "warn",

@@ -39,7 +39,10 @@ def test_check_looks_at_the_celery_broker(make_app: AppFactory, redis_url: str) 
     assert "ok  Celery:" in result.output
     assert "broker at" in result.output and "reachable" in result.output
     assert "failed tasks: 0" in result.output
-    assert "workers" not in result.output  # the RQ rows are not shown
+    assert "rq worker" not in result.output  # the RQ rows are not shown
+    # No Celery worker: said, with the command (a ping bounded to 1 s).
+    assert "warn  workers: none answering; start one: celery -A" in result.output
+    assert "tasks not done: 0\n" in result.output  # nothing waits: no advice
 
     down = celery_app(make_app, "redis://127.0.0.1:9/0")
     result = down.test_cli_runner().invoke(args=["poststack", "check"])
