@@ -14,6 +14,7 @@ import click
 
 from ._cli_checks import redis_unreachable
 from ._state import AppState
+from ._workercmd import printed_command
 from .config import Settings
 from .errors import ConfigurationError
 from .errors import redact_url
@@ -58,6 +59,7 @@ def run_celery_worker(
     burst: bool,
     concurrency: int | None,
     print_only: bool,
+    loglevel: str | None = None,
 ) -> None:
     """Print, then run (unless ``print_only``), the Celery worker command
     with the app's ``POSTSTACK_*`` settings in ``env``."""
@@ -72,8 +74,9 @@ def run_celery_worker(
     argv = celery_worker_command(
         state.settings, queues=queues, concurrency=concurrency or 16
     )
-    click.echo(f"POSTSTACK_REDIS_URL={shlex.quote(redact_url(redis_url))} ", nl=False)
-    click.echo(shlex.join(argv))
+    if loglevel:
+        argv += ["--loglevel", loglevel]
+    click.echo(printed_command(env, argv, ("POSTSTACK_REDIS_URL", redis_url)))
     if print_only:
         return
     sys.stdout.flush()

@@ -28,9 +28,18 @@ def test_worker_print_gives_the_celery_command(
         "-A flask_poststack.celery_tasks worker --pool threads -c 16 -Q poststack"
         in (result.output)
     )
-    assert "rq" not in result.output.split()[1] and KEY not in result.output
+    assert "rq" not in result.output.split()[2] and KEY not in result.output
+    assert result.output.split()[1] == "POSTSTACK_API_KEY=..."  # passed, not shown
     refused = app.test_cli_runner().invoke(args=["poststack", "worker", "--burst"])
     assert refused.exit_code != 0 and "Celery has no burst mode" in refused.output
+    refused = app.test_cli_runner().invoke(
+        args=["poststack", "worker", "--maintenance-interval", "5", "--print"]
+    )
+    assert refused.exit_code != 0 and "is an RQ option" in refused.output
+    argv = ["poststack", "worker", "--loglevel", "DEBUG", "--print"]
+    result = app.test_cli_runner().invoke(args=argv)
+    assert result.exit_code == 0, result.output
+    assert "-Q poststack --loglevel DEBUG" in result.output
 
 
 def test_check_looks_at_the_celery_broker(make_app: AppFactory, redis_url: str) -> None:
