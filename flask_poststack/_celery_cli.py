@@ -65,10 +65,12 @@ def run_celery_worker(
     with the app's ``POSTSTACK_*`` settings in ``env``."""
     if burst:
         raise click.ClickException("--burst is an RQ option; Celery has no burst mode.")
+    from ._celery_queue import no_broker_error
+
     try:
         redis_url = state.redis_url()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+    except ConfigurationError:
+        raise click.ClickException(str(no_broker_error())) from None
     if not print_only and (unreachable := redis_unreachable(redis_url, LOCAL)):
         raise click.ClickException(unreachable)
     argv = celery_worker_command(
