@@ -359,7 +359,9 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
             f"cannot reach Redis at {url} ({type(exc).__name__}): is it running?"
             " The app's POSTSTACK_REDIS_URL says where it is."
         ) from None
-    click.echo(f"{count} job(s) requeued on {name!r}.")
+    if code is not None and not count:
+        click.echo(f"no failed task matched --code {code}")
+    click.echo(f"{count} job(s) requeued on {name}.")
 
 
 @poststack_cli.command("sandbox", with_appcontext=False)

