@@ -45,7 +45,7 @@ WORKER = [sys.executable, "-m", "celery", "-A", "flask_poststack.celery_tasks",
           "--without-mingle", "--without-gossip", "-l", "warning"]  # fmt: skip
 
 
-REQUEUED = b"was lost by a killed worker; queued again"
+REQUEUED = b"did not know the task); queued again"
 
 
 def start(env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:

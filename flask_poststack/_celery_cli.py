@@ -14,6 +14,7 @@ import click
 
 from ._cli_checks import redis_unreachable
 from ._state import AppState
+from ._workercmd import printed_command
 from .config import Settings
 from .errors import ConfigurationError
 from .errors import redact_url
@@ -58,27 +59,45 @@ def run_celery_worker(
     burst: bool,
     concurrency: int | None,
     print_only: bool,
+    loglevel: str | None = None,
 ) -> None:
     """Print, then run (unless ``print_only``), the Celery worker command
     with the app's ``POSTSTACK_*`` settings in ``env``."""
     if burst:
         raise click.ClickException("--burst is an RQ option; Celery has no burst mode.")
+    from ._celery_queue import no_broker_error
+
     try:
         redis_url = state.redis_url()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+    except ConfigurationError:
+        raise click.ClickException(str(no_broker_error())) from None
     if not print_only and (unreachable := redis_unreachable(redis_url, LOCAL)):
         raise click.ClickException(unreachable)
     argv = celery_worker_command(
         state.settings, queues=queues, concurrency=concurrency or 16
     )
-    click.echo(f"POSTSTACK_REDIS_URL={shlex.quote(redact_url(redis_url))} ", nl=False)
-    click.echo(shlex.join(argv))
+    if loglevel:
+        argv += ["--loglevel", loglevel]
+    click.echo(printed_command(env, argv, ("POSTSTACK_REDIS_URL", redis_url)))
     if print_only:
         return
     sys.stdout.flush()
     env["POSTSTACK_REDIS_URL"] = redis_url
     os.execvpe(argv[0], argv, env)
+
+
+#: How long ``check`` waits for the workers' answers to a ping.
+PING_TIMEOUT = 1.0
+
+
+def celery_workers(app: t.Any) -> list[str]:
+    """The names of the Celery workers that answer a ping within
+    :data:`PING_TIMEOUT` (none if the broker fails mid-ping)."""
+    try:
+        replies = app.control.ping(timeout=PING_TIMEOUT) or []
+    except Exception:  # the broker's own errors: the broker row says why
+        return []
+    return sorted(name for reply in replies for name in reply)
 
 
 def celery_check(state: AppState) -> t.Iterator[tuple[str, str, str]]:
@@ -98,13 +117,20 @@ def celery_check(state: AppState) -> t.Iterator[tuple[str, str, str]]:
         yield "FAIL", f"broker at {redact_url(url)}", unreachable
         return
     yield "ok", f"broker at {redact_url(url)}", "reachable"
-    found = ledger.for_app(celery_app(state))
+    app = celery_app(state)
+    start = "celery " + shlex.join(celery_worker_command(state.settings)[1:])
+    answering = celery_workers(app)
+    if answering:
+        yield "ok", "workers", f"{len(answering)} answering: {', '.join(answering)}"
+    else:
+        yield "warn", "workers", f"none answering; start one: {start}"
+    found = ledger.for_app(app)
     if found is None:
         return
     pending = found.client.zcard(found.key(ledger.LEDGER))
     failed = found.client.hlen(found.key(ledger.FAILED))
-    start = shlex.join(celery_worker_command(state.settings)[1:])
-    yield "ok", "tasks not done", f"{pending}; they need a worker: celery {start}"
+    waiting = f"; they need a worker: {start}" if pending and not answering else ""
+    yield "ok", "tasks not done", f"{pending}{waiting}"
     if failed:
         yield (
             "warn",

@@ -327,7 +327,8 @@ def reconcile(
             retries=again.retries,
         )
         log.warning(
-            "poststack: task %s was lost by a killed worker; queued again",
+            "poststack: task %s was not acknowledged by a worker (killed, or one"
+            " that did not know the task); queued again",
             again.task_id,
         )
         queued.append(again.task_id)

@@ -25,6 +25,7 @@ from ._keyprint import fingerprint
 from ._state import AppState
 from ._state import get_state
 from ._state import in_plugin_test
+from .errors import ConfigurationError
 from .errors import InvalidEmailError
 from .errors import QueueUnavailableError
 from .retry import error_fields
@@ -73,8 +74,23 @@ def no_broker(state: AppState) -> bool:
     if own is not None and not getattr(own, _OWN, False):
         return False
     if not in_plugin_test():
-        state.redis_url()  # raises, naming POSTSTACK_REDIS_URL
+        raise no_broker_error()
     return True
+
+
+def no_broker_error() -> ConfigurationError:
+    """Why a testing app without ``POSTSTACK_REDIS_URL`` has no broker, and
+    what to do under Celery (``use_redis`` is RQ's: Celery has its own)."""
+    return ConfigurationError(
+        "POSTSTACK_REDIS_URL",
+        "this app has TESTING on and sets no Redis URL in app.config, so it has"
+        " no Celery broker (it never falls back to a Redis on localhost). Run"
+        " it under pytest, whose Flask-PostStack plugin runs each task inline;"
+        " set POSTSTACK_REDIS_URL in app.config (with POSTSTACK_EAGER = True"
+        " the task runs inside enqueue_email and no broker is used); or give"
+        " it a Celery app of your own, app.extensions['poststack_celery'] ="
+        " make_celery(app=...).",
+    )
 
 
 def _eager_results(state: AppState) -> collections.OrderedDict[str, AsyncResult]:

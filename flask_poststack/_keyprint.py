@@ -60,6 +60,8 @@ def check_key(job: t.Any, api_key: str | None) -> None:
         f"job {getattr(job, 'id', '?')} on queue {queue!r} was queued by an app"
         f" with a {queued_mode} key ({expected}), but this worker has a"
         f" {own_mode} key ({own}); it is not sent with another app's key."
-        " Two apps share this Redis and queue: give each its own"
-        " POSTSTACK_QUEUE, and run a worker with each app's key on its queue.",
+        " Either the app and this worker have different POSTSTACK_API_KEY"
+        " values (give the worker the app's key), or two apps share this Redis"
+        " and queue: give each its own POSTSTACK_QUEUE, and run a worker with"
+        " each app's key on its queue.",
     )

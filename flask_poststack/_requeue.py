@@ -10,6 +10,7 @@ import typing as t
 
 import click
 
+from ._cli_checks import redis_unreachable
 from ._state import AppState
 
 if t.TYPE_CHECKING:
@@ -20,10 +21,15 @@ __all__ = ["requeue"]
 
 def requeue(state: AppState, queue: str, code: str | None) -> tuple[int, str]:
     """Requeue the failed emails (only those that failed with ``code``, if
-    given); return how many, and the queue name."""
+    given); return how many, and where (``'poststack'``, quoted, or
+    ``the Celery queues``)."""
     if state.settings.queue_backend == "celery":
+        from ._celery_cli import LOCAL
         from ._celery_queue import celery_app
 
+        # One line, as check and worker say it, not kombu's traceback.
+        if unreachable := redis_unreachable(state.settings.redis_url, LOCAL):
+            raise click.ClickException(unreachable)
         return len(_requeue_celery(celery_app(state), code)), "the Celery queues"
     return _requeue_rq(state, queue, code)
 
@@ -53,7 +59,7 @@ def _requeue_rq(state: AppState, queue: str, code: str | None) -> tuple[int, str
             job.retries_left = retries or None
             job.save()
             registry.requeue(job_id)
-    return len(ids), rq_queue.name
+    return len(ids), repr(rq_queue.name)
 
 
 def _requeue_celery(app: Celery, code: str | None = None) -> list[str]:

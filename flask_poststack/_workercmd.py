@@ -6,14 +6,19 @@ Re-exported by :mod:`flask_poststack.cli`, where the docs name them.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import typing as t
 
 from .config import OUTSIDE_KEYS
 from .config import Settings
+from .errors import redact_url
 
-__all__ = ["worker_command", "worker_environ"]
+__all__ = ["printed_command", "worker_command", "worker_environ"]
+
+#: What ``worker --print`` shows of the environment the real run passes.
+SHOWN_KEYS = ("POSTSTACK_API_KEY", "POSTSTACK_BASE_URL", "POSTSTACK_RETRY_INTERVALS")
 
 
 def worker_command(
@@ -65,3 +70,29 @@ def worker_environ(config: t.Mapping[str, t.Any]) -> dict[str, str]:
             value = ",".join(str(item) for item in value)
         env[key] = str(value)
     return env
+
+
+def printed_command(
+    env: t.Mapping[str, str],
+    argv: t.Sequence[str],
+    url: tuple[str, str],
+    extra: t.Mapping[str, str] | None = None,
+) -> str:
+    """``worker --print``'s line: the variables the worker needs (``url`` is
+    the Redis URL's name and value), then ``argv``.
+
+    The API key is shown as ``...`` and the URL's password as ``***``, with
+    a comment line saying so; neither is ever printed.
+    """
+    name, value = url
+    shown = {name: redact_url(value), **(extra or {})}
+    shown.update({key: env[key] for key in SHOWN_KEYS if env.get(key)})
+    if "POSTSTACK_API_KEY" in shown:
+        shown["POSTSTACK_API_KEY"] = "..."
+    line = " ".join(f"{key}={shlex.quote(v)}" for key, v in shown.items())
+    line += " " + shlex.join(argv)
+    if "POSTSTACK_API_KEY" in shown:
+        line += "\n# POSTSTACK_API_KEY=...: put the app's key there"
+    if redact_url(value) != value:
+        line += f"\n# the password in {name} is masked (***): put the real one there"
+    return line

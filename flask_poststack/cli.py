@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 import os
-import shlex
 import sys
 import typing as t
 
@@ -29,6 +28,7 @@ from ._dev import dev
 from ._requeue import requeue
 from ._state import get_state
 from ._templates import undefined_variables
+from ._workercmd import printed_command
 from ._workercmd import worker_command
 from ._workercmd import worker_environ
 from .errors import ConfigurationError
@@ -48,10 +48,12 @@ poststack_cli.add_command(relay_command)
 @click.option("--burst", is_flag=True, help="Quit once the queues are empty.")
 @click.option(
     "--maintenance-interval",
-    default=30,
-    show_default=True,
-    help="Seconds between checks for jobs abandoned by a dead worker.",
+    type=int,
+    default=None,
+    help="RQ only: seconds between checks for jobs abandoned by a dead worker"
+    " (default 30).",
 )
+@click.option("--loglevel", default=None, help="Passed on: rq's or celery's log level.")
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
@@ -62,17 +64,24 @@ poststack_cli.add_command(relay_command)
 def worker(
     queues: tuple[str, ...],
     burst: bool,
-    maintenance_interval: int,
+    maintenance_interval: int | None,
+    loglevel: str | None,
     concurrency: int | None,
     print_only: bool,
 ) -> None:
-    """Run an RQ worker for Flask-PostStack jobs, from the app's config.
+    """Run a worker for Flask-PostStack jobs, from the app's config.
 
-    Runs the same `rq worker` command the docs give, with the app's
-    POSTSTACK_* settings passed in its environment.
+    Runs the `rq worker` command the docs give (with
+    POSTSTACK_QUEUE_BACKEND = 'celery': the `celery worker` command), with
+    the app's POSTSTACK_* settings passed in its environment.
     """
     state = get_state()
     if state.settings.queue_backend == "celery":
+        if maintenance_interval is not None:
+            raise click.ClickException(
+                "--maintenance-interval is an RQ option; a Celery worker's"
+                " ledger sweep brings abandoned tasks back."
+            )
         env = worker_environ(current_app.config)
         return run_celery_worker(
             state,
@@ -81,6 +90,7 @@ def worker(
             burst=burst,
             concurrency=concurrency,
             print_only=print_only,
+            loglevel=loglevel,
         )
     try:
         redis_url = state.redis_url()
@@ -93,22 +103,24 @@ def worker(
         settings,
         queues=queues,
         burst=burst,
-        maintenance_interval=maintenance_interval,
+        maintenance_interval=maintenance_interval or 30,
         url_in_argv=False,
     )
+    if loglevel:
+        argv[2:2] = ["--logging_level", loglevel]
     # The Redis URL goes through the environment, so no password shows in
     # this output or in the process list.
-    click.echo(f"RQ_REDIS_URL={shlex.quote(redact_url(redis_url))} ", nl=False)
-    if concurrency is not None:
-        click.echo(f"POSTSTACK_WORKER_CONCURRENCY={concurrency} ", nl=False)
-    click.echo(shlex.join(argv))
+    env = worker_environ(current_app.config)
+    extra = (
+        {}
+        if concurrency is None
+        else {"POSTSTACK_WORKER_CONCURRENCY": str(concurrency)}
+    )
+    click.echo(printed_command(env, argv, ("RQ_REDIS_URL", redis_url), extra))
     if print_only:
         return
     sys.stdout.flush()
-    env = worker_environ(current_app.config)
-    env["RQ_REDIS_URL"] = redis_url
-    if concurrency is not None:
-        env["POSTSTACK_WORKER_CONCURRENCY"] = str(concurrency)
+    env.update(extra, RQ_REDIS_URL=redis_url)
     os.execvpe(argv[0], argv, env)
 
 
@@ -348,7 +360,9 @@ def requeue_failed(queue: str | None, code: str | None) -> None:
             f"cannot reach Redis at {url} ({type(exc).__name__}): is it running?"
             " The app's POSTSTACK_REDIS_URL says where it is."
         ) from None
-    click.echo(f"{count} job(s) requeued on {name!r}.")
+    if code is not None and not count:
+        click.echo(f"no failed task matched --code {code}")
+    click.echo(f"{count} job(s) requeued on {name}.")
 
 
 @poststack_cli.command("sandbox", with_appcontext=False)

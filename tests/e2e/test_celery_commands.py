@@ -59,6 +59,13 @@ def test_the_printed_worker_command_registers_the_tasks_and_warns_without_a_key(
     try:
         wait_until(lambda: b"POSTSTACK_API_KEY is not set" in log.read_bytes(), 120,
                    "the start-up warning", log.read_text)  # fmt: skip
+
+        def check() -> str:
+            return app.test_cli_runner().invoke(args=["poststack", "check"]).output
+
+        # A ping answered within 1 s; a busy machine may need a second try.
+        wait_until(lambda: "ok  workers: 1 answering" in check(), 120,
+                   "check to see the worker", check)  # fmt: skip
         with app.app_context():
             result: t.Any = enqueue_email(to="a@example.com", subject="Hi", text="t")
             wait_until(lambda: email_status(result).state == "failed", 120,
