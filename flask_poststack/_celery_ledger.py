@@ -193,13 +193,14 @@ def forget(found: Broker, task_id: str) -> None:
 
 
 def ended_before(task: t.Any) -> bool:
-    """Whether this run of a Celery task is a copy of one that ended for
-    good. A broker that cannot answer is taken as no: a replay at worst."""
-    if task.request.is_eager:
-        return False
+    """Whether this run copies a task that ended for good (or was cancelled)."""
     try:
-        found = for_app(task.app)
-        return found is not None and is_finished(found, task.request.id)
+        if task.request.is_eager or (found := for_app(task.app)) is None:
+            return False
+        if is_finished(found, task.request.id):
+            return True
+        meta = task.backend.get_task_meta(task.request.id, cache=False)
+        return bool(meta["status"] == "FAILURE")  # uncached: requeue-failed resets
     except Exception:  # a broker blip must not fail an email
         log.warning("poststack: the ledger is unreachable; sending", exc_info=True)
         return False

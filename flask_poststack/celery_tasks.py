@@ -171,11 +171,23 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery is untyped
     Celery's producer subscribes to every task's result channel as it sends
     it, one more round trip per email, and keeps the subscription until
     someone waits for that result, which a web app never does.
-    ``AsyncResult.get()`` still works: it subscribes when it waits.
+    ``AsyncResult.get()`` still works: it subscribes when it waits. And it
+    keeps a failure for good as Celery keeps a success: never overwritten.
     """
 
     def on_task_call(self, producer: t.Any, task_id: str) -> None:
         return None
+
+    def _store_result(
+        self, task_id: str, result: t.Any, state: str, *args: t.Any, **kwargs: t.Any
+    ) -> t.Any:
+        # Celery keeps a SUCCESS from being overwritten; a failure for good
+        # is as final: a second copy of the task must not record STARTED
+        # over it (``requeue-failed`` forgets the result first). Uncached:
+        # a worker's cache would outlive that.
+        if self._get_task_meta_for(task_id)["status"] == "FAILURE":
+            return result
+        return super()._store_result(task_id, result, state, *args, **kwargs)
 
 
 _app: Celery | None = None
