@@ -37,6 +37,7 @@ from .client import missing_key_warning
 from .client import worker_slot
 from .config import environ_settings
 from .config import Settings
+from .errors import ConfigurationError
 from .retry import answer_error
 from .retry import error_fields
 from .retry import is_retryable
@@ -46,11 +47,15 @@ __all__ = [
     "TASK",
     "EmailFailed",
     "ResultBackend",
+    "check_retry_intervals",
+    "longest_wait",
     "make_celery",
     "send_batch_payloads",
     "send_payload",
     "visibility_timeout",
 ]
+
+log = logging.getLogger("flask_poststack.celery")
 
 #: The tasks' names, as the producer sends them.
 TASK = "flask_poststack.send_payload"
@@ -106,6 +111,28 @@ def visibility_timeout(settings: Settings) -> int:
     if settings.celery_visibility_timeout is not None:
         return settings.celery_visibility_timeout
     return settings.job_timeout + max(settings.retry_intervals, default=0) + 60
+
+
+def longest_wait(visibility: float, job_timeout: int) -> int:
+    """The longest a task may wait (a ``delay``, a retry's countdown) on a
+    broker with this visibility timeout: it is unacknowledged while it waits
+    and then runs, and past the timeout the broker hands it out again."""
+    return max(0, int(visibility) - job_timeout - 60)
+
+
+def check_retry_intervals(settings: Settings) -> None:
+    """Refuse, at ``init_app``, a retry interval the broker would not wait.
+
+    :raises ConfigurationError: naming both settings.
+    """
+    limit = longest_wait(visibility_timeout(settings), settings.job_timeout)
+    if max(settings.retry_intervals, default=0) > limit:
+        raise ConfigurationError(
+            "POSTSTACK_RETRY_INTERVALS",
+            f"each must be at most {limit} s with Celery: the"
+            " POSTSTACK_CELERY_VISIBILITY_TIMEOUT less POSTSTACK_JOB_TIMEOUT"
+            " and 60 s (a longer wait is handed out again, and run twice).",
+        )
 
 
 def make_celery(settings: Settings | None = None, app: Celery | None = None) -> Celery:
@@ -291,7 +318,6 @@ def _warn_if_no_api_key(sender: t.Any = None, **_: t.Any) -> None:
     app = getattr(sender, "app", None)
     if app is not None and TASK in app.tasks and (warning := missing_key_warning()):
         # Celery's log format names the level already.
-        log = logging.getLogger("flask_poststack.celery")
         log.warning(warning.removeprefix("WARNING: "))
 
 
@@ -352,6 +378,13 @@ def _failure(
     wait = _intervals()[task.request.retries]
     if fields["retry_after"]:
         wait = max(wait, math.ceil(fields["retry_after"]))
+    transport = task.app.conf.broker_transport_options or {}
+    limit = longest_wait(transport.get("visibility_timeout", 3600),
+                         worker_slot().settings.job_timeout)  # fmt: skip
+    if wait > limit:
+        said = "poststack: task %s retries in %d s, not %d (the visibility timeout)"
+        log.warning(said, task.request.id, limit, wait)
+        wait = limit
     kwargs: dict[str, t.Any] = {"key": key} if key else {}
     if (task.request.kwargs or {}).get("ledger") and not task.request.is_eager:
         kwargs["ledger"] = True
