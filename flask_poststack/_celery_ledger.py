@@ -148,7 +148,7 @@ def broker(channel: t.Any) -> Broker | None:
     pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
         connection_class=found.pool.connection_class,
         max_connections=64,
-        timeout=20,
+        timeout=params.get("socket_timeout") or 20,  # POSTSTACK_REDIS_TIMEOUT
         **params,
     )
     return Broker(

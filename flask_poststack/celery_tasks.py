@@ -142,8 +142,8 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
         task may stay unacknowledged; default: the ``POSTSTACK_*``
         environment.
     :param app: configure your own Celery app instead of a new one: only
-        the broker's visibility timeout, orphan sweep and socket timeouts are
-        set (where it has none); its other settings stay.
+        the broker's visibility timeout, orphan sweep, socket and producer
+        pool timeouts are set (where it has none); its other settings stay.
     """
     settings = settings or environ_settings()
     if app is None:
@@ -171,6 +171,8 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     transport.setdefault("socket_timeout", settings.redis_timeout)
     transport.setdefault("socket_connect_timeout", min(5, settings.redis_timeout))
     transport.setdefault("visibility_timeout", visibility_timeout(settings))
+    if app.conf.broker_pool_acquire_timeout is None:  # a free producer: forever
+        app.conf.broker_pool_acquire_timeout = settings.redis_timeout
     # Sweep for orphaned tasks every 10 s at most (kombu's default is about
     # 100 s), so one comes back soon after its visibility timeout.
     sweep = sweep_interval(transport["visibility_timeout"])
