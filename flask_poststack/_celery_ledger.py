@@ -37,21 +37,9 @@ import redis
 if t.TYPE_CHECKING:
     from celery import Celery
 
-__all__ = [
-    "Entry",
-    "Reconciler",
-    "best_effort",
-    "broker",
-    "ended",
-    "ended_before",
-    "for_app",
-    "forget",
-    "is_finished",
-    "keep_failed",
-    "reconcile",
-    "retried",
-    "revoked_again",
-]
+__all__ = ["Entry", "Reconciler", "best_effort", "broker", "ended", "ended_before",
+           "for_app", "forget", "is_finished", "keep_failed", "reconcile",
+           "retried", "revoked_again"]  # fmt: skip
 
 log = logging.getLogger("flask_poststack.celery")
 
@@ -148,7 +136,7 @@ def broker(channel: t.Any) -> Broker | None:
     pool = redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]
         connection_class=found.pool.connection_class,
         max_connections=64,
-        timeout=20,
+        timeout=params.get("socket_timeout") or 20,  # POSTSTACK_REDIS_TIMEOUT
         **params,
     )
     return Broker(
@@ -164,19 +152,24 @@ _held_lock = threading.Lock()
 
 def for_app(app: Celery) -> Broker | None:
     """The ledger on ``app``'s broker, one connection pool per process."""
-    with _held_lock:
-        held = getattr(app, "_poststack_ledger", None)
-        if held is None or held[0] != os.getpid():  # a forked child opens its own
-            conn = app.connection_for_write()
-            # One try, not kombu's retries: a refused broker fails at once.
-            try:
-                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
-            except Exception:
+    held = getattr(app, "_poststack_ledger", None)
+    if held is None or held[0] != os.getpid():  # a forked child opens its own
+        # Connected outside the lock: with the broker hung, callers would
+        # each wait out the one before them (80 threads: 80 timeouts).
+        conn = app.connection_for_write()
+        try:  # one try, not kombu's retries: a refused broker fails at once
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0)
+            opened = (os.getpid(), conn, broker(conn.default_channel))
+        except Exception:
+            conn.release()
+            raise
+        with _held_lock:
+            held = getattr(app, "_poststack_ledger", None)
+            if held is None or held[0] != os.getpid():
+                held = app._poststack_ledger = opened
+            else:  # another thread's came first
                 conn.release()
-                raise
-            held = (os.getpid(), conn, broker(conn.default_channel))
-            app._poststack_ledger = held
-        return t.cast("Broker | None", held[2])
+    return t.cast("Broker | None", held[2])
 
 
 def is_finished(found: Broker, task_id: str) -> bool:
@@ -193,13 +186,14 @@ def forget(found: Broker, task_id: str) -> None:
 
 
 def ended_before(task: t.Any) -> bool:
-    """Whether this run of a Celery task is a copy of one that ended for
-    good. A broker that cannot answer is taken as no: a replay at worst."""
-    if task.request.is_eager:
-        return False
+    """Whether this run copies a task that ended for good (or was cancelled)."""
     try:
-        found = for_app(task.app)
-        return found is not None and is_finished(found, task.request.id)
+        if task.request.is_eager or (found := for_app(task.app)) is None:
+            return False
+        if is_finished(found, task.request.id):
+            return True
+        meta = task.backend.get_task_meta(task.request.id, cache=False)
+        return bool(meta["status"] == "FAILURE")  # uncached: requeue-failed resets
     except Exception:  # a broker blip must not fail an email
         log.warning("poststack: the ledger is unreachable; sending", exc_info=True)
         return False

@@ -102,8 +102,9 @@ def check_options(
     state: AppState, when: datetime | None = None, **rq_options: object
 ) -> None:
     """Refuse what Celery cannot do as asked, before anything is queued:
-    the RQ-only options, and a delay past the visibility timeout (the
-    broker would hand the waiting task out again and again)."""
+    the RQ-only options, and a delay longer than the broker would wait
+    (:func:`~flask_poststack.celery_tasks.longest_wait`)."""
+    from .celery_tasks import longest_wait
     from .celery_tasks import visibility_timeout
 
     for name, value in rq_options.items():
@@ -113,12 +114,13 @@ def check_options(
                 "is an RQ option; it cannot be used with"
                 " POSTSTACK_QUEUE_BACKEND = 'celery'.",
             )
-    limit = visibility_timeout(state.settings)
+    limit = longest_wait(visibility_timeout(state.settings), state.settings.job_timeout)
     if when is not None and (when - datetime.now(timezone.utc)).total_seconds() > limit:
         raise InvalidEmailError(
             "delay",
-            f"must be at most {limit} s with Celery"
-            " (POSTSTACK_CELERY_VISIBILITY_TIMEOUT).",
+            f"must be at most {limit} s with Celery (the visibility timeout,"
+            " POSTSTACK_CELERY_VISIBILITY_TIMEOUT, less POSTSTACK_JOB_TIMEOUT"
+            " and 60 s).",
         )
 
 

@@ -93,7 +93,7 @@ def before_sending(exc: BaseException) -> bool:
     kombu's wrapper of the Redis error)."""
     while not isinstance(exc, redis.RedisError) and exc.__cause__ is not None:
         exc = exc.__cause__
-    if isinstance(exc, redis.AuthenticationError):
+    if isinstance(exc, redis.AuthenticationError) or _pool_wait(exc):
         return True
     # redis-py's connect step: "Error 111 connecting to host:port. ..." and
     # "Timeout connecting to server". Anything else (a read or write timeout,
@@ -102,3 +102,11 @@ def before_sending(exc: BaseException) -> bool:
     return isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and (
         " connecting to " in text or text.startswith("Timeout connecting")
     )
+
+
+def _pool_wait(exc: BaseException) -> bool:
+    # No free connection (redis-py) or producer (kombu) in time: nothing sent.
+    if isinstance(exc, redis.ConnectionError):
+        return str(exc) == "No connection available."
+    kind = type(exc)
+    return kind.__name__ == "LimitExceeded" and kind.__module__.startswith("kombu")

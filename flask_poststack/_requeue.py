@@ -18,6 +18,17 @@ if t.TYPE_CHECKING:
 
 __all__ = ["requeue"]
 
+#: Move a failed task's entry back into the ledger, if it is still in the
+#: failed set: of two ``requeue-failed`` at once, one queues each task.
+_CLAIM = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
 
 def requeue(state: AppState, queue: str, code: str | None) -> tuple[int, str]:
     """Requeue the failed emails (only those that failed with ``code``, if
@@ -74,6 +85,8 @@ def _requeue_celery(app: Celery, code: str | None = None) -> list[str]:
     if found is None:
         return []
     raw = t.cast("dict[bytes, bytes]", found.client.hgetall(found.key(ledger.FAILED)))
+    claim = found.client.register_script(_CLAIM)
+    keys = [found.key(k) for k in (ledger.FAILED, ledger.LEDGER, ledger.ENTRIES)]
     queued = []
     for key, value in raw.items():
         task_id = key.decode()
@@ -84,8 +97,8 @@ def _requeue_celery(app: Celery, code: str | None = None) -> list[str]:
         again = dataclasses.replace(
             ledger.Entry(task_id=task_id, **json.loads(value)), retries=0
         )
-        found.record([again], due=time.time())
-        found.client.hdel(found.key(ledger.FAILED), task_id)
+        if not claim(keys=keys, args=[task_id, time.time(), again.dumps()]):
+            continue  # another requeue-failed took it
         # Its old FAILURE would tell the sweep it has ended.
         app.AsyncResult(task_id).forget()
         app.send_task(again.task, args=list(again.args), kwargs=dict(again.kwargs),

@@ -37,6 +37,7 @@ from .client import missing_key_warning
 from .client import worker_slot
 from .config import environ_settings
 from .config import Settings
+from .errors import ConfigurationError
 from .retry import answer_error
 from .retry import error_fields
 from .retry import is_retryable
@@ -46,11 +47,15 @@ __all__ = [
     "TASK",
     "EmailFailed",
     "ResultBackend",
+    "check_retry_intervals",
+    "longest_wait",
     "make_celery",
     "send_batch_payloads",
     "send_payload",
     "visibility_timeout",
 ]
+
+log = logging.getLogger("flask_poststack.celery")
 
 #: The tasks' names, as the producer sends them.
 TASK = "flask_poststack.send_payload"
@@ -108,6 +113,28 @@ def visibility_timeout(settings: Settings) -> int:
     return settings.job_timeout + max(settings.retry_intervals, default=0) + 60
 
 
+def longest_wait(visibility: float, job_timeout: int) -> int:
+    """The longest a task may wait (a ``delay``, a retry's countdown) on a
+    broker with this visibility timeout: it is unacknowledged while it waits
+    and then runs, and past the timeout the broker hands it out again."""
+    return max(0, int(visibility) - job_timeout - 60)
+
+
+def check_retry_intervals(settings: Settings) -> None:
+    """Refuse, at ``init_app``, a retry interval the broker would not wait.
+
+    :raises ConfigurationError: naming both settings.
+    """
+    limit = longest_wait(visibility_timeout(settings), settings.job_timeout)
+    if max(settings.retry_intervals, default=0) > limit:
+        raise ConfigurationError(
+            "POSTSTACK_RETRY_INTERVALS",
+            f"each must be at most {limit} s with Celery: the"
+            " POSTSTACK_CELERY_VISIBILITY_TIMEOUT less POSTSTACK_JOB_TIMEOUT"
+            " and 60 s (a longer wait is handed out again, and run twice).",
+        )
+
+
 def make_celery(settings: Settings | None = None, app: Celery | None = None) -> Celery:
     """A Celery app configured for the email tasks.
 
@@ -115,8 +142,8 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
         task may stay unacknowledged; default: the ``POSTSTACK_*``
         environment.
     :param app: configure your own Celery app instead of a new one: only
-        the broker's visibility timeout, orphan sweep and socket timeouts are
-        set (where it has none); its other settings stay.
+        the broker's visibility timeout, orphan sweep, socket and producer
+        pool timeouts are set (where it has none); its other settings stay.
     """
     settings = settings or environ_settings()
     if app is None:
@@ -144,6 +171,8 @@ def make_celery(settings: Settings | None = None, app: Celery | None = None) -> 
     transport.setdefault("socket_timeout", settings.redis_timeout)
     transport.setdefault("socket_connect_timeout", min(5, settings.redis_timeout))
     transport.setdefault("visibility_timeout", visibility_timeout(settings))
+    if app.conf.broker_pool_acquire_timeout is None:  # a free producer: forever
+        app.conf.broker_pool_acquire_timeout = settings.redis_timeout
     # Sweep for orphaned tasks every 10 s at most (kombu's default is about
     # 100 s), so one comes back soon after its visibility timeout.
     sweep = sweep_interval(transport["visibility_timeout"])
@@ -171,11 +200,23 @@ class ResultBackend(RedisBackend):  # type: ignore[misc]  # celery is untyped
     Celery's producer subscribes to every task's result channel as it sends
     it, one more round trip per email, and keeps the subscription until
     someone waits for that result, which a web app never does.
-    ``AsyncResult.get()`` still works: it subscribes when it waits.
+    ``AsyncResult.get()`` still works: it subscribes when it waits. And it
+    keeps a failure for good as Celery keeps a success: never overwritten.
     """
 
     def on_task_call(self, producer: t.Any, task_id: str) -> None:
         return None
+
+    def _store_result(
+        self, task_id: str, result: t.Any, state: str, *args: t.Any, **kwargs: t.Any
+    ) -> t.Any:
+        # Celery keeps a SUCCESS from being overwritten; a failure for good
+        # is as final: a second copy of the task must not record STARTED
+        # over it (``requeue-failed`` forgets the result first). Uncached:
+        # a worker's cache would outlive that.
+        if self._get_task_meta_for(task_id)["status"] == "FAILURE":
+            return result
+        return super()._store_result(task_id, result, state, *args, **kwargs)
 
 
 _app: Celery | None = None
@@ -279,7 +320,6 @@ def _warn_if_no_api_key(sender: t.Any = None, **_: t.Any) -> None:
     app = getattr(sender, "app", None)
     if app is not None and TASK in app.tasks and (warning := missing_key_warning()):
         # Celery's log format names the level already.
-        log = logging.getLogger("flask_poststack.celery")
         log.warning(warning.removeprefix("WARNING: "))
 
 
@@ -340,6 +380,13 @@ def _failure(
     wait = _intervals()[task.request.retries]
     if fields["retry_after"]:
         wait = max(wait, math.ceil(fields["retry_after"]))
+    transport = task.app.conf.broker_transport_options or {}
+    limit = longest_wait(transport.get("visibility_timeout", 3600),
+                         worker_slot().settings.job_timeout)  # fmt: skip
+    if wait > limit:
+        said = "poststack: task %s retries in %d s, not %d (the visibility timeout)"
+        log.warning(said, task.request.id, limit, wait)
+        wait = limit
     kwargs: dict[str, t.Any] = {"key": key} if key else {}
     if (task.request.kwargs or {}).get("ledger") and not task.request.is_eager:
         kwargs["ledger"] = True

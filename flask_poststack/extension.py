@@ -70,7 +70,8 @@ class PostStack:
 
         :raises RuntimeError: if the extension is already registered on ``app``.
         :raises ConfigurationError: for a malformed setting, or
-            ``POSTSTACK_QUEUE_BACKEND = "celery"`` without Celery installed.
+            ``POSTSTACK_QUEUE_BACKEND = "celery"`` without Celery installed
+            or with a retry interval its broker would not wait.
         """
         if "poststack" in app.extensions:
             raise RuntimeError(
@@ -97,6 +98,11 @@ class PostStack:
         state = AppState(app, (mode(False), mode(True)))
         for backend in {m.settings.queue_backend for m in state.modes}:
             require_engine(backend)
+        for m in state.modes:
+            if m.settings.queue_backend == "celery":
+                from .celery_tasks import check_retry_intervals
+
+                check_retry_intervals(m.settings)
         for key, value in written_back(state.settings, app.config).items():
             app.config.setdefault(key, value)
         app.extensions[STATE_KEY] = state

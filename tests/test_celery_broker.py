@@ -74,6 +74,34 @@ def test_the_broker_and_ledger_clients_have_the_redis_timeout(
     assert found is not None
     params = found.client.connection_pool.connection_kwargs
     assert (params["socket_timeout"], params["socket_connect_timeout"]) == (2.5, 2.5)
+    # Waits for a free connection, in either pool, as long at most.
+    assert t.cast(t.Any, found.client.connection_pool).timeout == 2.5
+    assert celery.conf.broker_pool_acquire_timeout == 2.5
+
+
+def test_a_wait_for_a_free_connection_or_producer_is_not_queued(
+    redis_url: str,
+) -> None:
+    from celery.exceptions import OperationalError
+    from kombu.exceptions import LimitExceeded
+
+    from flask_poststack._redis_errors import may_have_reached
+
+    pool: t.Any = redis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=1, timeout=0.1
+    )
+    pool.get_connection()
+    with pytest.raises(redis.ConnectionError) as no_connection:
+        pool.get_connection()  # the one connection is taken: nothing sent
+    pool.disconnect()
+    try:  # as Celery's producer_or_acquire raises it
+        raise OperationalError("All 10 producer slots are in use.") from (
+            LimitExceeded(10)
+        )
+    except OperationalError as exc:
+        no_producer = exc
+    assert not may_have_reached([no_connection.value])
+    assert not may_have_reached([no_producer])
 
 
 @pytest.fixture

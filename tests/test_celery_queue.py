@@ -202,3 +202,50 @@ def test_a_refused_publish_is_not_queued_and_retried_once(
         enqueue_email(to="a@example.com", subject="Hi", text="t")
     assert not caught.value.may_have_been_queued
     assert len(tries) == 1  # kombu's one retry, recorded for the rule
+
+
+def test_a_retry_waits_less_than_the_visibility_timeout(
+    worker_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+) -> None:
+    from celery.exceptions import Retry
+
+    from flask_poststack.celery_tasks import send_payload
+    from flask_poststack.client import worker_slot
+
+    # Longer than the broker waits for an ack: handed out again, run twice.
+    conf = send_payload.app.conf
+    before = conf.broker_transport_options
+    conf.broker_transport_options = {**(before or {}), "visibility_timeout": 670}
+    request.addfinalizer(lambda: setattr(conf, "broker_transport_options", before))
+    asked: list[dict[str, t.Any]] = []
+
+    def retry(**options: t.Any) -> t.NoReturn:
+        asked.append(options)
+        raise Retry()
+
+    monkeypatch.setattr(send_payload, "retry", retry)
+    fail_next(status=429, code="rate_limited", retry_after=900)
+    payload = {"from": "a@example.com", "to": ["b@example.com"], "subject": "S",
+               "text": "t", "idempotency_key": "k-1"}  # fmt: skip
+    send_payload.apply(args=(payload,))
+    [options] = asked
+    limit = 670 - worker_slot().settings.job_timeout - 60
+    assert options["countdown"] == limit
+    assert f"retries in {limit} s, not 900" in caplog.text
+
+
+def test_a_retry_interval_the_broker_would_not_wait_fails_at_init_app(
+    make_app: AppFactory,
+) -> None:
+    from flask_poststack import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as caught:
+        make_app(POSTSTACK_QUEUE_BACKEND="celery", POSTSTACK_RETRY_INTERVALS="12",
+                 POSTSTACK_CELERY_VISIBILITY_TIMEOUT=3)  # fmt: skip
+    assert caught.value.key == "POSTSTACK_RETRY_INTERVALS"
+    assert "POSTSTACK_CELERY_VISIBILITY_TIMEOUT" in caught.value.message
+    # Unset, the visibility timeout outlasts the longest interval.
+    make_app(POSTSTACK_QUEUE_BACKEND="celery", POSTSTACK_RETRY_INTERVALS="900")
