@@ -122,8 +122,10 @@ class Sandbox:
         if self._server is None:
             self.start()
         try:
+            # Sleep, not join: a Ctrl-C inside Thread.join can leave the
+            # thread looking alive, and stop()'s own join then waits it out.
             while self._thread is not None and self._thread.is_alive():
-                self._thread.join(0.5)
+                time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         finally:

@@ -226,7 +226,11 @@ def test_cli_serves_until_interrupted(tmp_path: object) -> None:
             assert client.emails.send(message())["id"].startswith("em_")
     finally:
         process.send_signal(signal.SIGINT)
-        _out, err = process.communicate(timeout=10)
+        try:
+            _out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()  # only if it did not stop: its pipes closed either way
+            process.communicate()
     assert process.returncode == 0, err
 
 
