@@ -210,9 +210,17 @@ def test_python_api(sandbox: Sandbox) -> None:
     assert repr(other).endswith("stopped>")
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as in a terminal: a test process (or a library in it) may
+    ignore or block SIGINT, and a child inherits both."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_cli_serves_until_interrupted(tmp_path: object) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "flask_poststack.sandbox", "--port", "0", "--quiet"],
+        preexec_fn=_default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
